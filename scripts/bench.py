@@ -1,0 +1,1124 @@
+#!/usr/bin/python3
+"""Side-by-side CPU inference benchmark: stock PyTorch vs. ipex-shim.
+
+Usage (from anywhere; paths default relative to the repo root = parent of scripts/):
+
+    /usr/bin/python3 scripts/bench.py                         # resnet50, batch 16, all rows
+    /usr/bin/python3 scripts/bench.py --model bert            # BERT-base-shaped encoder, batch 8
+    /usr/bin/python3 scripts/bench.py --model resnet18,mobilenet_v2 --rounds 3
+    /usr/bin/python3 scripts/bench.py --variants stock_fp32,shim_bf16 --lib build/libipex_shim.so
+    /usr/bin/python3 scripts/bench.py --quick --model resnet18,bert   # smoke test
+    /usr/bin/python3 scripts/bench.py --preload-cost          # cost of LD_PRELOAD itself
+
+Rows ("variants"):
+    stock_fp32     stock fp32 eager, eval(), torch.no_grad()
+    jit_freeze     torch.jit.script (trace as fallback) -> freeze -> optimize_for_inference
+    autocast_bf16  stock eager under torch.autocast("cpu", dtype=torch.bfloat16)
+    ao_int8        torch.ao int8: CNNs: FX static quantization, onednn engine/qconfig
+                   mapping, calibrated on a few seeded random batches; bert: dynamic
+                   quantization of nn.Linear to qint8
+    shim_fp32      the unmodified stock_fp32 code, run with LD_PRELOAD=<lib> IPEX_MODE=fp32
+    shim_bf16      ... IPEX_MODE=bf16
+    shim_int8      a calibration run (IPEX_MODE=calibration IPEX_CONFIG=<tmp>/conf.json,
+                   same calibration batches as ao_int8), then IPEX_MODE=int8 with that config
+  A shim row is run only if the library exists and, in a child process started
+  under that mode, torch.ops.ipex_shim.status()["implemented_modes"] lists the
+  mode (shim_int8 needs both "calibration" and "int8"); otherwise it is printed
+  as skipped, with the reason.
+
+Method:
+  * The parent builds each model once from a fixed seed (torchvision models with
+    weights=None; BN statistics from a few train-mode passes on seeded random
+    data, classifier bias centered so the argmax depends on the input; see
+    bench_models.py), saves its state_dict and the seeded inputs to a temp dir.
+  * Each variant runs in its own long-lived worker process: /usr/bin/python3
+    running this file with --worker, with that variant's environment (LD_PRELOAD
+    and IPEX_* only for shim rows; OMP_NUM_THREADS/OPENBLAS_NUM_THREADS and
+    torch.set_num_threads = --threads everywhere).  A worker loads the weights,
+    prepares its variant, runs --warmup iterations, reports "ready", and then
+    serves commands, one JSON object per line, on stdin/stdout.  Workers are
+    started one at a time.
+  * Timing: --rounds interleaved rounds.  In round r every live worker in turn
+    (order rotated by r) runs --round-warmup untimed and then --iters timed
+    forward passes on the same input; the others wait idle on stdin, so only
+    one process computes at any time.  Reported latency = median over all
+    timed iterations of all rounds; throughput = batch / median; "vs stock" =
+    stock_fp32 median / variant median (>1 means faster than stock).
+  * Agreement: at the end every worker returns its output on the fixed seeded
+    input; vs. stock_fp32's output we report the cosine similarity of the
+    flattened outputs and top-1 agreement (argmax over the last dim; fraction
+    of rows that agree; for bert the rows are the batch*seq hidden vectors).
+  * A worker that raises, crashes or hangs (--timeout) does not stop the run:
+    its row is reported as FAILED with the error's last line.
+  * Results: a table on stdout, a JSON file (settings, raw per-iteration
+    latencies, CPU model, BLAS, torch version, date, shim status/op counters),
+    and a PNG bar chart of the "vs stock" ratios.
+  * Fairness: Debian's libtorch calls the system libblas.so.3; if that resolves
+    to the reference BLAS instead of OpenBLAS, every fp32 GEMM that goes
+    through BLAS is very slow and the comparison is skewed; this is checked
+    and warned about at start.
+
+--preload-cost measures what preloading alone costs: wall time (median of N
+interleaved runs) and max RSS (os.wait4 rusage of each child) of /bin/true,
+sh -c true, python3 -c pass and python3 -c "import torch", each with and
+without LD_PRELOAD=<lib> (IPEX_MODE=bf16).
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(SCRIPT_DIR)
+THIS_FILE = os.path.abspath(__file__)
+DEFAULT_PYTHON = "/usr/bin/python3"
+DEFAULT_LIB = os.path.join(REPO_ROOT, "build", "libipex_shim.so")
+DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "build", "bench")
+
+STOCK_VARIANTS = ["stock_fp32", "jit_freeze", "autocast_bf16", "ao_int8"]
+SHIM_VARIANTS = ["shim_fp32", "shim_bf16", "shim_int8"]
+ALL_VARIANTS = STOCK_VARIANTS + SHIM_VARIANTS
+SHIM_MODE = {"shim_fp32": "fp32", "shim_bf16": "bf16", "shim_int8": "int8"}
+
+PROTO_PREFIX = "@@BENCH "  # marks protocol lines on the worker's stdout
+
+sys.path.insert(0, SCRIPT_DIR)
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def last_line(text):
+    lines = [l.strip() for l in str(text).strip().splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ===========================================================================
+# System information
+# ===========================================================================
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return [x for x in flags if x.startswith(("avx512", "amx", "avx2", "avx_vnni"))]
+    except OSError:
+        pass
+    return []
+
+
+def blas_info():
+    """Which library libblas.so.3 resolves to (Debian alternatives)."""
+    info = {"alternative": None, "kind": "unknown", "query": None}
+    link = "/etc/alternatives/libblas.so.3-x86_64-linux-gnu"
+    if os.path.lexists(link):
+        info["alternative"] = os.path.realpath(link)
+    else:
+        try:
+            out = subprocess.run(["update-alternatives", "--query", "libblas.so.3-x86_64-linux-gnu"],
+                                 capture_output=True, text=True, timeout=20).stdout
+            for line in out.splitlines():
+                if line.startswith("Value:"):
+                    info["alternative"] = line.split(":", 1)[1].strip()
+            info["query"] = out
+        except (OSError, subprocess.SubprocessError):
+            pass
+    target = (info["alternative"] or "").lower()
+    if "openblas" in target:
+        info["kind"] = "openblas"
+    elif "blis" in target:
+        info["kind"] = "blis"
+    elif "mkl" in target:
+        info["kind"] = "mkl"
+    elif "atlas" in target:
+        info["kind"] = "atlas"
+    elif target.endswith("/blas/libblas.so.3"):
+        info["kind"] = "reference"
+    return info
+
+
+def mapped_libs(patterns):
+    """Paths of loaded shared objects in this process matching any pattern."""
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6:
+                    path = parts[5]
+                    base = os.path.basename(path)
+                    if any(p in base for p in patterns) and path not in found:
+                        found.append(path)
+    except OSError:
+        pass
+    return found
+
+
+def report_blas(torch_mod=None):
+    info = blas_info()
+    # What this (unpreloaded) process really mapped after importing torch.
+    info["mapped"] = mapped_libs(("libblas", "libopenblas", "libblis", "libmkl")) if torch_mod else []
+    log("BLAS: libblas.so.3 -> %s (%s)" % (info["alternative"], info["kind"]))
+    if info["mapped"]:
+        log("BLAS: mapped by torch in this process: %s" % ", ".join(info["mapped"]))
+    if info["kind"] == "reference":
+        bar = "!" * 78
+        log(bar)
+        log("!!! WARNING: libblas.so.3 is the REFERENCE BLAS (netlib), not OpenBLAS.")
+        log("!!! Debian's libtorch calls it for fp32 GEMMs (linear/matmul): the stock")
+        log("!!! fp32 rows will be far slower than they should be and every ratio is")
+        log("!!! skewed in the shim's favour.  Install libopenblas0-pthread (or select")
+        log("!!! it with update-alternatives) before trusting these numbers.")
+        log(bar)
+    elif info["kind"] != "openblas":
+        log("BLAS: note: expected OpenBLAS (libopenblas0-pthread); got %s" % info["kind"])
+    return info
+
+
+# ===========================================================================
+# Worker side (runs in the child processes)
+# ===========================================================================
+
+
+def _shim_status(torch):
+    """torch.ops.ipex_shim.status() parsed, or None if the op is absent."""
+    try:
+        s = torch.ops.ipex_shim.status()
+    except Exception:  # op not registered: library not loaded
+        return None
+    if isinstance(s, str):
+        try:
+            return json.loads(s)
+        except ValueError:
+            return {"raw": s}
+    return s
+
+
+def _prepare_variant(torch, variant, model, name, x, calib, notes):
+    """Return fwd(x) -> output tensor for the variant (the model is in eval mode)."""
+    import bench_models as bm
+    nograd = torch.no_grad
+    null = contextlib.nullcontext
+
+    if variant in ("stock_fp32",) + tuple(SHIM_VARIANTS):
+        # The shim rows run exactly this, unmodified, under LD_PRELOAD.
+        net, ctx = model, null
+    elif variant == "autocast_bf16":
+        net = model
+        ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    elif variant == "jit_freeze":
+        with torch.no_grad():
+            try:
+                net = torch.jit.script(model)
+                notes.append("jit.script")
+            except Exception as e:  # e.g. control flow TorchScript can't compile
+                notes.append("jit.trace (script failed: %s)" % last_line(e)[:120])
+                net = torch.jit.trace(model, (x,))
+            net = torch.jit.freeze(net.eval())
+            try:
+                net = torch.jit.optimize_for_inference(net)
+                notes.append("freeze+optimize_for_inference")
+            except Exception as e:
+                notes.append("freeze only (optimize_for_inference failed: %s)" % last_line(e)[:120])
+        ctx = null
+    elif variant == "ao_int8":
+        torch.backends.quantized.engine = "onednn"
+        if bm.is_transformer(name):
+            import torch.ao.quantization as tq
+            net = tq.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            notes.append("dynamic quantization of nn.Linear (qint8), engine onednn")
+        else:
+            import torch.ao.quantization as tq
+            from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+            qmap = tq.get_default_qconfig_mapping("onednn")
+            prepared = prepare_fx(model, qmap, example_inputs=(x,))
+            with torch.no_grad():
+                for c in calib:
+                    prepared(c)
+            net = convert_fx(prepared)
+            notes.append("FX static quantization, onednn qconfig mapping/engine, %d calib batches"
+                         % len(calib))
+        ctx = null
+    else:
+        raise ValueError("unknown variant %r" % variant)
+
+    def fwd(inp):
+        with nograd(), ctx():
+            return net(inp)
+    return fwd
+
+
+def worker_main(spec_json):
+    """Child process: build, prepare, warm up, then serve JSON-line commands."""
+    spec = json.loads(spec_json)
+    # Protocol channel = a private dup of stdout; fd 1 itself (and sys.stdout)
+    # go to stderr so that prints from Python or native code (e.g. the shim
+    # with IPEX_VERBOSE) cannot corrupt the protocol.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def send(obj):
+        proto.write(PROTO_PREFIX + json.dumps(obj) + "\n")
+        proto.flush()
+
+    try:
+        import torch
+        import bench_models as bm
+
+        torch.set_num_threads(spec["threads"])
+        torch.manual_seed(spec["seed"])
+        name, variant = spec["model"], spec["variant"]
+        notes = []
+
+        t0 = time.perf_counter()
+        model = bm.build_skeleton(name)
+        model.load_state_dict(torch.load(spec["state_path"]))
+        model.eval()
+        data = torch.load(spec["input_path"])
+        x, calib = data["x"], data["calib"]
+
+        if spec["role"] == "calibrate":
+            # shim calibration pass: the unmodified stock script on a few batches.
+            with torch.no_grad():
+                for c in calib:
+                    model(c)
+            send({"ok": True, "status": _shim_status(torch),
+                  "shim_loaded": bool(mapped_libs(("ipex_shim",))),
+                  "calib_batches": len(calib), "seconds": time.perf_counter() - t0})
+            proto.close()
+            return 0  # normal interpreter exit: lets the library write IPEX_CONFIG
+
+        fwd = _prepare_variant(torch, variant, model, name, x, calib, notes)
+        prep_s = time.perf_counter() - t0
+        for _ in range(spec["warmup"]):
+            fwd(x)
+        send({"ok": True, "ready": True, "notes": notes, "prep_s": prep_s,
+              "warmup_s": time.perf_counter() - t0 - prep_s,
+              "threads": torch.get_num_threads(), "pid": os.getpid(),
+              "shim_loaded": bool(mapped_libs(("ipex_shim",))),
+              "status": _shim_status(torch)})
+
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            cmd = json.loads(line)
+            op = cmd.get("cmd")
+            if op == "time":
+                for _ in range(cmd.get("warm", 0)):
+                    fwd(x)
+                lat = []
+                for _ in range(cmd["iters"]):
+                    t = time.perf_counter()
+                    fwd(x)
+                    lat.append((time.perf_counter() - t) * 1e3)
+                send({"ok": True, "lat_ms": lat})
+            elif op == "output":
+                out = fwd(x)
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                out = out.detach().float().contiguous()
+                torch.save(out, cmd["path"])
+                send({"ok": True, "path": cmd["path"], "dtype_out": str(out.dtype),
+                      "shape": list(out.shape)})
+            elif op == "status":
+                send({"ok": True, "status": _shim_status(torch)})
+            elif op == "quit":
+                send({"ok": True})
+                break
+            else:
+                send({"ok": False, "error": "unknown command %r" % op})
+        return 0
+    except BaseException as e:  # report, then die: the parent marks the row failed
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        try:
+            send({"ok": False, "error": "%s: %s" % (type(e).__name__, last_line(e) or repr(e)),
+                  "traceback": tb[-4000:]})
+        except Exception:
+            pass
+        return 1
+
+
+def probe_main():
+    """Child process: print the shim status seen under the current environment."""
+    try:
+        import torch
+        res = {"shim_loaded": bool(mapped_libs(("ipex_shim",))), "torch": torch.__version__}
+        try:
+            s = torch.ops.ipex_shim.status()
+            res["status"] = json.loads(s) if isinstance(s, str) else s
+        except Exception as e:
+            res["status"] = None
+            res["error"] = "torch.ops.ipex_shim.status() failed: %s" % last_line(e)
+    except Exception as e:
+        res = {"status": None, "error": "%s: %s" % (type(e).__name__, last_line(e))}
+    sys.stdout.write(PROTO_PREFIX + json.dumps(res) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+# ===========================================================================
+# Parent side
+# ===========================================================================
+
+
+class WorkerError(Exception):
+    pass
+
+
+class Worker:
+    """A long-lived child process speaking the JSON-line protocol."""
+
+    def __init__(self, variant, args_list, env, log_path):
+        self.variant = variant
+        self.log_path = log_path
+        self.log_file = open(log_path, "wb")
+        self.proc = subprocess.Popen(args_list, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log_file, env=env, cwd=REPO_ROOT)
+        self.buf = b""
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read()[-20000:].decode("utf-8", "replace")
+            return "\n".join(text.splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def _crash_message(self):
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc is not None and rc < 0:
+            try:
+                what = "killed by %s" % signal.Signals(-rc).name
+            except ValueError:
+                what = "killed by signal %d" % -rc
+        elif rc is None:
+            what = "closed its output but is still running"
+        else:
+            what = "exited with code %d" % rc
+        tail = last_line(self.log_tail())
+        return "worker %s%s" % (what, (": " + tail) if tail else "")
+
+    def send(self, obj):
+        try:
+            self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerError(self._crash_message())
+
+    def recv(self, timeout):
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        prefix = PROTO_PREFIX.encode()
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                if not line.startswith(prefix):
+                    continue  # stray output from native code before the fd swap
+                msg = json.loads(line[len(prefix):].decode())
+                if not msg.get("ok"):
+                    raise WorkerError(msg.get("error") or "worker reported failure")
+                return msg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise WorkerError("timed out after %.0f s" % timeout)
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise WorkerError(self._crash_message())
+            self.buf += chunk
+
+    def request(self, obj, timeout):
+        self.send(obj)
+        return self.recv(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def close(self, timeout=30):
+        if self.proc.poll() is None:
+            try:
+                self.request({"cmd": "quit"}, timeout)
+            except (WorkerError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except (OSError, BrokenPipeError):
+                pass
+        self.log_file.close()
+
+
+def base_env(threads):
+    """Environment for non-preloaded children: no LD_PRELOAD, no IPEX_*."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "LD_PRELOAD" and not k.startswith("IPEX_")}
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[k] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def shim_env(threads, lib, mode, config=None):
+    env = base_env(threads)
+    env["LD_PRELOAD"] = lib
+    env["IPEX_MODE"] = mode
+    if config:
+        env["IPEX_CONFIG"] = config
+    if "IPEX_VERBOSE" in os.environ:
+        env["IPEX_VERBOSE"] = os.environ["IPEX_VERBOSE"]
+    return env
+
+
+def probe_shim(python, env, timeout=180):
+    """Run a child under env and return (status dict or None, error or None)."""
+    try:
+        r = subprocess.run([python, THIS_FILE, "--probe"], env=env, cwd=REPO_ROOT,
+                           capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "probe timed out after %d s" % timeout
+    out = r.stdout.decode("utf-8", "replace")
+    for line in out.splitlines():
+        if line.startswith(PROTO_PREFIX):
+            res = json.loads(line[len(PROTO_PREFIX):])
+            if res.get("status") is None:
+                err = res.get("error") or "no status"
+                if not res.get("shim_loaded"):
+                    err = "library not loaded in the child (%s)" % err
+                return None, err
+            return res["status"], None
+    why = last_line(r.stderr.decode("utf-8", "replace")) or ("exit code %d" % r.returncode)
+    if r.returncode < 0:
+        why = "probe killed by signal %d: %s" % (-r.returncode, why)
+    return None, why
+
+
+def implemented(status):
+    modes = status.get("implemented_modes") if isinstance(status, dict) else None
+    return list(modes) if isinstance(modes, (list, tuple)) else []
+
+
+def summarize_ops(status, limit=8):
+    """'conv2d[onednn_bf16=530], linear[stock=10]' from a status dict."""
+    ops = status.get("ops") if isinstance(status, dict) else None
+    if not isinstance(ops, dict) or not ops:
+        return ""
+    parts = []
+    for op, paths in sorted(ops.items()):
+        if isinstance(paths, dict):
+            inner = ",".join("%s=%s" % (p, c) for p, c in sorted(paths.items()) if c)
+            if inner:
+                parts.append("%s[%s]" % (op, inner))
+    more = len(parts) - limit
+    return ", ".join(parts[:limit]) + (", +%d more" % more if more > 0 else "")
+
+
+def check_shim_rows(args, variants, tmpdir):
+    """Decide which shim rows can run.  Returns ({variant: reason_skipped}, probes)."""
+    skipped, probes = {}, {}
+    wanted = [v for v in variants if v in SHIM_VARIANTS]
+    if not wanted:
+        return skipped, probes
+    if not os.path.isfile(args.lib):
+        for v in wanted:
+            skipped[v] = "library not found at %s (build it first)" % args.lib
+        return skipped, probes
+    for v in wanted:
+        # shim_int8 needs a calibration run first, so its probe runs under
+        # IPEX_MODE=calibration (IPEX_MODE=int8 needs an existing config);
+        # the int8 worker re-checks status() under int8 once it starts.
+        mode = "calibration" if v == "shim_int8" else SHIM_MODE[v]
+        cfg = os.path.join(tmpdir, "probe_conf.json") if mode == "calibration" else None
+        status, err = probe_shim(args.python, shim_env(args.threads, args.lib, mode, cfg))
+        probes[v] = {"probe_mode": mode, "status": status, "error": err}
+        if status is None:
+            skipped[v] = "status() unavailable under IPEX_MODE=%s: %s" % (mode, err)
+            continue
+        impl = implemented(status)
+        need = ["calibration", "int8"] if v == "shim_int8" else [SHIM_MODE[v]]
+        missing = [m for m in need if m not in impl]
+        if missing:
+            skipped[v] = ("mode(s) %s not in implemented_modes %s (would only run stock PyTorch)"
+                          % ("/".join(missing), impl))
+    return skipped, probes
+
+
+def start_worker(args, variant, model_name, env, role, paths, tmpdir, warmup):
+    spec = {"role": role, "variant": variant, "model": model_name, "seed": args.seed,
+            "threads": args.threads, "warmup": warmup,
+            "state_path": paths["state"], "input_path": paths["inputs"]}
+    log_path = os.path.join(tmpdir, "%s_%s_%s.log" % (model_name, variant, role))
+    return Worker(variant, [args.python, THIS_FILE, "--worker", json.dumps(spec)], env, log_path)
+
+
+def run_shim_calibration(args, model_name, paths, tmpdir, conf):
+    """IPEX_MODE=calibration run of the stock script; returns (info, error)."""
+    if os.path.exists(conf):
+        os.remove(conf)
+    env = shim_env(args.threads, args.lib, "calibration", conf)
+    w = start_worker(args, "shim_int8", model_name, env, "calibrate", paths, tmpdir, 0)
+    try:
+        info = w.recv(args.timeout)
+        rc = w.proc.wait(timeout=args.timeout)
+    except (WorkerError, subprocess.TimeoutExpired) as e:
+        w.kill()
+        w.close()
+        return None, "calibration run failed: %s" % e
+    w.close()
+    if rc != 0:
+        return None, "calibration run exited with code %d: %s" % (rc, last_line(w.log_tail()))
+    if not os.path.isfile(conf):
+        return info, "calibration run finished but did not write IPEX_CONFIG=%s" % conf
+    return info, None
+
+
+def agreement(ref, out):
+    """(cosine of flattened outputs, top-1 agreement over rows of the last dim)."""
+    import torch
+    if ref.shape != out.shape:
+        return None, None, "shape %s != reference %s" % (list(out.shape), list(ref.shape))
+    a = ref.double().flatten()
+    b = out.double().flatten()
+    cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    r1 = ref.reshape(-1, ref.shape[-1]).argmax(-1)
+    r2 = out.reshape(-1, out.shape[-1]).argmax(-1)
+    top1 = float((r1 == r2).double().mean())
+    return cos, top1, None
+
+
+def bench_model(args, model_name, variants, tmpdir):
+    """Benchmark one model; returns its result dict (rows in variants order)."""
+    import torch
+    import bench_models as bm
+
+    is_bert = bm.is_transformer(model_name)
+    batch = args.batch or (8 if is_bert else 16)
+    image_size = args.image_size or bm.default_image_size(model_name)
+    mdir = os.path.join(tmpdir, model_name)
+    os.makedirs(mdir, exist_ok=True)
+
+    log("")
+    log("=" * 78)
+    shape = ("seq %d" % args.seq) if is_bert else ("%dx%d" % (image_size, image_size))
+    log("Model %s: batch %d, %s, threads %d, %d rounds x %d iters (+%d warm/round), warmup %d"
+        % (model_name, batch, shape, args.threads, args.rounds, args.iters, args.round_warmup,
+           args.warmup))
+    log("=" * 78)
+
+    # ---- reference weights and inputs, built once here (not preloaded) ----
+    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    model = bm.build_reference_model(model_name, args.seed, image_size=image_size,
+                                     bn_batches=args.bn_batches,
+                                     bn_batch_size=min(batch, 8) if args.quick else 8)
+    paths = {"state": os.path.join(mdir, "state.pt"), "inputs": os.path.join(mdir, "inputs.pt")}
+    torch.save(model.state_dict(), paths["state"])
+    x = bm.make_input(model_name, batch, args.seed + 1, image_size=image_size, seq=args.seq)
+    calib = [bm.make_input(model_name, batch, args.seed + 100 + i, image_size=image_size,
+                           seq=args.seq) for i in range(args.calib_batches)]
+    torch.save({"x": x, "calib": calib}, paths["inputs"])
+    log("built %s (%.1f M params) in %.1f s" %
+        (model_name, sum(p.numel() for p in model.parameters()) / 1e6, time.perf_counter() - t0))
+
+    rows = {v: {"variant": v, "state": "pending", "lat_ms": [], "notes": []} for v in variants}
+
+    # ---- which shim rows can run ----
+    skipped, probes = check_shim_rows(args, variants, mdir)
+    for v, why in skipped.items():
+        rows[v]["state"] = "skipped"
+        rows[v]["error"] = why
+        log("SKIP %-13s %s" % (v, why))
+    for v, p in probes.items():
+        rows[v]["probe"] = p
+
+    conf = os.path.join(mdir, "conf.json")
+    if "shim_int8" in variants and rows["shim_int8"]["state"] == "pending":
+        log("shim_int8: calibration run (IPEX_MODE=calibration, %d batches) ..." % len(calib))
+        info, err = run_shim_calibration(args, model_name, paths, mdir, conf)
+        rows["shim_int8"]["calibration"] = info
+        if err:
+            rows["shim_int8"]["state"] = "failed"
+            rows["shim_int8"]["error"] = err
+            log("FAIL %-13s %s" % ("shim_int8", err))
+        else:
+            rows["shim_int8"]["notes"].append("calibrated on %d batches" % len(calib))
+            with open(conf) as f:
+                rows["shim_int8"]["config_bytes"] = len(f.read())
+
+    # ---- start workers one at a time; each prepares and warms up ----
+    workers = {}
+    for v in variants:
+        if rows[v]["state"] != "pending":
+            continue
+        if v in SHIM_VARIANTS:
+            env = shim_env(args.threads, args.lib, SHIM_MODE[v], conf if v == "shim_int8" else None)
+        else:
+            env = base_env(args.threads)
+        t = time.perf_counter()
+        w = start_worker(args, v, model_name, env, "bench", paths, mdir, args.warmup)
+        try:
+            ready = w.recv(args.timeout)
+        except WorkerError as e:
+            rows[v]["state"] = "failed"
+            rows[v]["error"] = str(e)
+            rows[v]["log_tail"] = w.log_tail()
+            log("FAIL %-13s %s" % (v, e))
+            w.kill()
+            w.close()
+            continue
+        rows[v]["notes"] += ready.get("notes", [])
+        rows[v]["prep_s"] = ready.get("prep_s")
+        rows[v]["threads"] = ready.get("threads")
+        rows[v]["shim_loaded"] = ready.get("shim_loaded")
+        if v in SHIM_VARIANTS:
+            st = ready.get("status")
+            rows[v]["status_at_start"] = st
+            problem = None
+            if not ready.get("shim_loaded"):
+                problem = "library is not mapped in the worker process"
+            elif st is None:
+                problem = "status() unavailable in the worker"
+            elif SHIM_MODE[v] not in implemented(st):
+                problem = "mode %s not in implemented_modes %s" % (SHIM_MODE[v], implemented(st))
+            elif st.get("active") is False:
+                problem = "status() reports active=false (mode %s)" % st.get("mode")
+            if problem:
+                rows[v]["state"] = "skipped"
+                rows[v]["error"] = problem
+                log("SKIP %-13s %s" % (v, problem))
+                w.close()
+                continue
+        elif ready.get("shim_loaded"):
+            rows[v]["notes"].append("WARNING: ipex_shim is mapped in a stock worker")
+        rows[v]["state"] = "running"
+        workers[v] = w
+        log("ready %-13s setup %.1f s (prepare %.1f s)  %s"
+            % (v, time.perf_counter() - t, ready.get("prep_s", 0), "; ".join(rows[v]["notes"])))
+
+    # ---- interleaved timing rounds ----
+    order = [v for v in variants if v in workers]
+    for r in range(args.rounds):
+        live = [v for v in order if v in workers]
+        if not live:
+            break
+        k = r % len(live)
+        line = []
+        for v in live[k:] + live[:k]:
+            try:
+                msg = workers[v].request({"cmd": "time", "iters": args.iters,
+                                          "warm": args.round_warmup}, args.timeout)
+            except WorkerError as e:
+                rows[v]["state"] = "failed"
+                rows[v]["error"] = "round %d: %s" % (r + 1, e)
+                rows[v]["log_tail"] = workers[v].log_tail()
+                log("FAIL %-13s %s" % (v, rows[v]["error"]))
+                workers.pop(v).close(timeout=5)
+                continue
+            rows[v]["lat_ms"].append(msg["lat_ms"])
+            line.append("%s %.1f" % (v, median(msg["lat_ms"])))
+        log("round %d/%d (median ms): %s" % (r + 1, args.rounds, ", ".join(line)))
+
+    # ---- outputs on the fixed input, final shim status ----
+    outputs = {}
+    for v in list(workers):
+        path = os.path.join(mdir, "out_%s.pt" % v)
+        try:
+            workers[v].request({"cmd": "output", "path": path}, args.timeout)
+            outputs[v] = torch.load(path)
+            if v in SHIM_VARIANTS:
+                st = workers[v].request({"cmd": "status"}, args.timeout).get("status")
+                rows[v]["status_at_end"] = st
+        except WorkerError as e:
+            rows[v]["state"] = "failed"
+            rows[v]["error"] = "output: %s" % e
+            rows[v]["log_tail"] = workers[v].log_tail()
+            log("FAIL %-13s %s" % (v, rows[v]["error"]))
+    for v in list(workers):
+        workers.pop(v).close()
+
+    if "stock_fp32" in outputs:
+        ref, ref_src = outputs["stock_fp32"], "stock_fp32 worker"
+    else:  # stock_fp32 not run (or failed): same computation, done here
+        with torch.no_grad():
+            ref = model(x).float()
+        ref_src = "parent process (stock fp32 eager)"
+    del model
+
+    # ---- statistics ----
+    stock_med = None
+    if rows.get("stock_fp32", {}).get("state") == "running":
+        stock_med = median([t for rnd in rows["stock_fp32"]["lat_ms"] for t in rnd])
+    for v in variants:
+        row = rows[v]
+        if row["state"] != "running":
+            continue
+        lat = [t for rnd in row["lat_ms"] for t in rnd]
+        row["state"] = "ok"
+        row["runs"] = len(lat)
+        row["median_ms"] = median(lat)
+        row["min_ms"] = min(lat) if lat else None
+        row["p25_ms"], row["p75_ms"] = (statistics.quantiles(lat, n=4)[0::2]
+                                        if len(lat) >= 2 else (None, None))
+        row["throughput"] = batch / (row["median_ms"] / 1e3) if lat else None
+        row["vs_stock"] = (stock_med / row["median_ms"]) if (stock_med and lat) else None
+        if v in outputs:
+            cos, top1, err = agreement(ref, outputs[v])
+            row["cosine"], row["top1"] = cos, top1
+            if err:
+                row["notes"].append(err)
+        st = row.get("status_at_end")
+        if st is not None:
+            row["ops_summary"] = summarize_ops(st)
+
+    print_table(model_name, batch, variants, rows)
+    return {"model": model_name, "batch": batch, "image_size": None if is_bert else image_size,
+            "seq": args.seq if is_bert else None, "reference_output": ref_src,
+            "rows": [rows[v] for v in variants]}
+
+
+def fmt(v, spec, dash="-"):
+    return dash if v is None else format(v, spec)
+
+
+def print_table(model_name, batch, variants, rows):
+    log("")
+    log("Results: %s, batch %d (vs stock = stock_fp32 median / row median; >1 is faster)"
+        % (model_name, batch))
+    hdr = "%-14s %10s %11s %9s %9s %7s %5s" % ("variant", "median ms", "samples/s", "vs stock",
+                                             "cosine", "top1", "runs")
+    log(hdr)
+    log("-" * len(hdr))
+    for v in variants:
+        r = rows[v]
+        if r["state"] == "ok":
+            log("%-14s %10s %11s %9s %9s %7s %5d" % (
+                v, fmt(r["median_ms"], ".1f"), fmt(r["throughput"], ".1f"),
+                fmt(r["vs_stock"], ".2f") + ("x" if r["vs_stock"] else ""),
+                fmt(r.get("cosine"), ".5f"), fmt(r.get("top1"), ".3f"), r["runs"]))
+        else:
+            log("%-14s %s: %s" % (v, r["state"].upper(), r.get("error", "")))
+    for v in variants:
+        if rows[v].get("ops_summary"):
+            log("  %s op paths: %s" % (v, rows[v]["ops_summary"]))
+
+
+def write_png(path, results, settings):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    fig, axes = plt.subplots(n, 1, figsize=(8, 0.5 + 2.6 * n), squeeze=False)
+    for ax, res in zip(axes[:, 0], results):
+        names, vals, labels, colors = [], [], [], []
+        for r in res["rows"]:
+            names.append(r["variant"])
+            if r["state"] == "ok" and r.get("vs_stock"):
+                vals.append(r["vs_stock"])
+                labels.append("%.2fx" % r["vs_stock"])
+                colors.append("tab:orange" if r["variant"].startswith("shim") else "tab:blue")
+            else:
+                vals.append(0.0)
+                labels.append(r["state"] if r["state"] != "ok" else "n/a")
+                colors.append("lightgray")
+        ypos = list(range(len(names)))[::-1]
+        ax.barh(ypos, vals, color=colors)
+        ax.set_yticks(ypos)
+        ax.set_yticklabels(names)
+        ax.axvline(1.0, color="k", lw=0.8, ls="--")
+        xmax = max(vals + [1.0]) * 1.25
+        ax.set_xlim(0, xmax)
+        for y, v, lab in zip(ypos, vals, labels):
+            ax.text(v + xmax * 0.01, y, lab, va="center", fontsize=8)
+        ax.set_title("%s, batch %d, %d threads: speed-up vs stock_fp32"
+                     % (res["model"], res["batch"], settings["threads"]), fontsize=10)
+        ax.set_xlabel("stock_fp32 median latency / variant median latency")
+    fig.suptitle("torch %s, %s" % (settings["torch"], settings["cpu"]), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# --preload-cost
+# ---------------------------------------------------------------------------
+
+
+def run_once(argv, env):
+    """(wall ms, max RSS KiB, exit code) of one child, via posix_spawn + wait4."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        t = time.perf_counter()
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+            (os.POSIX_SPAWN_DUP2, devnull, 2)])
+        _, status, ru = os.wait4(pid, 0)
+        wall = (time.perf_counter() - t) * 1e3
+    finally:
+        os.close(devnull)
+    return wall, ru.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+def preload_cost_main(args):
+    n = args.preload_runs
+    lib_ok = os.path.isfile(args.lib)
+    cmds = [("/bin/true", ["/bin/true"]),
+            ("sh -c true", ["/bin/sh", "-c", "true"]),
+            ("python3 -c pass", [args.python, "-c", "pass"]),
+            ("python3 -c 'import torch'", [args.python, "-c", "import torch"])]
+    plain = base_env(args.threads)
+    pre = shim_env(args.threads, args.lib, "bf16")
+    configs = [("plain", plain)] + ([("preload", pre)] if lib_ok else [])
+    log("Preload cost: %d interleaved runs per cell, lib %s%s" %
+        (n, args.lib, "" if lib_ok else " (NOT FOUND: preloaded rows skipped)"))
+    data = {c: {k: {"wall_ms": [], "maxrss_kib": [], "rc": []} for k, _ in configs}
+            for c, _ in cmds}
+    # One untimed run of everything first (page cache, pyc files).
+    for _, argv in cmds:
+        for _, env in configs:
+            run_once(argv, env)
+    for i in range(n):
+        cells = [(c, argv, k, env) for c, argv in cmds for k, env in configs]
+        if i % 2:
+            cells.reverse()  # alternate order so neither side always goes first
+        for c, argv, k, env in cells:
+            wall, rss, rc = run_once(argv, env)
+            d = data[c][k]
+            d["wall_ms"].append(wall)
+            d["maxrss_kib"].append(rss)
+            d["rc"].append(rc)
+    log("")
+    hdr = "%-26s %10s %10s %9s %11s %11s %9s" % ("command", "plain ms", "preload ms", "diff ms",
+                                                "plain MiB", "preload MiB", "diff MiB")
+    log(hdr)
+    log("-" * len(hdr))
+    summary = {}
+    for c, _ in cmds:
+        s = {}
+        for k, _ in configs:
+            d = data[c][k]
+            s[k] = {"median_wall_ms": median(d["wall_ms"]),
+                    "max_rss_mib": max(d["maxrss_kib"]) / 1024.0,
+                    "nonzero_exits": sum(1 for r in d["rc"] if r != 0)}
+        summary[c] = s
+        p = s["plain"]
+        q = s.get("preload")
+        log("%-26s %10.1f %10s %9s %11.1f %11s %9s" % (
+            c, p["median_wall_ms"], fmt(q and q["median_wall_ms"], ".1f"),
+            fmt(q and q["median_wall_ms"] - p["median_wall_ms"], "+.1f"),
+            p["max_rss_mib"], fmt(q and q["max_rss_mib"], ".1f"),
+            fmt(q and q["max_rss_mib"] - p["max_rss_mib"], "+.1f")))
+        for k in s:
+            if s[k]["nonzero_exits"]:
+                log("  note: %s (%s) exited non-zero %d/%d times"
+                    % (c, k, s[k]["nonzero_exits"], n))
+    if not lib_ok:
+        log("note: preloaded rows skipped: %s does not exist" % args.lib)
+    out = {"kind": "preload_cost", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+           "lib": args.lib, "lib_found": lib_ok, "runs": n, "ipex_mode": "bf16",
+           "cpu": cpu_model(), "nproc": os.cpu_count(), "summary": summary, "raw": data}
+    path = args.json or os.path.join(DEFAULT_OUT_DIR, "preload_cost.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    log("wrote %s" % path)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append",
+                   help="bert or a torchvision classification model; repeatable or "
+                        "comma-separated (default resnet50)")
+    p.add_argument("--batch", type=int, help="batch size (default 16 for CNNs, 8 for bert)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per round (default 5)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed iterations after a worker's setup (default 3)")
+    p.add_argument("--round-warmup", type=int, default=1,
+                   help="untimed iterations at the start of each worker's turn (default 1)")
+    p.add_argument("--variants", help="comma list, subset of: " + ",".join(ALL_VARIANTS))
+    p.add_argument("--json", help="results JSON (default build/bench/results.json, "
+                                  "or build/bench/preload_cost.json)")
+    p.add_argument("--png", help="bar chart PNG (default build/bench/results.png)")
+    p.add_argument("--lib", default=DEFAULT_LIB, help="shim library (default %(default)s)")
+    p.add_argument("--python", default=DEFAULT_PYTHON, help="interpreter for children")
+    p.add_argument("--seq", type=int, default=128, help="bert sequence length (default 128)")
+    p.add_argument("--image-size", type=int, help="CNN input size (default 224)")
+    p.add_argument("--calib-batches", type=int, default=4,
+                   help="calibration batches for ao_int8 and shim_int8 (default 4)")
+    p.add_argument("--bn-batches", type=int, default=4,
+                   help="train-mode passes giving BN layers statistics (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds a worker may take for one step before it is failed")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: batch 2, 2 rounds x 2 iters, 1 warm-up, 2 calib batches")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, outputs)")
+    p.add_argument("--preload-cost", action="store_true",
+                   help="measure the cost of LD_PRELOAD itself instead")
+    p.add_argument("--preload-runs", type=int, default=20, help="runs per cell (default 20)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.quick:
+        args.batch = args.batch or 2
+        for k, v in (("rounds", 2), ("iters", 2), ("warmup", 1), ("round_warmup", 0),
+                     ("calib_batches", 2), ("bn_batches", 2), ("preload_runs", 5)):
+            if getattr(args, k) == p.get_default(k):
+                setattr(args, k, v)
+    models = []
+    for m in args.model or ["resnet50"]:
+        models += [x.strip() for x in m.split(",") if x.strip()]
+    args.models = models
+    if args.variants:
+        args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+        bad = [v for v in args.variant_list if v not in ALL_VARIANTS]
+        if bad:
+            p.error("unknown variant(s) %s; choose from %s" % (bad, ",".join(ALL_VARIANTS)))
+    else:
+        args.variant_list = list(ALL_VARIANTS)
+    args.lib = os.path.abspath(os.path.join(REPO_ROOT, args.lib)) \
+        if not os.path.isabs(args.lib) else args.lib
+    if args.threads < 1 or args.rounds < 1 or args.iters < 1:
+        p.error("--threads, --rounds and --iters must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        return worker_main(args.worker)
+    if args.probe:
+        return probe_main()
+    if args.preload_cost:
+        return preload_cost_main(args)
+
+    if "ipex_shim" in os.environ.get("LD_PRELOAD", ""):
+        log("WARNING: the parent runs under LD_PRELOAD=%s; children get their own environment."
+            % os.environ["LD_PRELOAD"])
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before importing torch here
+    import torch
+    import torchvision
+    torch.set_num_threads(args.threads)
+
+    log("ipex-shim benchmark  %s" % datetime.datetime.now().isoformat(timespec="seconds"))
+    log("CPU: %s, %d logical CPUs; flags: %s" % (cpu_model(), os.cpu_count(),
+                                                 " ".join(cpu_flags()) or "-"))
+    log("torch %s, torchvision %s, python %s, children: %s" %
+        (torch.__version__, torchvision.__version__, platform.python_version(), args.python))
+    blas = report_blas(torch)
+    lib_found = os.path.isfile(args.lib)
+    log("shim library: %s (%s)" % (args.lib, "found" if lib_found else "NOT FOUND"))
+    log("variants: %s" % ",".join(args.variant_list))
+
+    settings = {"models": args.models, "batch": args.batch, "threads": args.threads,
+                "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup,
+                "round_warmup": args.round_warmup, "variants": args.variant_list,
+                "seq": args.seq, "image_size": args.image_size, "seed": args.seed,
+                "calib_batches": args.calib_batches, "bn_batches": args.bn_batches,
+                "quick": args.quick, "lib": args.lib, "lib_found": lib_found,
+                "python": args.python, "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "python_version": platform.python_version(),
+                "cpu": cpu_model(), "cpu_flags": cpu_flags(), "nproc": os.cpu_count(),
+                "blas": blas, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "host": platform.node(), "kernel": platform.release()}
+
+    tmpdir = tempfile.mkdtemp(prefix="ipex_bench_")
+    results = []
+    t0 = time.perf_counter()
+    try:
+        for m in args.models:
+            try:
+                results.append(bench_model(args, m, args.variant_list, tmpdir))
+            except Exception as e:  # e.g. unknown model name: report, go on
+                traceback.print_exc()
+                log("MODEL %s FAILED: %s" % (m, last_line(e)))
+                results.append({"model": m, "error": "%s: %s" % (type(e).__name__, last_line(e)),
+                                "rows": []})
+    finally:
+        if args.keep_tmp:
+            log("kept temp dir %s" % tmpdir)
+        else:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    settings["total_s"] = time.perf_counter() - t0
+
+    json_path = args.json or os.path.join(DEFAULT_OUT_DIR, "results.json")
+    png_path = args.png or os.path.join(DEFAULT_OUT_DIR, "results.png")
+    for pth in (json_path, png_path):
+        os.makedirs(os.path.dirname(os.path.abspath(pth)), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump({"settings": settings, "results": results}, f, indent=1)
+    log("")
+    log("wrote %s" % json_path)
+    plotted = [r for r in results if r.get("rows")]
+    if plotted:
+        try:
+            write_png(png_path, plotted, settings)
+            log("wrote %s" % png_path)
+        except Exception as e:
+            log("PNG not written: %s" % last_line(e))
+    log("total %.0f s" % settings["total_s"])
+    if blas["kind"] == "reference":
+        log("WARNING (again): reference BLAS in use; stock fp32 numbers are not representative.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+// The one call between the preloaded bootstrap (no libtorch) and the core (libtorch): a C
+// interface, so that the two libraries share no C++ types across the boundary.
+#pragma once
+
+#include "shim/settings.h"
+
+extern "C" {
+
+struct IpexShimCoreSettings {
+  int mode;  // ipex_shim::Mode
+  const char* config_path;  // "" when unset
+  int verbose;
+  int fusion;
+  int strict;
+  int num_threads;
+  int threads_from_env;
+};
+
+// Filled by the core: what the bootstrap calls at the start of every new thread.
+struct IpexShimCoreHooks {
+  void (*on_thread_start)(void);
+};
+
+// Returns 0 when the core is running; otherwise it has said why and left torch untouched.
+typedef int (*IpexShimCoreStartFn)(const IpexShimCoreSettings* settings,
+                                   IpexShimCoreHooks* hooks);
+}
+
+#define IPEX_SHIM_CORE_START_SYMBOL "ipex_shim_core_start"
+#define IPEX_SHIM_CORE_FILE_NAME "libipex_shim_core.so"
+
+namespace ipex_shim {
+
+inline IpexShimCoreSettings to_core_settings(const Settings& settings) {
+  return {static_cast<int>(settings.mode), settings.config_path.c_str(), settings.verbose,
+          settings.fusion ? 1 : 0, settings.strict ? 1 : 0, settings.num_threads,
+          settings.threads_from_env ? 1 : 0};
+}
+
+inline Settings from_core_settings(const IpexShimCoreSettings& core) {
+  Settings settings;
+  settings.mode = static_cast<Mode>(core.mode);
+  settings.config_path = core.config_path ? core.config_path : "";
+  settings.verbose = core.verbose;
+  settings.fusion = core.fusion != 0;
+  settings.strict = core.strict != 0;
+  settings.num_threads = core.num_threads;
+  settings.threads_from_env = core.threads_from_env != 0;
+  return settings;
+}
+
+}  // namespace ipex_shim

@@ -1,0 +1,119 @@
+#include "shim/core_start.h"
+
+#include <ATen/Parallel.h>
+#include <dnnl.h>
+
+#include <cstdlib>
+#include <exception>
+
+#include "shim/dispatch_key.h"
+#include "shim/log.h"
+#include "shim/registration.h"
+#include "shim/runtime.h"
+#include "shim/status.h"
+
+namespace ipex_shim {
+namespace {
+
+Settings& settings_storage() {
+  static Settings* settings = new Settings();
+  return *settings;
+}
+
+Fallback g_default_fallback = Fallback::mode_not_available;
+
+void enable_in_new_thread() noexcept {
+  try {
+    enable_in_this_thread();
+  } catch (...) {
+    // The thread runs stock; nothing else to do.
+  }
+}
+
+void print_summary_at_exit() {
+  try {
+    for (const std::string& line : summary_lines()) log_line(Severity::info, line);
+  } catch (...) {
+  }
+}
+
+}  // namespace
+
+const Settings& runtime_settings() { return settings_storage(); }
+void set_runtime_settings(const Settings& settings) { settings_storage() = settings; }
+
+const std::vector<Mode>& implemented_modes() {
+  static const std::vector<Mode> modes = {};
+  return modes;
+}
+
+bool mode_implemented(Mode mode) {
+  for (Mode implemented : implemented_modes())
+    if (implemented == mode) return true;
+  return false;
+}
+
+Fallback default_fallback_reason() { return g_default_fallback; }
+
+std::string onednn_version() {
+  const dnnl_version_t* version = dnnl_version();
+  return std::to_string(version->major) + "." + std::to_string(version->minor) + "." +
+         std::to_string(version->patch);
+}
+
+std::string onednn_isa() {
+  switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+  }
+}
+
+int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
+  try {
+    set_runtime_settings(settings);
+    std::string conflict = key_conflict();
+    if (!conflict.empty()) {
+      log_line(Severity::error, conflict +
+                                    "; the shim needs that key free and stays off "
+                                    "(running stock PyTorch)");
+      return 1;
+    }
+    g_default_fallback =
+        mode_implemented(settings.mode) ? Fallback::policy_fp32 : Fallback::mode_not_available;
+
+    // DESIGN.md fact 7: torch 1.13 defaults to half the hardware threads and oneDNN follows
+    // OpenMP's setting, so use every CPU we may run on unless the user chose.
+    if (!settings.threads_from_env) at::set_num_threads(settings.num_threads);
+
+    register_introspection();
+    register_overrides(settings);
+    enable_in_this_thread();
+    hooks->on_thread_start = &enable_in_new_thread;
+
+    if (settings.verbose >= 1) {
+      log_line(Severity::info, banner_text());
+      std::atexit(&print_summary_at_exit);
+    }
+    if (!mode_implemented(settings.mode) && settings.verbose == 0) {
+      log_limited("mode-not-available", 1, Severity::warning,
+                  std::string("IPEX_MODE=") + mode_name(settings.mode) +
+                      " is not available yet in this version; every op runs on stock PyTorch");
+    }
+    return 0;
+  } catch (const std::exception& error) {
+    log_line(Severity::error, std::string("could not start: ") + error.what() +
+                                  "; running stock PyTorch");
+  } catch (...) {
+    log_line(Severity::error, "could not start (unknown error); running stock PyTorch");
+  }
+  return 1;
+}
+
+}  // namespace ipex_shim

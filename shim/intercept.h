@@ -1,0 +1,52 @@
+// The generic wrapper the override table instantiates per op. `Op` is one of ATen's
+// generated `at::_ops::<op>` structs: its `schema` type gives the exact C++ signature the
+// dispatcher expects, and its static `call` is a cached, typed operator handle.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+#include <string>
+#include <utility>
+
+#include "shim/dispatch_key.h"
+#include "shim/op_stats.h"
+#include "shim/runtime.h"
+
+namespace ipex_shim {
+
+// "aten::add" + "Tensor" -> "add.Tensor": the name the table, status() and the summary use.
+template <class Op>
+std::string op_display_name() {
+  std::string name = Op::name;
+  const std::string prefix = "aten::";
+  if (name.compare(0, prefix.size(), prefix) == 0) name = name.substr(prefix.size());
+  std::string overload = Op::overload_name;
+  return overload.empty() ? name : name + "." + overload;
+}
+
+template <class Op, class Signature = typename Op::schema>
+struct Intercept;
+
+template <class Op, class Ret, class... Args>
+struct Intercept<Op, Ret(Args...)> {
+  static OpStats& stats() {
+    static OpStats& instance = op_stats(op_display_name<Op>());
+    return instance;
+  }
+
+  // The original op, with the shim's key off for the whole call (nested ops included;
+  // DESIGN.md fact 4: at::redispatch would skip the key for one call only).
+  static Ret stock(Args... args) {
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+    return Op::call(std::forward<Args>(args)...);
+  }
+
+  // A call the shim does not handle in this mode: counted, then run stock.
+  static Ret pass_through(Args... args) {
+    stats().count(Path::stock, default_fallback_reason());
+    return stock(std::forward<Args>(args)...);
+  }
+};
+
+}  // namespace ipex_shim

@@ -1,0 +1,70 @@
+// What ran where: per intercepted op, how many calls took each path and, for calls that
+// went to stock PyTorch, why. Counting is a relaxed atomic increment on the hot path;
+// status() and the exit summary read the counters.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ipex_shim {
+
+enum class Path : int {
+  stock,        // stock PyTorch kernel, unchanged precision
+  onednn_fp32,  // the shim's oneDNN kernel in fp32
+  onednn_bf16,  // the shim's oneDNN kernel in BF16
+  onednn_int8,  // the shim's oneDNN kernel in INT8
+  observed,     // calibration: stock result, inputs/outputs observed
+  count_,
+};
+
+enum class Fallback : int {
+  none,                // not a fallback
+  mode_not_available,  // the mode is accepted but not implemented yet
+  policy_fp32,         // the precision policy (or IPEX_CONFIG) keeps this op in fp32
+  needs_grad,          // a gradient is needed and this path has no backward
+  unsupported_dtype,   // an input dtype the kernel does not take
+  unsupported_shape,   // rank, sizes, strides or arguments the kernel does not take
+  config_mismatch,     // the INT8 config entry does not match this op
+  kernel_error,        // oneDNN refused or failed; answered by stock
+  count_,
+};
+
+const char* path_name(Path path);
+const char* fallback_name(Fallback reason);
+
+constexpr int kPathCount = static_cast<int>(Path::count_);
+constexpr int kFallbackCount = static_cast<int>(Fallback::count_);
+
+class OpStats {
+ public:
+  explicit OpStats(std::string name) : name_(std::move(name)) {}
+
+  void count(Path path, Fallback reason = Fallback::none) {
+    paths_[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+    if (reason != Fallback::none)
+      fallbacks_[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  const std::string& name() const { return name_; }
+  uint64_t calls(Path path) const { return paths_[static_cast<int>(path)].load(); }
+  uint64_t fallbacks(Fallback reason) const { return fallbacks_[static_cast<int>(reason)].load(); }
+  uint64_t total() const;
+  void reset();
+
+ private:
+  std::string name_;
+  std::array<std::atomic<uint64_t>, kPathCount> paths_{};
+  std::array<std::atomic<uint64_t>, kFallbackCount> fallbacks_{};
+};
+
+// The counters of the op named `name` ("conv2d", "add.Tensor"), created on first use and
+// alive for the whole process. The reference is stable: callers cache it.
+OpStats& op_stats(const std::string& name);
+
+// Every op's counters, in registration order.
+std::vector<const OpStats*> all_op_stats();
+
+}  // namespace ipex_shim

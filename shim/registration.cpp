@@ -1,0 +1,130 @@
+// The override table: every op the shim intercepts, a line each, grouped by policy.
+//
+// All kernels are registered at the shim's key (dispatch_key.h) in the "aten" namespace, and
+// a fallthrough fallback is registered for that key so that every op the table does not
+// name goes straight on to the next key (without it, every other op would fail).
+// Kernel files hold no registration: the table below is the one place to look.
+//
+// Until an op gets its own kernel, its line registers Intercept<Op>::pass_through, which
+// counts the call and runs stock PyTorch with the shim's key excluded.
+#include "shim/registration.h"
+
+// The ops headers expect these to be declared first.
+#include <ATen/core/Tensor.h>
+#include <c10/core/DispatchKeySet.h>
+#include <c10/core/SymIntArrayRef.h>
+#include <torch/library.h>
+
+#include <ATen/ops/adaptive_avg_pool2d_ops.h>
+#include <ATen/ops/add_ops.h>
+#include <ATen/ops/addmm_ops.h>
+#include <ATen/ops/avg_pool2d_ops.h>
+#include <ATen/ops/baddbmm_ops.h>
+#include <ATen/ops/batch_norm_ops.h>
+#include <ATen/ops/bmm_ops.h>
+#include <ATen/ops/conv1d_ops.h>
+#include <ATen/ops/conv2d_ops.h>
+#include <ATen/ops/conv3d_ops.h>
+#include <ATen/ops/conv_transpose1d_ops.h>
+#include <ATen/ops/conv_transpose2d_ops.h>
+#include <ATen/ops/conv_transpose3d_ops.h>
+#include <ATen/ops/gelu_ops.h>
+#include <ATen/ops/layer_norm_ops.h>
+#include <ATen/ops/linear_ops.h>
+#include <ATen/ops/matmul_ops.h>
+#include <ATen/ops/max_pool2d_ops.h>
+#include <ATen/ops/mm_ops.h>
+#include <ATen/ops/relu_ops.h>
+#include <ATen/ops/softmax_ops.h>
+
+#include "shim/intercept.h"
+#include "shim/status.h"
+
+namespace ipex_shim {
+
+const char* policy_name(Policy policy) {
+  switch (policy) {
+    case Policy::lower_precision: return "lower_precision";
+    case Policy::fp32: return "fp32";
+    case Policy::promote: return "promote";
+    case Policy::observe: return "observe";
+  }
+  return "?";
+}
+
+namespace {
+
+std::vector<TableEntry>& table_storage() {
+  static std::vector<TableEntry>* table = new std::vector<TableEntry>();
+  return *table;
+}
+
+template <class Op>
+void add(torch::Library& library, Policy policy) {
+  std::string name = op_display_name<Op>();
+  library.impl(name.c_str(), TORCH_FN(Intercept<Op>::pass_through));
+  table_storage().push_back({name, policy});
+  Intercept<Op>::stats();  // listed in status() from the start, with zero calls
+}
+
+#define SHIM_OP(op, policy) add<at::_ops::op>(library, Policy::policy)
+
+void fill_table(torch::Library& library) {
+  // Policy::lower_precision
+  SHIM_OP(conv1d, lower_precision);
+  SHIM_OP(conv2d, lower_precision);
+  SHIM_OP(conv3d, lower_precision);
+  SHIM_OP(conv1d_padding, lower_precision);
+  SHIM_OP(conv2d_padding, lower_precision);
+  SHIM_OP(conv3d_padding, lower_precision);
+  SHIM_OP(conv_transpose1d, lower_precision);
+  SHIM_OP(conv_transpose2d_input, lower_precision);
+  SHIM_OP(conv_transpose3d_input, lower_precision);
+  SHIM_OP(linear, lower_precision);
+  SHIM_OP(matmul, lower_precision);
+  SHIM_OP(mm, lower_precision);
+  SHIM_OP(bmm, lower_precision);
+  SHIM_OP(addmm, lower_precision);
+  SHIM_OP(baddbmm, lower_precision);
+
+  // Policy::fp32
+  SHIM_OP(batch_norm, fp32);
+  SHIM_OP(layer_norm, fp32);
+  SHIM_OP(softmax_int, fp32);
+
+  // Policy::promote
+  SHIM_OP(add_Tensor, promote);
+  SHIM_OP(add__Tensor, promote);
+
+  // Policy::observe
+  SHIM_OP(relu, observe);
+  SHIM_OP(relu_, observe);
+  SHIM_OP(gelu, observe);
+  SHIM_OP(max_pool2d, observe);
+  SHIM_OP(avg_pool2d, observe);
+  SHIM_OP(adaptive_avg_pool2d, observe);
+}
+
+#undef SHIM_OP
+
+}  // namespace
+
+void register_overrides(const Settings& settings) {
+  // Library objects unregister on destruction; these must outlive every op call, including
+  // calls made from other libraries' static destructors at exit, so they are never freed.
+  auto* fallback = new torch::Library(torch::Library::IMPL, "_", kShimKey, __FILE__, __LINE__);
+  fallback->fallback(torch::CppFunction::makeFallthrough());
+  auto* library = new torch::Library(torch::Library::IMPL, "aten", kShimKey, __FILE__, __LINE__);
+  fill_table(*library);
+}
+
+void register_introspection() {
+  auto* library =
+      new torch::Library(torch::Library::DEF, "ipex_shim", c10::nullopt, __FILE__, __LINE__);
+  library->def("status() -> str", &status_json);
+  library->def("reset_stats() -> ()", &reset_stats);
+}
+
+const std::vector<TableEntry>& override_table() { return table_storage(); }
+
+}  // namespace ipex_shim

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "shim/settings.h"
+
+namespace ipex_shim {
+
+// How an op's precision is chosen in the reduced-precision modes (compare PyTorch's
+// autocast CastPolicy). README "Precision policy" explains where it differs from autocast.
+enum class Policy {
+  lower_precision,  // heavy matrix work: computes in BF16 (bf16 mode) or INT8 (int8 mode)
+  fp32,             // precision-sensitive (normalisations, softmax): always computes in fp32
+  promote,          // elementwise with several inputs: runs in the widest input type
+  observe,          // cheap ops seen for graph learning and calibration (relu, pooling)
+};
+
+const char* policy_name(Policy policy);
+
+struct TableEntry {
+  std::string op;  // "conv2d", "add.Tensor"
+  Policy policy;
+};
+
+// Registers the fallthrough for the shim's key and the override table for `settings`.
+// Mode off registers nothing; this is never called then.
+void register_overrides(const Settings& settings);
+
+// Registers the ipex_shim:: introspection ops (status, reset_stats).
+void register_introspection();
+
+// The override table as registered, in order.
+const std::vector<TableEntry>& override_table();
+
+}  // namespace ipex_shim

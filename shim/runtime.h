@@ -1,0 +1,27 @@
+// Process-wide state of the running core: the settings it started with and what this build
+// implements. Written once by start_core(), read everywhere afterwards.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "shim/op_stats.h"
+#include "shim/settings.h"
+
+namespace ipex_shim {
+
+const Settings& runtime_settings();
+void set_runtime_settings(const Settings& settings);
+
+// Modes whose own kernels exist in this build; the others are accepted and run stock.
+const std::vector<Mode>& implemented_modes();
+bool mode_implemented(Mode mode);
+
+// Why a call the shim does not handle went to stock, in the current mode.
+Fallback default_fallback_reason();
+
+// oneDNN as loaded in this process: "2.6.3", and the ISA it dispatches to.
+std::string onednn_version();
+std::string onednn_isa();
+
+}  // namespace ipex_shim

@@ -1,0 +1,144 @@
+#include "shim/settings.h"
+
+#include <sched.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace ipex_shim {
+
+const char* mode_name(Mode mode) {
+  switch (mode) {
+    case Mode::off: return "off";
+    case Mode::fp32: return "fp32";
+    case Mode::bf16: return "bf16";
+    case Mode::calibration: return "calibration";
+    case Mode::int8: return "int8";
+  }
+  return "?";
+}
+
+const std::vector<EnvVar>& environment_table() {
+  static const std::vector<EnvVar> table = {
+      {"IPEX_MODE", "off", "off, fp32, bf16, calibration, int8 (inference = int8)",
+       "what the shim does; off registers nothing"},
+      {"IPEX_CONFIG", "(unset)", "a file path",
+       "JSON config: written by calibration, read by int8, optional overrides for fp32/bf16"},
+      {"IPEX_VERBOSE", "0", "0, 1, 2",
+       "1: banner at load and per-op summary at exit on stderr; 2: also per-op detail"},
+      {"IPEX_FUSION", "1", "0, 1", "0 turns off fusion of neighbouring ops"},
+      {"IPEX_STRICT", "0", "0, 1",
+       "1: a bad config or an unsupported case raises an error instead of falling back"},
+      {"OMP_NUM_THREADS", "(unset)", "a positive integer",
+       "threads for the shim's kernels; unset: every CPU in the affinity mask"},
+  };
+  return table;
+}
+
+namespace {
+
+struct ModeName {
+  const char* text;
+  Mode mode;
+};
+
+constexpr ModeName kModeNames[] = {
+    {"off", Mode::off},          {"fp32", Mode::fp32},
+    {"bf16", Mode::bf16},        {"calibration", Mode::calibration},
+    {"int8", Mode::int8},        {"inference", Mode::int8},  // the seed's name for int8
+};
+
+std::string invalid(const char* name, const char* value, const char* allowed,
+                    const char* using_value) {
+  return std::string(name) + "='" + value + "' is not valid (allowed: " + allowed +
+         "); using " + using_value;
+}
+
+// Strict integer parse: the whole string, base 10, within [lo, hi].
+bool parse_int(const char* text, long lo, long hi, long* out) {
+  if (text == nullptr || *text == '\0') return false;
+  char* end = nullptr;
+  errno = 0;
+  long value = std::strtol(text, &end, 10);
+  if (errno != 0 || *end != '\0' || value < lo || value > hi) return false;
+  *out = value;
+  return true;
+}
+
+bool parse_switch(EnvLookup lookup, const char* name, bool default_value,
+                  std::vector<std::string>* problems) {
+  const char* text = lookup(name);
+  if (text == nullptr) return default_value;
+  if (std::strcmp(text, "0") == 0) return false;
+  if (std::strcmp(text, "1") == 0) return true;
+  problems->push_back(invalid(name, text, "0, 1", default_value ? "1" : "0"));
+  return default_value;
+}
+
+}  // namespace
+
+Settings parse_settings(EnvLookup lookup, int cpus, std::vector<std::string>* problems) {
+  Settings settings;
+
+  if (const char* text = lookup("IPEX_MODE")) {
+    bool known = false;
+    for (const ModeName& entry : kModeNames) {
+      if (std::strcmp(text, entry.text) == 0) {
+        settings.mode = entry.mode;
+        known = true;
+      }
+    }
+    if (!known) {
+      problems->push_back(invalid("IPEX_MODE", text,
+                                  "off, fp32, bf16, calibration, int8, inference",
+                                  "'off': the program runs without the shim"));
+    }
+  }
+
+  if (const char* text = lookup("IPEX_CONFIG")) {
+    if (*text == '\0') {
+      problems->push_back("IPEX_CONFIG is set but empty; no config is used");
+    } else {
+      settings.config_path = text;
+    }
+  }
+
+  if (const char* text = lookup("IPEX_VERBOSE")) {
+    long level = 0;
+    if (parse_int(text, 0, 2, &level)) {
+      settings.verbose = static_cast<int>(level);
+    } else {
+      problems->push_back(invalid("IPEX_VERBOSE", text, "0, 1, 2", "0"));
+    }
+  }
+
+  settings.fusion = parse_switch(lookup, "IPEX_FUSION", true, problems);
+  settings.strict = parse_switch(lookup, "IPEX_STRICT", false, problems);
+
+  settings.num_threads = cpus > 0 ? cpus : 1;
+  if (const char* text = lookup("OMP_NUM_THREADS")) {
+    // OpenMP also accepts a comma list for nested levels; the first entry is the outer one.
+    std::string first(text, std::strcspn(text, ","));
+    long threads = 0;
+    if (parse_int(first.c_str(), 1, 4096, &threads)) {
+      settings.num_threads = static_cast<int>(threads);
+      settings.threads_from_env = true;
+    } else {
+      problems->push_back(invalid("OMP_NUM_THREADS", text, "a positive integer",
+                                  (std::to_string(settings.num_threads) +
+                                   " (the CPUs in the affinity mask)").c_str()));
+    }
+  }
+  return settings;
+}
+
+int cpus_in_affinity_mask() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 1;
+  int count = CPU_COUNT(&mask);
+  return count > 0 ? count : 1;
+}
+
+}  // namespace ipex_shim

@@ -1,0 +1,123 @@
+#include "shim/status.h"
+
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "shim/cpu_features.h"
+#include "shim/dispatch_key.h"
+#include "shim/op_stats.h"
+#include "shim/registration.h"
+#include "shim/runtime.h"
+
+namespace ipex_shim {
+namespace {
+
+nlohmann::json op_json(const OpStats& stats) {
+  nlohmann::json entry = nlohmann::json::object();
+  for (int p = 0; p < kPathCount; ++p) {
+    uint64_t calls = stats.calls(static_cast<Path>(p));
+    if (calls > 0) entry[path_name(static_cast<Path>(p))] = calls;
+  }
+  nlohmann::json reasons = nlohmann::json::object();
+  for (int r = 1; r < kFallbackCount; ++r) {
+    uint64_t calls = stats.fallbacks(static_cast<Fallback>(r));
+    if (calls > 0) reasons[fallback_name(static_cast<Fallback>(r))] = calls;
+  }
+  if (!reasons.empty()) entry["fallback_reasons"] = reasons;
+  return entry;
+}
+
+std::string threads_origin(const Settings& settings) {
+  return settings.threads_from_env ? "OMP_NUM_THREADS" : "affinity mask";
+}
+
+}  // namespace
+
+std::string status_json() {
+  const Settings& settings = runtime_settings();
+  nlohmann::json status;
+  status["version"] = IPEX_SHIM_VERSION;
+  status["mode"] = mode_name(settings.mode);
+  status["mode_available"] = mode_implemented(settings.mode);
+  nlohmann::json modes = nlohmann::json::array();
+  for (Mode mode : implemented_modes()) modes.push_back(mode_name(mode));
+  status["implemented_modes"] = modes;
+  status["active"] = active_in_this_thread();
+  status["dispatch_key"] = c10::toString(kShimKey);
+  status["num_threads"] = at::get_num_threads();
+  status["num_threads_setting"] = settings.num_threads;
+  status["num_threads_from"] = threads_origin(settings);
+  nlohmann::json isa = nlohmann::json::object();
+  for (const auto& [name, present] : cpu_feature_list(cpu_features())) isa[name] = present;
+  status["isa"] = isa;
+  status["onednn"] = {{"version", onednn_version()}, {"isa", onednn_isa()}};
+  status["config"] = settings.config_path.empty() ? nlohmann::json(nullptr)
+                                                  : nlohmann::json(settings.config_path);
+  status["fusion"] = settings.fusion;
+  status["strict"] = settings.strict;
+  status["verbose"] = settings.verbose;
+  status["pid"] = static_cast<long>(getpid());
+  nlohmann::json ops = nlohmann::json::object();
+  for (const OpStats* stats : all_op_stats()) ops[stats->name()] = op_json(*stats);
+  status["ops"] = ops;
+  nlohmann::json table = nlohmann::json::object();
+  for (const TableEntry& entry : override_table()) table[entry.op] = policy_name(entry.policy);
+  status["policy"] = table;
+  return status.dump();
+}
+
+void reset_stats() {
+  for (const OpStats* stats : all_op_stats()) const_cast<OpStats*>(stats)->reset();
+}
+
+std::string banner_text() {
+  const Settings& settings = runtime_settings();
+  std::string text = std::string("ipex-shim ") + IPEX_SHIM_VERSION + ": mode " +
+                     mode_name(settings.mode);
+  if (!mode_implemented(settings.mode)) {
+    text += " (not available yet in this version: every op runs on stock PyTorch)";
+  }
+  text += ", config " + (settings.config_path.empty() ? std::string("none") : settings.config_path);
+  text += ", threads " + std::to_string(settings.num_threads) + " (" + threads_origin(settings) + ")";
+  text += std::string(", fusion ") + (settings.fusion ? "on" : "off");
+  if (settings.strict) text += ", strict";
+  text += ", cpu: " + cpu_feature_summary(cpu_features());
+  text += ", oneDNN " + onednn_version() + " (" + onednn_isa() + ")";
+  return text;
+}
+
+std::vector<std::string> summary_lines() {
+  std::vector<std::string> lines;
+  lines.push_back("summary for pid " + std::to_string(getpid()) + ", mode " +
+                  mode_name(runtime_settings().mode) + ": calls per op and path");
+  char buffer[512];
+  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %10s  %s", "op", "stock",
+                "onednn_fp32", "onednn_bf16", "onednn_int8", "observed", "fallback reasons");
+  lines.push_back(buffer);
+  for (const OpStats* stats : all_op_stats()) {
+    if (stats->total() == 0) continue;
+    std::string reasons;
+    for (int r = 1; r < kFallbackCount; ++r) {
+      uint64_t calls = stats->fallbacks(static_cast<Fallback>(r));
+      if (calls == 0) continue;
+      if (!reasons.empty()) reasons += "; ";
+      reasons += std::string(fallback_name(static_cast<Fallback>(r))) + ": " + std::to_string(calls);
+    }
+    std::snprintf(buffer, sizeof(buffer), "  %-24s %10llu %12llu %12llu %12llu %10llu  %s",
+                  stats->name().c_str(),
+                  static_cast<unsigned long long>(stats->calls(Path::stock)),
+                  static_cast<unsigned long long>(stats->calls(Path::onednn_fp32)),
+                  static_cast<unsigned long long>(stats->calls(Path::onednn_bf16)),
+                  static_cast<unsigned long long>(stats->calls(Path::onednn_int8)),
+                  static_cast<unsigned long long>(stats->calls(Path::observed)),
+                  reasons.c_str());
+    lines.push_back(buffer);
+  }
+  if (lines.size() == 2) lines.push_back("  (no intercepted op was called)");
+  return lines;
+}
+
+}  // namespace ipex_shim

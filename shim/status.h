@@ -1,0 +1,21 @@
+// Introspection: torch.ops.ipex_shim.status() and the exit summary (IPEX_VERBOSE >= 1).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ipex_shim {
+
+// JSON: version, mode, active (in the calling thread), num_threads, isa, config, ops, ...
+std::string status_json();
+
+// Zeroes every op's counters (benchmarks use it after warm-up).
+void reset_stats();
+
+// The one-line banner printed at load, without the prefix.
+std::string banner_text();
+
+// The per-op table printed at exit: one string per line, without the prefix.
+std::vector<std::string> summary_lines();
+
+}  // namespace ipex_shim

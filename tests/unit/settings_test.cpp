@@ -1,0 +1,160 @@
+// The environment table: every variable, valid and invalid values.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "shim/settings.h"
+
+namespace ipex_shim {
+namespace {
+
+// A fake environment for parse_settings (it takes a plain function pointer).
+std::map<std::string, std::string>& fake_env() {
+  static std::map<std::string, std::string> env;
+  return env;
+}
+
+const char* lookup(const char* name) {
+  auto it = fake_env().find(name);
+  return it == fake_env().end() ? nullptr : it->second.c_str();
+}
+
+class EnvTest : public ::testing::Test {
+ protected:
+  void SetUp() override { fake_env().clear(); }
+  Settings parse(int cpus = 8) {
+    problems.clear();
+    return parse_settings(&lookup, cpus, &problems);
+  }
+  std::vector<std::string> problems;
+};
+
+TEST_F(EnvTest, EmptyEnvironmentGivesDefaults) {
+  Settings s = parse(6);
+  EXPECT_EQ(s.mode, Mode::off);
+  EXPECT_EQ(s.config_path, "");
+  EXPECT_EQ(s.verbose, 0);
+  EXPECT_TRUE(s.fusion);
+  EXPECT_FALSE(s.strict);
+  EXPECT_EQ(s.num_threads, 6);
+  EXPECT_FALSE(s.threads_from_env);
+  EXPECT_TRUE(problems.empty());
+}
+
+TEST_F(EnvTest, EveryModeNameIsAccepted) {
+  const std::pair<const char*, Mode> cases[] = {
+      {"off", Mode::off},   {"fp32", Mode::fp32},
+      {"bf16", Mode::bf16}, {"calibration", Mode::calibration},
+      {"int8", Mode::int8}, {"inference", Mode::int8}};
+  for (const auto& [text, mode] : cases) {
+    fake_env()["IPEX_MODE"] = text;
+    EXPECT_EQ(parse().mode, mode) << text;
+    EXPECT_TRUE(problems.empty()) << text;
+  }
+}
+
+TEST_F(EnvTest, InvalidModeFallsBackToOffAndNamesAllowedValues) {
+  for (const char* bad : {"BF16", "bf16 ", "", "fast", "int4"}) {
+    fake_env()["IPEX_MODE"] = bad;
+    Settings s = parse();
+    EXPECT_EQ(s.mode, Mode::off) << "'" << bad << "'";
+    ASSERT_EQ(problems.size(), 1u) << "'" << bad << "'";
+    const std::string& message = problems[0];
+    EXPECT_NE(message.find("IPEX_MODE"), std::string::npos) << message;
+    EXPECT_NE(message.find(std::string("'") + bad + "'"), std::string::npos) << message;
+    EXPECT_NE(message.find("off, fp32, bf16, calibration, int8"), std::string::npos) << message;
+    EXPECT_NE(message.find("using 'off'"), std::string::npos) << message;
+  }
+}
+
+TEST_F(EnvTest, ConfigPathIsKeptVerbatim) {
+  fake_env()["IPEX_CONFIG"] = "/tmp/some dir/conf.json";
+  EXPECT_EQ(parse().config_path, "/tmp/some dir/conf.json");
+  EXPECT_TRUE(problems.empty());
+}
+
+TEST_F(EnvTest, EmptyConfigIsReportedAndIgnored) {
+  fake_env()["IPEX_CONFIG"] = "";
+  EXPECT_EQ(parse().config_path, "");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("IPEX_CONFIG"), std::string::npos);
+}
+
+TEST_F(EnvTest, VerboseAcceptsZeroToTwo) {
+  for (int level = 0; level <= 2; ++level) {
+    fake_env()["IPEX_VERBOSE"] = std::to_string(level);
+    EXPECT_EQ(parse().verbose, level);
+    EXPECT_TRUE(problems.empty());
+  }
+}
+
+TEST_F(EnvTest, InvalidVerboseFallsBackToZero) {
+  for (const char* bad : {"3", "-1", "yes", "1.0", " 1", ""}) {
+    fake_env()["IPEX_VERBOSE"] = bad;
+    EXPECT_EQ(parse().verbose, 0) << bad;
+    ASSERT_EQ(problems.size(), 1u) << bad;
+    EXPECT_NE(problems[0].find("IPEX_VERBOSE"), std::string::npos);
+    EXPECT_NE(problems[0].find("0, 1, 2"), std::string::npos);
+  }
+}
+
+TEST_F(EnvTest, FusionAndStrictSwitches) {
+  fake_env()["IPEX_FUSION"] = "0";
+  fake_env()["IPEX_STRICT"] = "1";
+  Settings s = parse();
+  EXPECT_FALSE(s.fusion);
+  EXPECT_TRUE(s.strict);
+  EXPECT_TRUE(problems.empty());
+}
+
+TEST_F(EnvTest, InvalidSwitchKeepsDefaultAndSaysSo) {
+  fake_env()["IPEX_FUSION"] = "off";
+  fake_env()["IPEX_STRICT"] = "true";
+  Settings s = parse();
+  EXPECT_TRUE(s.fusion);
+  EXPECT_FALSE(s.strict);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_NE(problems[0].find("IPEX_FUSION='off'"), std::string::npos) << problems[0];
+  EXPECT_NE(problems[1].find("IPEX_STRICT='true'"), std::string::npos) << problems[1];
+}
+
+TEST_F(EnvTest, ThreadsFollowOmpNumThreads) {
+  fake_env()["OMP_NUM_THREADS"] = "3";
+  Settings s = parse(16);
+  EXPECT_EQ(s.num_threads, 3);
+  EXPECT_TRUE(s.threads_from_env);
+  fake_env()["OMP_NUM_THREADS"] = "4,2";  // nested levels: the outer one counts
+  EXPECT_EQ(parse(16).num_threads, 4);
+  EXPECT_TRUE(problems.empty());
+}
+
+TEST_F(EnvTest, ThreadsDefaultToAffinityMask) {
+  EXPECT_EQ(parse(2).num_threads, 2);
+  EXPECT_EQ(parse(0).num_threads, 1);  // never zero threads
+}
+
+TEST_F(EnvTest, InvalidOmpNumThreadsUsesAffinityMask) {
+  for (const char* bad : {"0", "-2", "many", ""}) {
+    fake_env()["OMP_NUM_THREADS"] = bad;
+    Settings s = parse(5);
+    EXPECT_EQ(s.num_threads, 5) << bad;
+    EXPECT_FALSE(s.threads_from_env) << bad;
+    ASSERT_EQ(problems.size(), 1u) << bad;
+    EXPECT_NE(problems[0].find("OMP_NUM_THREADS"), std::string::npos);
+  }
+}
+
+TEST(EnvTable, ListsEveryVariableTheParserReads) {
+  std::vector<std::string> names;
+  for (const EnvVar& var : environment_table()) names.push_back(var.name);
+  const std::vector<std::string> expected = {"IPEX_MODE",   "IPEX_CONFIG", "IPEX_VERBOSE",
+                                             "IPEX_FUSION", "IPEX_STRICT", "OMP_NUM_THREADS"};
+  EXPECT_EQ(names, expected);
+}
+
+TEST(EnvTable, AffinityMaskCountIsPositive) { EXPECT_GE(cpus_in_affinity_mask(), 1); }
+
+}  // namespace
+}  // namespace ipex_shim
