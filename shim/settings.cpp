@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -57,7 +58,9 @@ std::string invalid(const char* name, const char* value, const char* allowed,
 
 // Strict integer parse: the whole string, base 10, within [lo, hi].
 bool parse_int(const char* text, long lo, long hi, long* out) {
-  if (text == nullptr || *text == '\0') return false;
+  // strtol would skip leading blanks and a '+'; the table allows neither.
+  if (text == nullptr || !(std::isdigit(static_cast<unsigned char>(*text)) || *text == '-'))
+    return false;
   char* end = nullptr;
   errno = 0;
   long value = std::strtol(text, &end, 10);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what ipex-shim needs from Debian's packages and builds it into build/.
+# Safe to run again: packages already present are not reinstalled, the build is incremental.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(
+  g++ cmake ninja-build ccache
+  libtorch-dev python3-torch python3-torchvision   # the same libtorch for C++ and Python
+  libdnnl-dev nlohmann-json3-dev googletest libgtest-dev
+  libopenblas0-pthread    # a fair stock fp32 anchor: the reference BLAS is 10-100x slower
+  python3-pytest python3-sklearn python3-matplotlib
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+build_dir=${IPEX_SHIM_BUILD_DIR:-$here/build}
+cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${IPEX_SHIM_CMAKE_ARGS:-} >/dev/null
+cmake --build "$build_dir" -j2
+echo "setup: built $build_dir/libipex_shim.so"
