@@ -70,6 +70,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import select
 import shutil
 import signal
@@ -337,6 +338,7 @@ def worker_main(spec_json):
             cmd = json.loads(line)
             op = cmd.get("cmd")
             if op == "time":
+                ru0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
                 for _ in range(cmd.get("warm", 0)):
                     fwd(x)
                 lat = []
@@ -344,7 +346,11 @@ def worker_main(spec_json):
                     t = time.perf_counter()
                     fwd(x)
                     lat.append((time.perf_counter() - t) * 1e3)
-                send({"ok": True, "lat_ms": lat})
+                ru1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                # CPU seconds this worker (all its threads) used for the command,
+                # so the parent can tell how much CPU *other* processes took.
+                cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+                send({"ok": True, "lat_ms": lat, "cpu_s": cpu, "wall_s": w1 - w0})
             elif op == "output":
                 out = fwd(x)
                 if isinstance(out, (tuple, list)):
@@ -497,13 +503,19 @@ class Worker:
         self.log_file.close()
 
 
+EXTRA_ENV = {}  # --env KEY=VAL, applied to every child
+
+
 def base_env(threads):
     """Environment for non-preloaded children: no LD_PRELOAD, no IPEX_*."""
     env = {k: v for k, v in os.environ.items()
            if k != "LD_PRELOAD" and not k.startswith("IPEX_")}
+    # OpenBLAS (pthread build) reads OPENBLAS_NUM_THREADS first, then
+    # OMP_NUM_THREADS; set both so that BLAS and OpenMP agree.
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(EXTRA_ENV)
     return env
 
 
@@ -535,10 +547,37 @@ def probe_shim(python, env, timeout=180):
                     err = "library not loaded in the child (%s)" % err
                 return None, err
             return res["status"], None
-    why = last_line(r.stderr.decode("utf-8", "replace")) or ("exit code %d" % r.returncode)
+    why = last_line(r.stderr.decode("utf-8", "replace"))
     if r.returncode < 0:
-        why = "probe killed by signal %d: %s" % (-r.returncode, why)
+        try:
+            sig = signal.Signals(-r.returncode).name
+        except ValueError:
+            sig = "signal %d" % -r.returncode
+        why = "probe process (python3, import torch, status()) killed by %s%s" % (
+            sig, (": " + why) if why else "")
+    elif not why:
+        why = "probe exited with code %d and printed no status" % r.returncode
     return None, why
+
+
+def cpu_busy_seconds():
+    """Non-idle CPU time of the whole machine so far (from /proc/stat), in seconds."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    busy = sum(vals[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(v) for v in f.read().split()[:3]]
+    except (OSError, ValueError):
+        return None
 
 
 def implemented(status):
@@ -546,7 +585,7 @@ def implemented(status):
     return list(modes) if isinstance(modes, (list, tuple)) else []
 
 
-def summarize_ops(status, limit=8):
+def summarize_ops(status, limit=12):
     """'conv2d[onednn_bf16=530], linear[stock=10]' from a status dict."""
     ops = status.get("ops") if isinstance(status, dict) else None
     if not isinstance(ops, dict) or not ops:
@@ -554,7 +593,9 @@ def summarize_ops(status, limit=8):
     parts = []
     for op, paths in sorted(ops.items()):
         if isinstance(paths, dict):
-            inner = ",".join("%s=%s" % (p, c) for p, c in sorted(paths.items()) if c)
+            # counts per path only (skip nested details such as fallback_reasons)
+            inner = ",".join("%s=%s" % (p, c) for p, c in sorted(paths.items())
+                             if isinstance(c, (int, float)) and c)
             if inner:
                 parts.append("%s[%s]" % (op, inner))
     more = len(parts) - limit
@@ -753,8 +794,10 @@ def bench_model(args, model_name, variants, tmpdir):
         line = []
         for v in live[k:] + live[:k]:
             try:
+                busy0 = cpu_busy_seconds()
                 msg = workers[v].request({"cmd": "time", "iters": args.iters,
                                           "warm": args.round_warmup}, args.timeout)
+                busy1 = cpu_busy_seconds()
             except WorkerError as e:
                 rows[v]["state"] = "failed"
                 rows[v]["error"] = "round %d: %s" % (r + 1, e)
@@ -763,6 +806,12 @@ def bench_model(args, model_name, variants, tmpdir):
                 workers.pop(v).close(timeout=5)
                 continue
             rows[v]["lat_ms"].append(msg["lat_ms"])
+            if busy0 is not None and busy1 is not None and msg.get("wall_s"):
+                # CPU used by anything other than this worker while it ran.
+                other = max(0.0, (busy1 - busy0) - msg.get("cpu_s", 0.0))
+                rows[v].setdefault("other_cpu_s", []).append(other)
+                rows[v].setdefault("segment_cpu_capacity_s", []).append(
+                    msg["wall_s"] * (os.cpu_count() or 1))
             line.append("%s %.1f" % (v, median(msg["lat_ms"])))
         log("round %d/%d (median ms): %s" % (r + 1, args.rounds, ", ".join(line)))
 
@@ -809,6 +858,8 @@ def bench_model(args, model_name, variants, tmpdir):
                                         if len(lat) >= 2 else (None, None))
         row["throughput"] = batch / (row["median_ms"] / 1e3) if lat else None
         row["vs_stock"] = (stock_med / row["median_ms"]) if (stock_med and lat) else None
+        cap = sum(row.get("segment_cpu_capacity_s", []))
+        row["other_load"] = (sum(row.get("other_cpu_s", [])) / cap) if cap > 0 else None
         if v in outputs:
             cos, top1, err = agreement(ref, outputs[v])
             row["cosine"], row["top1"] = cos, top1
@@ -832,19 +883,25 @@ def print_table(model_name, batch, variants, rows):
     log("")
     log("Results: %s, batch %d (vs stock = stock_fp32 median / row median; >1 is faster)"
         % (model_name, batch))
-    hdr = "%-14s %10s %11s %9s %9s %7s %5s" % ("variant", "median ms", "samples/s", "vs stock",
-                                             "cosine", "top1", "runs")
+    hdr = "%-14s %10s %11s %9s %9s %7s %5s %7s" % ("variant", "median ms", "samples/s",
+                                                 "vs stock", "cosine", "top1", "runs", "other%")
     log(hdr)
     log("-" * len(hdr))
     for v in variants:
         r = rows[v]
         if r["state"] == "ok":
-            log("%-14s %10s %11s %9s %9s %7s %5d" % (
+            log("%-14s %10s %11s %9s %9s %7s %5d %7s" % (
                 v, fmt(r["median_ms"], ".1f"), fmt(r["throughput"], ".1f"),
                 fmt(r["vs_stock"], ".2f") + ("x" if r["vs_stock"] else ""),
-                fmt(r.get("cosine"), ".5f"), fmt(r.get("top1"), ".3f"), r["runs"]))
+                fmt(r.get("cosine"), ".5f"), fmt(r.get("top1"), ".3f"), r["runs"],
+                fmt(r.get("other_load") and 100 * r["other_load"], ".0f")))
         else:
             log("%-14s %s: %s" % (v, r["state"].upper(), r.get("error", "")))
+    busy = [v for v in variants if (rows[v].get("other_load") or 0) > 0.10]
+    log("other% = CPU used by other processes while the row was timed, as % of all cores")
+    if busy:
+        log("WARNING: other processes used >10%% of the CPU while timing %s: "
+            "these numbers are disturbed; rerun on an idle machine." % ", ".join(busy))
     for v in variants:
         if rows[v].get("ops_summary"):
             log("  %s op paths: %s" % (v, rows[v]["ops_summary"]))
@@ -998,6 +1055,9 @@ def parse_args(argv):
     p.add_argument("--png", help="bar chart PNG (default build/bench/results.png)")
     p.add_argument("--lib", default=DEFAULT_LIB, help="shim library (default %(default)s)")
     p.add_argument("--python", default=DEFAULT_PYTHON, help="interpreter for children")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VAL",
+                   help="extra environment for every child, e.g. OMP_WAIT_POLICY=passive "
+                        "(repeatable)")
     p.add_argument("--seq", type=int, default=128, help="bert sequence length (default 128)")
     p.add_argument("--image-size", type=int, help="CNN input size (default 224)")
     p.add_argument("--calib-batches", type=int, default=4,
@@ -1036,6 +1096,11 @@ def parse_args(argv):
         args.variant_list = list(ALL_VARIANTS)
     args.lib = os.path.abspath(os.path.join(REPO_ROOT, args.lib)) \
         if not os.path.isabs(args.lib) else args.lib
+    for kv in args.env:
+        if "=" not in kv:
+            p.error("--env expects KEY=VAL, got %r" % kv)
+        k, v = kv.split("=", 1)
+        EXTRA_ENV[k] = v
     if args.threads < 1 or args.rounds < 1 or args.iters < 1:
         p.error("--threads, --rounds and --iters must be >= 1")
     return args
@@ -1066,7 +1131,21 @@ def main(argv=None):
     blas = report_blas(torch)
     lib_found = os.path.isfile(args.lib)
     log("shim library: %s (%s)" % (args.lib, "found" if lib_found else "NOT FOUND"))
+    la = loadavg()
+    if la:
+        log("load average: %.2f %.2f %.2f%s" % tuple(la + [
+            "  <- WARNING: the machine is busy; timings will be disturbed"
+            if la[0] > 0.5 else ""]))
     log("variants: %s" % ",".join(args.variant_list))
+    child_env = {k: base_env(args.threads)[k] for k in sorted(base_env(args.threads))
+                 if k.startswith(("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_", "DNNL_",
+                                  "ONEDNN_", "MALLOC_", "LD_"))}
+    log("child env: %s" % " ".join("%s=%s" % kv for kv in child_env.items()))
+    if blas["kind"] == "openblas" and "openblas-pthread" in str(blas["alternative"]) \
+            and "OMP_WAIT_POLICY" not in child_env and args.threads >= os.cpu_count():
+        log("note: with OpenBLAS-pthread, OpenBLAS's own threads and libgomp's spinning "
+            "threads compete\n      for the cores during fp32 GEMMs (linear/matmul), which "
+            "can slow stock fp32\n      considerably; compare with --env OMP_WAIT_POLICY=passive.")
 
     settings = {"models": args.models, "batch": args.batch, "threads": args.threads,
                 "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup,
@@ -1074,11 +1153,12 @@ def main(argv=None):
                 "seq": args.seq, "image_size": args.image_size, "seed": args.seed,
                 "calib_batches": args.calib_batches, "bn_batches": args.bn_batches,
                 "quick": args.quick, "lib": args.lib, "lib_found": lib_found,
-                "python": args.python, "torch": torch.__version__,
+                "python": args.python, "child_env": child_env, "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "python_version": platform.python_version(),
                 "cpu": cpu_model(), "cpu_flags": cpu_flags(), "nproc": os.cpu_count(),
                 "blas": blas, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                "host": platform.node(), "kernel": platform.release()}
+                "host": platform.node(), "kernel": platform.release(),
+                "loadavg_start": loadavg()}
 
     tmpdir = tempfile.mkdtemp(prefix="ipex_bench_")
     results = []
@@ -1098,6 +1178,7 @@ def main(argv=None):
         else:
             shutil.rmtree(tmpdir, ignore_errors=True)
     settings["total_s"] = time.perf_counter() - t0
+    settings["loadavg_end"] = loadavg()
 
     json_path = args.json or os.path.join(DEFAULT_OUT_DIR, "results.json")
     png_path = args.png or os.path.join(DEFAULT_OUT_DIR, "results.png")

@@ -15,7 +15,8 @@ Models:
     token ids [batch, seq]; output: last hidden states [batch, seq, 768].
   * any torchvision classification model by name (resnet50, resnet18,
     mobilenet_v2, ...), built with ``weights=None``.  Input: float
-    [batch, 3, H, W]; output: logits [batch, 1000].
+    [batch, 3, H, W] synthetic images (see ``synthetic_images``); output:
+    logits [batch, 1000].
 """
 
 import math
@@ -163,11 +164,31 @@ def default_image_size(name):
 
 
 def make_input(name, batch, seed, image_size=224, seq=128):
-    """A seeded input batch: token ids for bert, N(0,1) images for CNNs."""
+    """A seeded input batch: token ids for bert, synthetic images for CNNs."""
     g = torch.Generator().manual_seed(seed)
     if is_transformer(name):
         return torch.randint(0, BERT_VOCAB, (batch, seq), generator=g, dtype=torch.long)
-    return torch.randn(batch, 3, image_size, image_size, generator=g)
+    return synthetic_images(batch, image_size, g)
+
+
+def synthetic_images(batch, size, g):
+    """Smooth multi-scale random images with a per-image gain and per-channel offset.
+
+    i.i.d. N(0,1) pixels are a poor test input: all such images have the same
+    statistics, so a random-weight CNN maps them to almost the same pooled
+    features and the outputs differ only by tiny amounts (any bf16/int8 error
+    then swamps them).  Summing upsampled noise at a few scales and varying
+    gain/offset per image gives images that differ the way real ones do (in
+    low-frequency content, contrast and colour), roughly zero-mean/unit-scale
+    like normalised ImageNet inputs."""
+    out = torch.zeros(batch, 3, size, size)
+    for res, amp in ((4, 1.0), (16, 0.7), (56, 0.5)):
+        noise = torch.randn(batch, 3, res, res, generator=g) * amp
+        out += F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)
+    out += 0.2 * torch.randn(batch, 3, size, size, generator=g)
+    out /= out.flatten(1).std(1).view(batch, 1, 1, 1)
+    gain = torch.exp(0.4 * torch.randn(batch, 1, 1, 1, generator=g))
+    return out * gain + 0.5 * torch.randn(batch, 3, 1, 1, generator=g)
 
 
 def build_reference_model(name, seed, image_size=224, bn_batches=4, bn_batch_size=8):

@@ -43,7 +43,7 @@ const Settings& runtime_settings() { return settings_storage(); }
 void set_runtime_settings(const Settings& settings) { settings_storage() = settings; }
 
 const std::vector<Mode>& implemented_modes() {
-  static const std::vector<Mode> modes = {};
+  static const std::vector<Mode> modes = {Mode::fp32, Mode::bf16};
   return modes;
 }
 

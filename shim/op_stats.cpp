@@ -11,6 +11,7 @@ const char* path_name(Path path) {
     case Path::onednn_fp32: return "onednn_fp32";
     case Path::onednn_bf16: return "onednn_bf16";
     case Path::onednn_int8: return "onednn_int8";
+    case Path::autograd_bf16: return "autograd_bf16";
     case Path::observed: return "observed";
     case Path::count_: break;
   }

@@ -16,6 +16,7 @@ enum class Path : int {
   onednn_fp32,  // the shim's oneDNN kernel in fp32
   onednn_bf16,  // the shim's oneDNN kernel in BF16
   onednn_int8,  // the shim's oneDNN kernel in INT8
+  autograd_bf16,  // gradient needed: stock kernels on BF16 copies, recorded by autograd
   observed,     // calibration: stock result, inputs/outputs observed
   count_,
 };

@@ -38,6 +38,8 @@
 #include <ATen/ops/softmax_ops.h>
 
 #include "shim/intercept.h"
+#include "shim/ops_convolution.h"
+#include "shim/ops_matmul.h"
 #include "shim/status.h"
 
 namespace ipex_shim {
@@ -59,33 +61,42 @@ std::vector<TableEntry>& table_storage() {
   return *table;
 }
 
-template <class Op>
-void add(torch::Library& library, Policy policy) {
+template <class Op, class Kernel>
+void add(torch::Library& library, Policy policy, Kernel kernel) {
   std::string name = op_display_name<Op>();
-  library.impl(name.c_str(), TORCH_FN(Intercept<Op>::pass_through));
+  library.impl(name.c_str(), kernel);
   table_storage().push_back({name, policy});
   Intercept<Op>::stats();  // listed in status() from the start, with zero calls
 }
 
+// An op the shim counts and passes to stock in every mode (until it gets a kernel).
+template <class Op>
+void add(torch::Library& library, Policy policy) {
+  add<Op>(library, policy, TORCH_FN(Intercept<Op>::pass_through));
+}
+
 #define SHIM_OP(op, policy) add<at::_ops::op>(library, Policy::policy)
+// An op with its own kernel (which itself passes to stock in modes it does not handle).
+#define SHIM_KERNEL(op, policy, kernel) \
+  add<at::_ops::op>(library, Policy::policy, TORCH_FN(kernel))
 
 void fill_table(torch::Library& library) {
   // Policy::lower_precision
-  SHIM_OP(conv1d, lower_precision);
-  SHIM_OP(conv2d, lower_precision);
-  SHIM_OP(conv3d, lower_precision);
+  SHIM_KERNEL(conv1d, lower_precision, convolution_override<at::_ops::conv1d>);
+  SHIM_KERNEL(conv2d, lower_precision, convolution_override<at::_ops::conv2d>);
+  SHIM_KERNEL(conv3d, lower_precision, convolution_override<at::_ops::conv3d>);
   SHIM_OP(conv1d_padding, lower_precision);
   SHIM_OP(conv2d_padding, lower_precision);
   SHIM_OP(conv3d_padding, lower_precision);
   SHIM_OP(conv_transpose1d, lower_precision);
   SHIM_OP(conv_transpose2d_input, lower_precision);
   SHIM_OP(conv_transpose3d_input, lower_precision);
-  SHIM_OP(linear, lower_precision);
-  SHIM_OP(matmul, lower_precision);
-  SHIM_OP(mm, lower_precision);
-  SHIM_OP(bmm, lower_precision);
-  SHIM_OP(addmm, lower_precision);
-  SHIM_OP(baddbmm, lower_precision);
+  SHIM_KERNEL(linear, lower_precision, linear_override);
+  SHIM_KERNEL(matmul, lower_precision, matmul_override);
+  SHIM_KERNEL(mm, lower_precision, mm_override);
+  SHIM_KERNEL(bmm, lower_precision, bmm_override);
+  SHIM_KERNEL(addmm, lower_precision, addmm_override);
+  SHIM_KERNEL(baddbmm, lower_precision, baddbmm_override);
 
   // Policy::fp32
   SHIM_OP(batch_norm, fp32);
@@ -106,6 +117,7 @@ void fill_table(torch::Library& library) {
 }
 
 #undef SHIM_OP
+#undef SHIM_KERNEL
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "kernels/weight_cache.h"
 #include "shim/cpu_features.h"
 #include "shim/dispatch_key.h"
 #include "shim/op_stats.h"
@@ -63,6 +64,9 @@ std::string status_json() {
   nlohmann::json ops = nlohmann::json::object();
   for (const OpStats* stats : all_op_stats()) ops[stats->name()] = op_json(*stats);
   status["ops"] = ops;
+  WeightCache::Stats cache = weight_cache().stats();
+  status["weight_cache"] = {{"entries", cache.entries}, {"bytes", cache.bytes},
+                            {"hits", cache.hits}, {"packs", cache.packs}};
   nlohmann::json table = nlohmann::json::object();
   for (const TableEntry& entry : override_table()) table[entry.op] = policy_name(entry.policy);
   status["policy"] = table;
@@ -94,8 +98,9 @@ std::vector<std::string> summary_lines() {
   lines.push_back("summary for pid " + std::to_string(getpid()) + ", mode " +
                   mode_name(runtime_settings().mode) + ": calls per op and path");
   char buffer[512];
-  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %10s  %s", "op", "stock",
-                "onednn_fp32", "onednn_bf16", "onednn_int8", "observed", "fallback reasons");
+  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %14s %10s  %s", "op",
+                "stock", "onednn_fp32", "onednn_bf16", "onednn_int8", "autograd_bf16",
+                "observed", "fallback reasons");
   lines.push_back(buffer);
   for (const OpStats* stats : all_op_stats()) {
     if (stats->total() == 0) continue;
@@ -106,17 +111,22 @@ std::vector<std::string> summary_lines() {
       if (!reasons.empty()) reasons += "; ";
       reasons += std::string(fallback_name(static_cast<Fallback>(r))) + ": " + std::to_string(calls);
     }
-    std::snprintf(buffer, sizeof(buffer), "  %-24s %10llu %12llu %12llu %12llu %10llu  %s",
+    std::snprintf(buffer, sizeof(buffer), "  %-24s %10llu %12llu %12llu %12llu %14llu %10llu  %s",
                   stats->name().c_str(),
                   static_cast<unsigned long long>(stats->calls(Path::stock)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_fp32)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_bf16)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_int8)),
+                  static_cast<unsigned long long>(stats->calls(Path::autograd_bf16)),
                   static_cast<unsigned long long>(stats->calls(Path::observed)),
                   reasons.c_str());
     lines.push_back(buffer);
   }
   if (lines.size() == 2) lines.push_back("  (no intercepted op was called)");
+  WeightCache::Stats cache = weight_cache().stats();
+  lines.push_back("packed weights: " + std::to_string(cache.entries) + " entries, " +
+                  std::to_string(cache.bytes / 1024) + " KiB, " + std::to_string(cache.packs) +
+                  " packs, " + std::to_string(cache.hits) + " reuses");
   return lines;
 }
 

@@ -1,0 +1,215 @@
+// Reads as oneDNN's convolution example: named dimensions, `any` layouts for the primitive,
+// a reorder only where the user's layout differs from the chosen one, an argument map,
+// execute. Primitives are created once per shape and reused; weights are packed once into
+// the primitive's layout (and precision) through the weight cache.
+#include "kernels/convolution.h"
+
+#include <ATen/ops/empty.h>
+
+#include "kernels/primitive_cache.h"
+#include "kernels/weight_cache.h"
+
+namespace ipex_shim {
+namespace {
+
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+bool channels_last(const at::Tensor& tensor) {
+  auto format = tensor.suggest_memory_format();
+  return format == at::MemoryFormat::ChannelsLast || format == at::MemoryFormat::ChannelsLast3d;
+}
+
+bool dense(const at::Tensor& tensor) {
+  if (tensor.is_contiguous()) return true;
+  if (tensor.dim() == 4) return tensor.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (tensor.dim() == 5) return tensor.is_contiguous(at::MemoryFormat::ChannelsLast3d);
+  return false;
+}
+
+struct ConvPrimitive {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward primitive;
+  dnnl::memory::desc src_user;
+  dnnl::memory::desc dst_user;
+  std::vector<int64_t> output_sizes;
+  bool output_channels_last;
+};
+
+// The weight as oneDNN sees it: grouped weights get a leading group dimension.
+dnnl::memory::desc weight_user_desc(const at::Tensor& weight, int64_t groups) {
+  if (groups == 1) return strided_desc(weight);
+  dnnl::memory::dims dims = {groups, weight.size(0) / groups};
+  dnnl::memory::dims strides = {weight.stride(0) * (weight.size(0) / groups), weight.stride(0)};
+  for (int64_t d = 1; d < weight.dim(); ++d) {
+    dims.push_back(weight.size(d));
+    strides.push_back(weight.stride(d));
+  }
+  return dnnl::memory::desc(dims, dt::f32, strides);
+}
+
+ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, bool has_bias,
+                             const ConvolutionArgs& args, Precision precision,
+                             const ConvolutionPostOps& post_ops) {
+  const int64_t spatial = input.dim() - 2;
+  const int64_t batch = input.size(0);
+  const int64_t out_channels = weight.size(0);
+
+  std::vector<int64_t> output_sizes = {batch, out_channels};
+  dnnl::memory::dims strides, dilates, padding_l, padding_r;
+  for (int64_t d = 0; d < spatial; ++d) {
+    const int64_t in = input.size(d + 2);
+    const int64_t kernel = weight.size(d + 2);
+    const int64_t stride = args.stride[d];
+    const int64_t dilation = args.dilation[d];
+    const int64_t pad = args.padding[d];
+    const int64_t out = (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
+    output_sizes.push_back(out);
+    strides.push_back(stride);
+    dilates.push_back(dilation - 1);  // oneDNN counts the gaps, PyTorch the spacing
+    padding_l.push_back(pad);
+    // PyTorch drops the input rows that do not fit a whole stride; oneDNN wants the right
+    // padding that makes its output size formula land on the same `out`.
+    padding_r.push_back((out - 1) * stride + dilation * (kernel - 1) + 1 - in - pad);
+  }
+
+  const dt compute = to_dnnl(precision);
+  auto src_md = dnnl::memory::desc(to_dims(input.sizes()), compute, tag::any);
+  dnnl::memory::dims weight_dims = to_dims(weight.sizes());
+  if (args.groups > 1) {
+    weight_dims[0] = out_channels / args.groups;
+    weight_dims.insert(weight_dims.begin(), args.groups);
+  }
+  auto weights_md = dnnl::memory::desc(weight_dims, compute, tag::any);
+  auto bias_md = dnnl::memory::desc({out_channels}, dt::f32, tag::a);
+  auto dst_md = dnnl::memory::desc(to_dims(output_sizes), dt::f32, tag::any);
+
+  auto desc = has_bias ? dnnl::convolution_forward::desc(
+                             dnnl::prop_kind::forward_inference,
+                             dnnl::algorithm::convolution_direct, src_md, weights_md, bias_md,
+                             dst_md, strides, dilates, padding_l, padding_r)
+                       : dnnl::convolution_forward::desc(
+                             dnnl::prop_kind::forward_inference,
+                             dnnl::algorithm::convolution_direct, src_md, weights_md, dst_md,
+                             strides, dilates, padding_l, padding_r);
+  dnnl::primitive_attr attr = base_attr();
+  if (post_ops.relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  auto pd = dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
+
+  const bool out_channels_last = channels_last(input) || channels_last(weight);
+  // The output tensor we will hand back decides the destination's user layout.
+  at::MemoryFormat format = !out_channels_last ? at::MemoryFormat::Contiguous
+                            : spatial == 3     ? at::MemoryFormat::ChannelsLast3d
+                                               : at::MemoryFormat::ChannelsLast;
+  at::Tensor probe = at::empty(output_sizes, at::TensorOptions(at::kFloat).memory_format(format));
+  return ConvPrimitive{pd,
+                       dnnl::convolution_forward(pd),
+                       strided_desc(input),
+                       strided_desc(probe),
+                       output_sizes,
+                       out_channels_last};
+}
+
+}  // namespace
+
+Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
+                             const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args) {
+  if (input.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
+    return Fallback::unsupported_dtype;
+  if (bias && bias->defined() && bias->scalar_type() != at::kFloat)
+    return Fallback::unsupported_dtype;
+  if (!input.device().is_cpu() || input.layout() != at::kStrided || input.is_quantized() ||
+      !weight.device().is_cpu() || weight.layout() != at::kStrided)
+    return Fallback::unsupported_dtype;
+  const int64_t dim = input.dim();
+  if (dim < 3 || dim > 5 || weight.dim() != dim) return Fallback::unsupported_shape;
+  const int64_t spatial = dim - 2;
+  if (static_cast<int64_t>(args.stride.size()) != spatial ||
+      static_cast<int64_t>(args.padding.size()) != spatial ||
+      static_cast<int64_t>(args.dilation.size()) != spatial)
+    return Fallback::unsupported_shape;
+  if (args.groups < 1 || input.size(1) != weight.size(1) * args.groups ||
+      weight.size(0) % args.groups != 0)
+    return Fallback::unsupported_shape;  // stock raises the proper error message
+  if (input.numel() == 0 || weight.numel() == 0) return Fallback::unsupported_shape;
+  for (int64_t d = 0; d < spatial; ++d) {
+    if (args.stride[d] < 1 || args.dilation[d] < 1 || args.padding[d] < 0)
+      return Fallback::unsupported_shape;
+    const int64_t span = args.dilation[d] * (weight.size(d + 2) - 1) + 1;
+    if (input.size(d + 2) + 2 * args.padding[d] < span) return Fallback::unsupported_shape;
+  }
+  if (bias && bias->defined() && (bias->dim() != 1 || bias->size(0) != weight.size(0)))
+    return Fallback::unsupported_shape;
+  if (!dense(input)) return Fallback::unsupported_shape;
+  return Fallback::none;
+}
+
+at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight,
+                               const c10::optional<at::Tensor>& bias,
+                               const ConvolutionArgs& args, Precision precision,
+                               const ConvolutionPostOps& post_ops) {
+  static PrimitiveCache<ConvPrimitive>* primitives = new PrimitiveCache<ConvPrimitive>();
+  const bool has_bias = bias && bias->defined();
+
+  KeyBuilder key;
+  key.add_range(input.sizes()).add_range(input.strides()).add_range(weight.sizes());
+  key.add(channels_last(weight)).add(has_bias).add_range(args.stride).add_range(args.padding);
+  key.add_range(args.dilation).add(args.groups).add(precision).add(post_ops.relu);
+  auto conv = primitives->get(key.take(), [&] {
+    return make_primitive(input, weight, has_bias, args, precision, post_ops);
+  });
+
+  // src: the user's tensor, converted into the primitive's layout and precision if needed.
+  dnnl::memory src = wrap(input, conv->src_user);
+  Reordered src_reordered;
+  if (conv->pd.src_desc() != conv->src_user) {
+    src_reordered = allocate(conv->pd.src_desc());
+    cached_reorder(conv->src_user, conv->pd.src_desc())
+        .execute(thread_stream(), src, src_reordered.memory);
+    src = src_reordered.memory;
+  }
+
+  // weights: packed once per layout, until the weight changes.
+  const dnnl::memory::desc weights_desc = conv->pd.weights_desc();
+  std::string variant = KeyBuilder().add(weights_desc).add(args.groups).take();
+  PackedWeight packed = weight_cache().get(weight, variant, {}, [&] {
+    dnnl::memory user = wrap(weight, weight_user_desc(weight, args.groups));
+    Reordered out = reorder_to(user, weights_desc);
+    return PackedWeight{out.storage, out.memory};
+  });
+
+  at::MemoryFormat format = !conv->output_channels_last ? at::MemoryFormat::Contiguous
+                            : input.dim() == 5          ? at::MemoryFormat::ChannelsLast3d
+                                                        : at::MemoryFormat::ChannelsLast;
+  at::Tensor output =
+      at::empty(conv->output_sizes, at::TensorOptions(at::kFloat).memory_format(format));
+  dnnl::memory dst_user = wrap(output, conv->dst_user);
+  const bool dst_direct = conv->pd.dst_desc() == conv->dst_user;
+  Reordered dst_buffer;
+  dnnl::memory dst = dst_user;
+  if (!dst_direct) {
+    dst_buffer = allocate(conv->pd.dst_desc());
+    dst = dst_buffer.memory;
+  }
+
+  std::unordered_map<int, dnnl::memory> arguments = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, dst}};
+  at::Tensor bias_contiguous;
+  if (has_bias) {
+    bias_contiguous = bias->contiguous();
+    arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, conv->pd.bias_desc()));
+  }
+  execute(conv->primitive, conv->pd, std::move(arguments));
+
+  if (!dst_direct) {
+    cached_reorder(conv->pd.dst_desc(), conv->dst_user).execute(thread_stream(), dst, dst_user);
+    thread_stream().wait();
+  }
+  return output;
+}
+
+}  // namespace ipex_shim

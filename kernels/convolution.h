@@ -1,0 +1,36 @@
+// Convolution forward (1-D, 2-D, 3-D; groups, stride, padding, dilation, bias) on oneDNN,
+// in fp32 or BF16, for calls that need no gradient. Results are fp32 in the memory format
+// stock PyTorch would return.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "kernels/onednn_context.h"
+#include "shim/op_stats.h"
+
+namespace ipex_shim {
+
+// Views of the caller's arrays: they must outlive the call.
+struct ConvolutionArgs {
+  c10::IntArrayRef stride;
+  c10::IntArrayRef padding;
+  c10::IntArrayRef dilation;
+  int64_t groups = 1;
+};
+
+// Element-wise work applied to the convolution's result inside the same primitive.
+struct ConvolutionPostOps {
+  bool relu = false;
+};
+
+// Why a case cannot run on the kernel, or Fallback::none when it can.
+Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
+                             const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args);
+
+// Requires convolution_support(...) == Fallback::none.
+at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight,
+                               const c10::optional<at::Tensor>& bias,
+                               const ConvolutionArgs& args, Precision precision,
+                               const ConvolutionPostOps& post_ops = {});
+
+}  // namespace ipex_shim

@@ -1,0 +1,181 @@
+// oneDNN matmul, read top to bottom: descriptors (weights `any` when they are packed once,
+// strided views otherwise), primitive from the cache, reorders only where precision or
+// layout differ, an argument map, execute.
+#include "kernels/matmul.h"
+
+#include <ATen/ops/empty.h>
+
+#include "kernels/primitive_cache.h"
+#include "kernels/weight_cache.h"
+
+namespace ipex_shim {
+namespace {
+
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+bool plain_float_cpu(const at::Tensor& tensor) {
+  return tensor.scalar_type() == at::kFloat && tensor.device().is_cpu() &&
+         tensor.layout() == at::kStrided && !tensor.is_quantized();
+}
+
+struct MatmulPrimitive {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+};
+
+dnnl::primitive_attr attr_for(MatmulActivation activation, float alpha) {
+  dnnl::primitive_attr attr = base_attr();
+  if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+  if (activation != MatmulActivation::none) {
+    dnnl::post_ops ops;
+    dnnl::algorithm algorithm = activation == MatmulActivation::relu
+                                    ? dnnl::algorithm::eltwise_relu
+                                : activation == MatmulActivation::gelu_erf
+                                    ? dnnl::algorithm::eltwise_gelu_erf
+                                    : dnnl::algorithm::eltwise_gelu_tanh;
+    ops.append_eltwise(1.f, algorithm, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+// The same tensor in `precision`; a no-op for fp32. Strides are preserved, so a transposed
+// view stays a transposed view and oneDNN reads it as such.
+at::Tensor in_precision(const at::Tensor& tensor, Precision precision) {
+  return precision == Precision::fp32 ? tensor : tensor.to(at::kBFloat16);
+}
+
+}  // namespace
+
+Fallback linear_support(const at::Tensor& input, const at::Tensor& weight,
+                        const c10::optional<at::Tensor>& bias) {
+  if (!plain_float_cpu(input) || !plain_float_cpu(weight)) return Fallback::unsupported_dtype;
+  if (bias && bias->defined() && !plain_float_cpu(*bias)) return Fallback::unsupported_dtype;
+  if (weight.dim() != 2 || input.dim() < 1 || input.size(-1) != weight.size(1))
+    return Fallback::unsupported_shape;  // stock raises the proper error
+  if (bias && bias->defined() && (bias->dim() != 1 || bias->size(0) != weight.size(0)))
+    return Fallback::unsupported_shape;
+  if (input.numel() == 0 || weight.numel() == 0) return Fallback::unsupported_shape;
+  return Fallback::none;
+}
+
+at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
+                          const c10::optional<at::Tensor>& bias, Precision precision,
+                          MatmulActivation activation) {
+  static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
+  const int64_t in_features = weight.size(1);
+  const int64_t out_features = weight.size(0);
+  const bool has_bias = bias && bias->defined();
+
+  // src: x viewed as (M, K), in the compute precision.
+  at::Tensor src_tensor = in_precision(input.reshape({-1, in_features}).contiguous(), precision);
+  const int64_t rows = src_tensor.size(0);
+
+  KeyBuilder key;
+  key.add(rows).add(in_features).add(out_features).add(has_bias).add(precision).add(activation);
+  auto matmul = primitives->get(key.take(), [&] {
+    const dt compute = to_dnnl(precision);
+    auto src_md = dnnl::memory::desc({rows, in_features}, compute, tag::ab);
+    auto weights_md = dnnl::memory::desc({in_features, out_features}, compute, tag::any);
+    auto bias_md = dnnl::memory::desc({1, out_features}, dt::f32, tag::ab);
+    auto dst_md = dnnl::memory::desc({rows, out_features}, dt::f32, tag::ab);
+    auto desc = has_bias ? dnnl::matmul::desc(src_md, weights_md, bias_md, dst_md)
+                         : dnnl::matmul::desc(src_md, weights_md, dst_md);
+    auto pd = dnnl::matmul::primitive_desc(desc, attr_for(activation, 1.f), cpu_engine());
+    return MatmulPrimitive{pd, dnnl::matmul(pd)};
+  });
+
+  // weights: W^T (K, N) is W read with swapped strides; packed once per layout.
+  const dnnl::memory::desc weights_desc = matmul->pd.weights_desc();
+  PackedWeight packed = weight_cache().get(weight, KeyBuilder().add(weights_desc).take(), {}, [&] {
+    dnnl::memory::desc user({in_features, out_features}, dt::f32,
+                            {weight.stride(1), weight.stride(0)});
+    Reordered out = reorder_to(wrap(weight, user), weights_desc);
+    return PackedWeight{out.storage, out.memory};
+  });
+
+  std::vector<int64_t> output_sizes = input.sizes().vec();
+  output_sizes.back() = out_features;
+  at::Tensor output = at::empty(output_sizes, at::TensorOptions(at::kFloat));
+
+  std::unordered_map<int, dnnl::memory> arguments = {
+      {DNNL_ARG_SRC, wrap(src_tensor, matmul->pd.src_desc())},
+      {DNNL_ARG_WEIGHTS, packed.memory},
+      {DNNL_ARG_DST, wrap(output, matmul->pd.dst_desc())}};
+  at::Tensor bias_contiguous;
+  if (has_bias) {
+    bias_contiguous = bias->contiguous();
+    arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, matmul->pd.bias_desc()));
+  }
+  execute(matmul->primitive, matmul->pd, std::move(arguments));
+  return output;
+}
+
+Fallback batched_matmul_support(const at::Tensor& a, const at::Tensor& b) {
+  if (!plain_float_cpu(a) || !plain_float_cpu(b)) return Fallback::unsupported_dtype;
+  if (a.dim() < 2 || a.dim() != b.dim() || a.dim() > 6) return Fallback::unsupported_shape;
+  if (a.size(-1) != b.size(-2)) return Fallback::unsupported_shape;  // stock raises
+  for (int64_t d = 0; d < a.dim() - 2; ++d) {
+    if (a.size(d) != b.size(d) && a.size(d) != 1 && b.size(d) != 1)
+      return Fallback::unsupported_shape;
+  }
+  if (a.numel() == 0 || b.numel() == 0) return Fallback::unsupported_shape;
+  // oneDNN needs each matrix to have a unit stride in one of its two dimensions.
+  for (const at::Tensor* t : {&a, &b}) {
+    if (t->stride(-1) != 1 && t->stride(-2) != 1) return Fallback::unsupported_shape;
+  }
+  return Fallback::none;
+}
+
+at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision precision,
+                          float alpha, const at::Tensor& bias) {
+  static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
+  at::Tensor src_tensor = in_precision(a, precision);
+  at::Tensor weights_tensor = in_precision(b, precision);
+  // Broadcast batch dimensions of size 1 by stride 0, which oneDNN reads as a repeat.
+  std::vector<int64_t> output_sizes;
+  for (int64_t d = 0; d < a.dim() - 2; ++d) output_sizes.push_back(std::max(a.size(d), b.size(d)));
+  output_sizes.push_back(a.size(-2));
+  output_sizes.push_back(b.size(-1));
+  at::Tensor output = at::empty(output_sizes, at::TensorOptions(at::kFloat));
+
+  at::Tensor bias_tensor;
+  if (bias.defined()) {
+    bias_tensor = bias.scalar_type() == at::kFloat ? bias : bias.to(at::kFloat);
+    // Give the bias the output's rank with leading 1s: oneDNN broadcasts size-1 dims.
+    std::vector<int64_t> bias_sizes(output_sizes.size() - bias_tensor.dim(), 1);
+    for (int64_t s : bias_tensor.sizes()) bias_sizes.push_back(s);
+    bias_tensor = bias_tensor.reshape(bias_sizes).contiguous();
+    // oneDNN scales (A B + bias) as a whole; addmm scales only the product.
+    if (alpha != 1.f) bias_tensor = bias_tensor.mul(1.0 / alpha);
+  }
+
+  auto src_md = strided_desc(src_tensor);
+  auto weights_md = strided_desc(weights_tensor);
+  auto dst_md = strided_desc(output);
+  KeyBuilder key;
+  key.add(src_md).add(weights_md).add(dst_md).add(precision).add(alpha).add(bias.defined());
+  dnnl::memory::desc bias_md;
+  if (bias.defined()) {
+    bias_md = strided_desc(bias_tensor);
+    key.add(bias_md);
+  }
+  auto matmul = primitives->get(key.take(), [&] {
+    auto desc = bias.defined() ? dnnl::matmul::desc(src_md, weights_md, bias_md, dst_md)
+                               : dnnl::matmul::desc(src_md, weights_md, dst_md);
+    auto pd = dnnl::matmul::primitive_desc(desc, attr_for(MatmulActivation::none, alpha),
+                                           cpu_engine());
+    return MatmulPrimitive{pd, dnnl::matmul(pd)};
+  });
+
+  std::unordered_map<int, dnnl::memory> arguments = {
+      {DNNL_ARG_SRC, wrap(src_tensor, src_md)},
+      {DNNL_ARG_WEIGHTS, wrap(weights_tensor, weights_md)},
+      {DNNL_ARG_DST, wrap(output, dst_md)}};
+  if (bias.defined()) arguments.emplace(DNNL_ARG_BIAS, wrap(bias_tensor, bias_md));
+  execute(matmul->primitive, matmul->pd, std::move(arguments));
+  return output;
+}
+
+}  // namespace ipex_shim

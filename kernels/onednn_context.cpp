@@ -1,0 +1,88 @@
+#include "kernels/onednn_context.h"
+
+#include <ATen/ops/empty.h>
+
+namespace ipex_shim {
+
+const char* precision_name(Precision precision) {
+  return precision == Precision::bf16 ? "bf16" : "fp32";
+}
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
+dnnl::memory::dims to_dims(c10::IntArrayRef sizes) {
+  return dnnl::memory::dims(sizes.begin(), sizes.end());
+}
+
+dnnl::memory::data_type to_dnnl(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return dnnl::memory::data_type::f32;
+    case at::kBFloat16: return dnnl::memory::data_type::bf16;
+    case at::kChar: return dnnl::memory::data_type::s8;
+    case at::kByte: return dnnl::memory::data_type::u8;
+    case at::kInt: return dnnl::memory::data_type::s32;
+    default: return dnnl::memory::data_type::undef;
+  }
+}
+
+dnnl::memory::data_type to_dnnl(Precision precision) {
+  return precision == Precision::bf16 ? dnnl::memory::data_type::bf16
+                                      : dnnl::memory::data_type::f32;
+}
+
+at::ScalarType to_aten(Precision precision) {
+  return precision == Precision::bf16 ? at::kBFloat16 : at::kFloat;
+}
+
+dnnl::memory::desc strided_desc(const at::Tensor& tensor) {
+  return dnnl::memory::desc(to_dims(tensor.sizes()), to_dnnl(tensor.scalar_type()),
+                            to_dims(tensor.strides()));
+}
+
+dnnl::memory wrap(const at::Tensor& tensor, const dnnl::memory::desc& desc) {
+  return dnnl::memory(desc, cpu_engine(), tensor.data_ptr());
+}
+
+dnnl::primitive_attr base_attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+Reordered allocate(const dnnl::memory::desc& desc) {
+  at::Tensor storage =
+      at::empty({static_cast<int64_t>(desc.get_size()) + 64}, at::TensorOptions(at::kByte));
+  // oneDNN prefers 64-byte aligned buffers; ATen's CPU allocator aligns to 64 already.
+  return {storage, dnnl::memory(desc, cpu_engine(), storage.data_ptr())};
+}
+
+void execute(const dnnl::primitive& primitive, const dnnl::primitive_desc_base& pd,
+             std::unordered_map<int, dnnl::memory> args) {
+  dnnl::memory::desc scratchpad_desc = pd.scratchpad_desc();
+  at::Tensor scratchpad;
+  if (scratchpad_desc.get_size() > 0) {
+    Reordered buffer = allocate(scratchpad_desc);
+    scratchpad = buffer.storage;
+    args.emplace(DNNL_ARG_SCRATCHPAD, buffer.memory);
+  }
+  primitive.execute(thread_stream(), args);
+  thread_stream().wait();
+}
+
+Reordered reorder_to(const dnnl::memory& from, const dnnl::memory::desc& desc) {
+  Reordered out = allocate(desc);
+  dnnl::memory source = from;
+  dnnl::reorder(source, out.memory).execute(thread_stream(), source, out.memory);
+  thread_stream().wait();
+  return out;
+}
+
+}  // namespace ipex_shim

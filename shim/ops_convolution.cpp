@@ -1,0 +1,63 @@
+// Wrappers for conv1d/conv2d/conv3d (all share one schema).
+//   no gradient needed  -> the shim's oneDNN convolution, fp32 or BF16 by mode;
+//   gradient needed     -> bf16 mode: stock kernels on BF16 copies (autograd records the
+//                          casts, so parameters get fp32 gradients) and an fp32 result;
+//                          fp32 mode: stock.
+#include "shim/ops_convolution.h"
+
+#include <ATen/ops/conv1d_ops.h>
+#include <ATen/ops/conv2d_ops.h>
+#include <ATen/ops/conv3d_ops.h>
+
+#include "kernels/convolution.h"
+#include "shim/intercept.h"
+#include "shim/mode_policy.h"
+
+namespace ipex_shim {
+
+template <class Op>
+at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weight,
+                                const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                                c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                int64_t groups) {
+  using Wrapped = Intercept<Op>;
+  if (!float_kernels_mode()) return Wrapped::pass_through(input, weight, bias, stride, padding, dilation, groups);
+  const Precision precision = lower_precision();
+
+  if (needs_grad(input, weight, bias)) {
+    if (precision == Precision::fp32) {
+      Wrapped::stats().count(Path::stock, Fallback::needs_grad);
+      return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups);
+    }
+    Wrapped::stats().count(Path::autograd_bf16);
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+    return Op::call(input.to(at::kBFloat16), weight.to(at::kBFloat16), to_bf16(bias), stride,
+                    padding, dilation, groups)
+        .to(at::kFloat);
+  }
+
+  ConvolutionArgs args{stride, padding, dilation, groups};
+  Fallback why = convolution_support(input, weight, bias, args);
+  if (why == Fallback::none) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+      at::Tensor output = convolution_forward(input, weight, bias, args, precision);
+      Wrapped::stats().count(path_for(precision));
+      return output;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      why = Fallback::kernel_error;
+    }
+  }
+  Wrapped::stats().count(Path::stock, why);
+  return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups);
+}
+
+template at::Tensor convolution_override<at::_ops::conv1d>(const at::Tensor&, const at::Tensor&,
+    const c10::optional<at::Tensor>&, c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t);
+template at::Tensor convolution_override<at::_ops::conv2d>(const at::Tensor&, const at::Tensor&,
+    const c10::optional<at::Tensor>&, c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t);
+template at::Tensor convolution_override<at::_ops::conv3d>(const at::Tensor&, const at::Tensor&,
+    const c10::optional<at::Tensor>&, c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t);
+
+}  // namespace ipex_shim

@@ -1,0 +1,157 @@
+// Wrappers for linear and the matmul family. Same decisions as ops_convolution.cpp:
+// no gradient -> own oneDNN kernel in the mode's precision; gradient in bf16 mode -> stock
+// kernels on BF16 copies, fp32 result; anything the kernels do not take -> stock, counted
+// with the reason.
+#include "shim/ops_matmul.h"
+
+#include <ATen/ops/addmm_ops.h>
+#include <ATen/ops/baddbmm_ops.h>
+#include <ATen/ops/bmm_ops.h>
+#include <ATen/ops/linear_ops.h>
+#include <ATen/ops/matmul_ops.h>
+#include <ATen/ops/mm_ops.h>
+
+#include "kernels/matmul.h"
+#include "shim/intercept.h"
+#include "shim/mode_policy.h"
+
+namespace ipex_shim {
+namespace {
+
+// Runs `kernel` when `why` is none; on a kernel error or an unsupported case, `stock`.
+template <class Op, class Kernel, class Stock>
+at::Tensor run_or_stock(Fallback why, Precision precision, Kernel kernel, Stock stock) {
+  if (why == Fallback::none) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+      at::Tensor output = kernel();
+      Intercept<Op>::stats().count(path_for(precision));
+      return output;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      why = Fallback::kernel_error;
+    }
+  }
+  Intercept<Op>::stats().count(Path::stock, why);
+  return stock();
+}
+
+// The autograd path: bf16 mode runs the stock op on BF16 copies (autograd records the
+// casts); fp32 mode runs stock as is.
+template <class Op, class... Args>
+at::Tensor with_grad(Args&&... args) {
+  if (lower_precision() == Precision::fp32) {
+    Intercept<Op>::stats().count(Path::stock, Fallback::needs_grad);
+    return Intercept<Op>::stock(std::forward<Args>(args)...);
+  }
+  Intercept<Op>::stats().count(Path::autograd_bf16);
+  c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+  return Op::call(std::forward<Args>(args)...).to(at::kFloat);
+}
+
+at::Tensor bf16(const at::Tensor& tensor) { return tensor.to(at::kBFloat16); }
+
+// addmm/baddbmm: beta * self + alpha * (a b). The kernel takes beta 0 (self ignored, as in
+// stock) or 1 (self added as a broadcast bias); other betas go to stock.
+Fallback scaled_product_support(const at::Tensor& self, const at::Tensor& a, const at::Tensor& b,
+                                const at::Scalar& beta, const at::Scalar& alpha, float* alpha_out,
+                                bool* use_self) {
+  if (beta.isComplex() || alpha.isComplex()) return Fallback::unsupported_dtype;
+  const double beta_value = beta.toDouble();
+  if (beta_value != 0.0 && beta_value != 1.0) return Fallback::unsupported_shape;
+  if (self.scalar_type() != at::kFloat) return Fallback::unsupported_dtype;
+  *alpha_out = static_cast<float>(alpha.toDouble());
+  *use_self = beta_value == 1.0;
+  if (*use_self && *alpha_out == 0.f) return Fallback::unsupported_shape;  // bias is folded / alpha
+  if (*use_self) {
+    // self must broadcast to the output along leading dims only.
+    const int64_t rank = a.dim();
+    if (self.dim() > rank) return Fallback::unsupported_shape;
+    std::vector<int64_t> out_sizes = a.sizes().vec();
+    out_sizes.back() = b.size(-1);
+    for (int64_t d = 1; d <= self.dim(); ++d) {
+      const int64_t size = self.size(self.dim() - d);
+      if (size != 1 && size != out_sizes[rank - d]) return Fallback::unsupported_shape;
+    }
+  }
+  return batched_matmul_support(a, b);
+}
+
+}  // namespace
+
+at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
+                           const c10::optional<at::Tensor>& bias) {
+  using Op = at::_ops::linear;
+  if (!float_kernels_mode()) return Intercept<Op>::pass_through(input, weight, bias);
+  if (needs_grad(input, weight, bias)) {
+    if (lower_precision() == Precision::fp32) return with_grad<Op>(input, weight, bias);
+    return with_grad<Op>(bf16(input), bf16(weight), to_bf16(bias));
+  }
+  const Precision precision = lower_precision();
+  return run_or_stock<Op>(
+      linear_support(input, weight, bias), precision,
+      [&] { return linear_forward(input, weight, bias, precision); },
+      [&] { return Intercept<Op>::stock(input, weight, bias); });
+}
+
+template <class Op>
+at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback shape_check) {
+  if (!float_kernels_mode()) return Intercept<Op>::pass_through(a, b);
+  if (needs_grad(a, b)) {
+    if (lower_precision() == Precision::fp32) return with_grad<Op>(a, b);
+    return with_grad<Op>(bf16(a), bf16(b));
+  }
+  const Precision precision = lower_precision();
+  Fallback why = shape_check != Fallback::none ? shape_check : batched_matmul_support(a, b);
+  return run_or_stock<Op>(
+      why, precision, [&] { return batched_matmul(a, b, precision); },
+      [&] { return Intercept<Op>::stock(a, b); });
+}
+
+at::Tensor matmul_override(const at::Tensor& a, const at::Tensor& b) {
+  return product_override<at::_ops::matmul>(a, b, Fallback::none);
+}
+
+at::Tensor mm_override(const at::Tensor& a, const at::Tensor& b) {
+  bool shaped = a.dim() == 2 && b.dim() == 2;
+  return product_override<at::_ops::mm>(a, b, shaped ? Fallback::none : Fallback::unsupported_shape);
+}
+
+at::Tensor bmm_override(const at::Tensor& a, const at::Tensor& b) {
+  bool shaped = a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0);
+  return product_override<at::_ops::bmm>(a, b, shaped ? Fallback::none : Fallback::unsupported_shape);
+}
+
+template <class Op>
+at::Tensor scaled_product_override(const at::Tensor& self, const at::Tensor& a,
+                                   const at::Tensor& b, const at::Scalar& beta,
+                                   const at::Scalar& alpha, int64_t rank) {
+  if (!float_kernels_mode()) return Intercept<Op>::pass_through(self, a, b, beta, alpha);
+  if (needs_grad(self, a, b)) {
+    if (lower_precision() == Precision::fp32) return with_grad<Op>(self, a, b, beta, alpha);
+    return with_grad<Op>(bf16(self), bf16(a), bf16(b), beta, alpha);
+  }
+  const Precision precision = lower_precision();
+  float alpha_value = 1.f;
+  bool use_self = false;
+  Fallback why = (a.dim() != rank || b.dim() != rank)
+                     ? Fallback::unsupported_shape
+                     : scaled_product_support(self, a, b, beta, alpha, &alpha_value, &use_self);
+  if (why == Fallback::none && rank == 3 && a.size(0) != b.size(0)) why = Fallback::unsupported_shape;
+  return run_or_stock<Op>(
+      why, precision,
+      [&] { return batched_matmul(a, b, precision, alpha_value, use_self ? self : at::Tensor()); },
+      [&] { return Intercept<Op>::stock(self, a, b, beta, alpha); });
+}
+
+at::Tensor addmm_override(const at::Tensor& self, const at::Tensor& a, const at::Tensor& b,
+                          const at::Scalar& beta, const at::Scalar& alpha) {
+  return scaled_product_override<at::_ops::addmm>(self, a, b, beta, alpha, 2);
+}
+
+at::Tensor baddbmm_override(const at::Tensor& self, const at::Tensor& a, const at::Tensor& b,
+                            const at::Scalar& beta, const at::Scalar& alpha) {
+  return scaled_product_override<at::_ops::baddbmm>(self, a, b, beta, alpha, 3);
+}
+
+}  // namespace ipex_shim

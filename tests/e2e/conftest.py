@@ -1,0 +1,183 @@
+"""Shared fixtures for the end-to-end tests of ipex-shim.
+
+Every test runs real programs as subprocesses, with and without libipex_shim.so in
+LD_PRELOAD, from a controlled environment: the caller's environment minus LD_PRELOAD,
+every IPEX_* variable and OMP_NUM_THREADS (tests that need them set them explicitly).
+
+The build directory is `<repo>/build` unless IPEX_SHIM_BUILD_DIR names another one; the
+whole suite is skipped, with a message saying what to build, when the libraries are missing.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+E2E_DIR = Path(__file__).resolve().parent
+PROGRAMS = E2E_DIR / "programs"
+REPO_ROOT = E2E_DIR.parents[1]
+
+# Generous: a cold `import torch` on a busy 2-core machine takes a few seconds.
+DEFAULT_TIMEOUT = 180
+
+# Markers the programs print so a test can pick their machine-readable report out of stdout.
+REPORT_PREFIX = "E2E-REPORT:"
+
+
+def _python():
+    """The interpreter running pytest: the one that has torch (not a pyenv shim script)."""
+    return sys.executable or "/usr/bin/python3"
+
+
+PYTHON = _python()
+
+
+def clean_env(extra=None, drop=()):
+    """os.environ without LD_PRELOAD, IPEX_* and OMP_NUM_THREADS, then `extra` applied.
+
+    A value of None in `extra` removes that variable."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "LD_PRELOAD" and not k.startswith("IPEX_") and k != "OMP_NUM_THREADS"
+    }
+    for name in drop:
+        env.pop(name, None)
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+def parse_report(stdout):
+    """The JSON object a program printed on its `E2E-REPORT:` line (exactly one)."""
+    lines = [l for l in stdout.splitlines() if l.startswith(REPORT_PREFIX)]
+    assert len(lines) == 1, f"expected one {REPORT_PREFIX} line in stdout, got:\n{stdout}"
+    return json.loads(lines[0][len(REPORT_PREFIX):])
+
+
+def shim_lines(stderr):
+    """The lines of stderr that the shim wrote."""
+    return [l for l in stderr.splitlines() if l.startswith("ipex_shim:")]
+
+
+def describe(proc):
+    """A failure message with everything a reader needs."""
+    args = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
+    return (
+        f"command: {args}\nreturn code: {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )
+
+
+class Shim:
+    """Paths of the built artefacts and helpers to run programs with or without them."""
+
+    def __init__(self, build_dir):
+        self.repo = REPO_ROOT
+        self.build_dir = Path(build_dir).resolve()
+        self.lib = self.build_dir / "libipex_shim.so"
+        self.core = self.build_dir / "libipex_shim_core.so"
+        self.launcher = self.build_dir / "ipex-run"
+        self.python = PYTHON
+        self.programs = PROGRAMS
+
+    # -- environment -------------------------------------------------------------------------
+    def env(self, mode=None, env=None, preload=True):
+        """A controlled environment: preload the shim (and set IPEX_MODE) when asked."""
+        extra = {}
+        if preload:
+            extra["LD_PRELOAD"] = str(self.lib)
+        if mode is not None:
+            extra["IPEX_MODE"] = mode
+        extra.update(env or {})
+        return clean_env(extra)
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, argv, mode=None, env=None, preload=True, timeout=DEFAULT_TIMEOUT, **kwargs):
+        """Run argv; returns subprocess.CompletedProcess with text stdout/stderr."""
+        kwargs.setdefault("cwd", "/tmp")
+        return subprocess.run(
+            [str(a) for a in argv],
+            env=self.env(mode=mode, env=env, preload=preload),
+            stdout=kwargs.pop("stdout", subprocess.PIPE),
+            stderr=kwargs.pop("stderr", subprocess.PIPE),
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
+
+    def python_argv(self, code_or_path, args=()):
+        """argv for running a program file (a Path, or a str naming an existing .py file)
+        or a snippet of Python code."""
+        if isinstance(code_or_path, Path) or (
+            isinstance(code_or_path, str)
+            and code_or_path.endswith(".py")
+            and "\n" not in code_or_path
+            and os.path.isfile(code_or_path)
+        ):
+            return [self.python, str(code_or_path), *map(str, args)]
+        return [self.python, "-c", code_or_path, *map(str, args)]
+
+    def run_py(self, code_or_path, mode=None, env=None, preload=True, args=(), **kwargs):
+        """Run a Python program (file path or code) under the controlled environment."""
+        return self.run(self.python_argv(code_or_path, args), mode=mode, env=env,
+                        preload=preload, **kwargs)
+
+    def program(self, name):
+        path = self.programs / name
+        assert path.is_file(), f"missing helper program {path}"
+        return path
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def build_dir():
+    path = Path(os.environ.get("IPEX_SHIM_BUILD_DIR") or REPO_ROOT / "build")
+    missing = [
+        name
+        for name in ("libipex_shim.so", "libipex_shim_core.so", "ipex-run")
+        if not (path / name).is_file()
+    ]
+    if missing:
+        pytest.skip(
+            f"ipex-shim is not built in {path} (missing: {', '.join(missing)}); build it with "
+            f"`cmake -S {REPO_ROOT} -B {REPO_ROOT / 'build'} -G Ninja && "
+            f"cmake --build {REPO_ROOT / 'build'}` or point IPEX_SHIM_BUILD_DIR at a build"
+        )
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def shim(build_dir):
+    return Shim(build_dir)
+
+
+@pytest.fixture(scope="session")
+def torch_available():
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip(f"torch is not importable by {PYTHON}")
+    return True
+
+
+@pytest.fixture(scope="session")
+def run_py(shim, torch_available):
+    """run_py(code_or_path, mode=None, env=None, preload=True, args=(), **kw) ->
+    CompletedProcess. mode=None leaves IPEX_MODE unset (the shim's default: off)."""
+    return shim.run_py
+
+
+@pytest.fixture(scope="session")
+def run_cmd(shim):
+    """run_cmd(argv, mode=None, env=None, preload=True, **kw) -> CompletedProcess."""
+    return shim.run

@@ -1,0 +1,122 @@
+// The convolution kernel against ATen's fp32 convolution, in fp32 and BF16: odd sizes,
+// groups (depthwise too), dilation, stride, padding, with and without bias, 1-D/2-D/3-D,
+// and the memory format of the result.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "kernels/convolution.h"
+#include "reference.h"
+
+namespace ipex_shim {
+namespace {
+
+struct ConvCase {
+  const char* name;
+  std::vector<int64_t> input;   // N, C, spatial...
+  std::vector<int64_t> weight;  // O, C/groups, kernel...
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups;
+  bool bias;
+};
+
+class Convolution : public ::testing::TestWithParam<std::tuple<ConvCase, Precision>> {};
+
+TEST_P(Convolution, MatchesAtenReference) {
+  const auto& [c, precision] = GetParam();
+  at::manual_seed(7);
+  at::Tensor input = at::randn(c.input);
+  at::Tensor weight = at::randn(c.weight);
+  c10::optional<at::Tensor> bias;
+  if (c.bias) bias = at::randn({c.weight[0]});
+  ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
+  ASSERT_EQ(convolution_support(input, weight, bias, args), Fallback::none);
+
+  at::Tensor expected = at::convolution(input.to(at::kDouble), weight.to(at::kDouble),
+                                        bias ? c10::optional<at::Tensor>(bias->to(at::kDouble))
+                                             : c10::nullopt,
+                                        c.stride, c.padding, c.dilation, false,
+                                        std::vector<int64_t>(c.stride.size(), 0), c.groups);
+  at::Tensor actual = convolution_forward(input, weight, bias, args, precision);
+  EXPECT_TRUE(actual.is_contiguous());
+  testing::expect_close(actual, expected, precision);
+
+  // The primitive and the packed weight are reused on the second call: same answer.
+  at::Tensor again = convolution_forward(input, weight, bias, args, precision);
+  EXPECT_TRUE(at::equal(actual, again));
+}
+
+TEST_P(Convolution, ReluPostOpMatchesReluOfReference) {
+  const auto& [c, precision] = GetParam();
+  at::manual_seed(8);
+  at::Tensor input = at::randn(c.input);
+  at::Tensor weight = at::randn(c.weight);
+  c10::optional<at::Tensor> bias;
+  if (c.bias) bias = at::randn({c.weight[0]});
+  ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
+  at::Tensor expected = at::relu(at::convolution(input, weight, bias, c.stride, c.padding,
+                                                 c.dilation, false,
+                                                 std::vector<int64_t>(c.stride.size(), 0),
+                                                 c.groups));
+  at::Tensor actual = convolution_forward(input, weight, bias, args, precision, {true});
+  testing::expect_close(actual, expected, precision);
+  EXPECT_GE(actual.min().item<float>(), 0.f);
+}
+
+const ConvCase kCases[] = {
+    {"plain3x3", {2, 8, 9, 11}, {16, 8, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, true},
+    {"stride2_nobias", {3, 5, 13, 7}, {7, 5, 3, 3}, {2, 2}, {0, 0}, {1, 1}, 1, false},
+    {"asymmetric_stride_pad", {1, 3, 17, 10}, {6, 3, 5, 2}, {3, 1}, {2, 1}, {1, 1}, 1, true},
+    {"dilation2", {2, 4, 15, 15}, {4, 4, 3, 3}, {1, 1}, {2, 2}, {2, 2}, 1, true},
+    {"groups3", {2, 6, 10, 10}, {9, 2, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 3, true},
+    {"depthwise", {2, 12, 9, 9}, {12, 1, 3, 3}, {2, 2}, {1, 1}, {1, 1}, 12, false},
+    {"pointwise", {4, 32, 7, 7}, {64, 32, 1, 1}, {1, 1}, {0, 0}, {1, 1}, 1, false},
+    {"odd_rows_dropped", {1, 2, 8, 8}, {3, 2, 3, 3}, {3, 3}, {0, 0}, {1, 1}, 1, true},
+    {"conv1d", {3, 5, 31}, {4, 5, 4}, {2}, {1}, {1}, 1, true},
+    {"conv1d_grouped_dilated", {2, 4, 20}, {6, 2, 3}, {1}, {2}, {3}, 2, false},
+    {"conv3d", {2, 3, 6, 7, 5}, {5, 3, 3, 3, 3}, {1, 2, 1}, {1, 0, 1}, {1, 1, 1}, 1, true},
+};
+
+INSTANTIATE_TEST_SUITE_P(
+    Kernels, Convolution,
+    ::testing::Combine(::testing::ValuesIn(kCases),
+                       ::testing::Values(Precision::fp32, Precision::bf16)),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param).name) + "_" +
+             precision_name(std::get<1>(info.param));
+    });
+
+TEST(ConvolutionFormat, ChannelsLastInputGivesChannelsLastOutput) {
+  at::manual_seed(3);
+  at::Tensor input = at::randn({2, 8, 10, 10}).contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor weight = at::randn({4, 8, 3, 3});
+  const std::vector<int64_t> ones = {1, 1};
+  ConvolutionArgs args{ones, ones, ones, 1};
+  for (Precision precision : {Precision::fp32, Precision::bf16}) {
+    at::Tensor actual = convolution_forward(input, weight, c10::nullopt, args, precision);
+    at::Tensor expected = at::conv2d(input, weight, {}, 1, 1);
+    EXPECT_EQ(actual.is_contiguous(at::MemoryFormat::ChannelsLast),
+              expected.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_EQ(actual.is_contiguous(), expected.is_contiguous());
+    testing::expect_close(actual, expected, precision);
+  }
+}
+
+TEST(ConvolutionSupport, RefusesWhatTheKernelDoesNotTake) {
+  at::Tensor weight = at::randn({4, 3, 3, 3});
+  const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0};
+  ConvolutionArgs args{ones, zeros, ones, 1};
+  EXPECT_EQ(convolution_support(at::randn({1, 3, 8, 8}, at::kDouble), weight, {}, args),
+            Fallback::unsupported_dtype);
+  EXPECT_EQ(convolution_support(at::randn({3, 8, 8}), weight, {}, args),
+            Fallback::unsupported_shape);  // unbatched input
+  EXPECT_EQ(convolution_support(at::randn({1, 4, 8, 8}), weight, {}, args),
+            Fallback::unsupported_shape);  // channel mismatch: stock raises its own error
+  EXPECT_EQ(convolution_support(at::randn({1, 3, 2, 2}), weight, {}, args),
+            Fallback::unsupported_shape);  // kernel larger than padded input
+  at::Tensor strided = at::randn({1, 3, 8, 16}).slice(3, 0, 16, 2);
+  EXPECT_EQ(convolution_support(strided, weight, {}, args), Fallback::unsupported_shape);
+  EXPECT_EQ(convolution_support(at::randn({1, 3, 8, 8}), weight, {}, args), Fallback::none);
+}
+
+}  // namespace
+}  // namespace ipex_shim

@@ -1,0 +1,30 @@
+// Helpers shared by the kernel tests: the reference is stock ATen in fp32 (computed in
+// double where it matters), and the tolerance depends on the precision under test.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "kernels/onednn_context.h"
+
+namespace ipex_shim::testing {
+
+// Largest absolute error relative to the reference's largest magnitude.
+inline double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
+  double scale = expected.abs().max().item<double>();
+  double error = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs().max().item<double>();
+  return scale > 0 ? error / scale : error;
+}
+
+// BF16 keeps 8 bits of mantissa: inputs and weights are rounded to ~0.4% each, and the
+// accumulation is fp32, so the result is within about 1% of the largest output.
+inline double tolerance(Precision precision) { return precision == Precision::bf16 ? 1.5e-2 : 1e-5; }
+
+inline void expect_close(const at::Tensor& actual, const at::Tensor& expected, Precision precision) {
+  ASSERT_EQ(actual.sizes(), expected.sizes());
+  ASSERT_EQ(actual.scalar_type(), at::kFloat);
+  EXPECT_LE(relative_error(actual, expected), tolerance(precision))
+      << "precision " << precision_name(precision);
+}
+
+}  // namespace ipex_shim::testing
