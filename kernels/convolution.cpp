@@ -118,13 +118,8 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
 
 Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args) {
-  if (input.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
-    return Fallback::unsupported_dtype;
-  if (bias && bias->defined() && bias->scalar_type() != at::kFloat)
-    return Fallback::unsupported_dtype;
-  if (!input.device().is_cpu() || input.layout() != at::kStrided || input.is_quantized() ||
-      !weight.device().is_cpu() || weight.layout() != at::kStrided)
-    return Fallback::unsupported_dtype;
+  if (!plain_float_cpu(input) || !plain_float_cpu(weight)) return Fallback::unsupported_dtype;
+  if (bias && bias->defined() && !plain_float_cpu(*bias)) return Fallback::unsupported_dtype;
   const int64_t dim = input.dim();
   if (dim < 3 || dim > 5 || weight.dim() != dim) return Fallback::unsupported_shape;
   const int64_t spatial = dim - 2;

@@ -14,11 +14,6 @@ namespace {
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
-bool plain_float_cpu(const at::Tensor& tensor) {
-  return tensor.scalar_type() == at::kFloat && tensor.device().is_cpu() &&
-         tensor.layout() == at::kStrided && !tensor.is_quantized();
-}
-
 struct MatmulPrimitive {
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul primitive;

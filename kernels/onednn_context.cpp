@@ -8,6 +8,17 @@ const char* precision_name(Precision precision) {
   return precision == Precision::bf16 ? "bf16" : "fp32";
 }
 
+bool plain_float_cpu(const at::Tensor& tensor) {
+  static const c10::DispatchKeySet wrapped({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
+                                            c10::DispatchKey::FuncTorchBatched,
+                                            c10::DispatchKey::Batched,
+                                            c10::DispatchKey::FuncTorchGradWrapper,
+                                            c10::DispatchKey::Conjugate, c10::DispatchKey::Negative});
+  return tensor.defined() && tensor.scalar_type() == at::kFloat && tensor.device().is_cpu() &&
+         tensor.layout() == at::kStrided && !tensor.is_quantized() && tensor.has_storage() &&
+         !tensor.key_set().has_any(wrapped);
+}
+
 dnnl::engine& cpu_engine() {
   static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return *engine;

@@ -15,6 +15,11 @@ enum class Precision { fp32, bf16 };
 
 const char* precision_name(Precision precision);
 
+// A dense fp32 CPU tensor with its own storage that no other dispatch layer wraps or
+// reinterprets (no vmap/functorch wrapper, Python subclass, functionalization, or lazy
+// conjugate/negation bit): the only kind the kernels read directly.
+bool plain_float_cpu(const at::Tensor& tensor);
+
 dnnl::engine& cpu_engine();
 dnnl::stream& thread_stream();
 

@@ -835,10 +835,16 @@ def bench_model(args, model_name, variants, tmpdir):
 
     if "stock_fp32" in outputs:
         ref, ref_src = outputs["stock_fp32"], "stock_fp32 worker"
-    else:  # stock_fp32 not run (or failed): same computation, done here
-        with torch.no_grad():
-            ref = model(x).float()
-        ref_src = "parent process (stock fp32 eager)"
+    elif outputs:  # stock_fp32 not run (or failed): same computation, done here
+        try:
+            with torch.no_grad():
+                ref = model(x).float()
+            ref_src = "parent process (stock fp32 eager)"
+        except Exception as e:
+            ref, ref_src = None, "none: reference forward failed: %s" % last_line(e)
+            log("reference output failed: %s" % last_line(e))
+    else:
+        ref, ref_src = None, "none"
     del model
 
     # ---- statistics ----
@@ -860,7 +866,7 @@ def bench_model(args, model_name, variants, tmpdir):
         row["vs_stock"] = (stock_med / row["median_ms"]) if (stock_med and lat) else None
         cap = sum(row.get("segment_cpu_capacity_s", []))
         row["other_load"] = (sum(row.get("other_cpu_s", [])) / cap) if cap > 0 else None
-        if v in outputs:
+        if v in outputs and ref is not None:
             cos, top1, err = agreement(ref, outputs[v])
             row["cosine"], row["top1"] = cos, top1
             if err:
@@ -950,7 +956,7 @@ def write_png(path, results, settings):
 
 
 def run_once(argv, env):
-    """(wall ms, max RSS KiB, exit code) of one child, via posix_spawn + wait4."""
+    """(wall ms, max RSS KiB per wait4, exit code) of one child via posix_spawn."""
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         t = time.perf_counter()
@@ -964,34 +970,78 @@ def run_once(argv, env):
     return wall, ru.ru_maxrss, os.waitstatus_to_exitcode(status)
 
 
+GNU_TIME = "/usr/bin/time"
+ENV_BIN = "/usr/bin/env"
+
+
+def rss_once(argv, extra, env, tmpfile):
+    """Max RSS (KiB) of argv run with the extra variables, or None.
+
+    A child's ru_maxrss starts at its parent's RSS when it was forked (the
+    kernel carries the pre-exec high-water mark over exec), so measuring a
+    child of this ~16 MiB Python process directly can never report less than
+    that.  Instead: /usr/bin/time -f %M (small, not preloaded) forks
+    /usr/bin/env (small), which sets LD_PRELOAD/IPEX_MODE only for the final
+    exec of the command."""
+    cmd = [GNU_TIME, "-o", tmpfile, "-f", "%M", ENV_BIN] + \
+        ["%s=%s" % kv for kv in extra.items()] + argv
+    _, _, rc = run_once(cmd, env)
+    try:
+        with open(tmpfile) as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def preload_cost_main(args):
+    """Wall time and max RSS of tiny commands with and without LD_PRELOAD=<lib>."""
     n = args.preload_runs
     lib_ok = os.path.isfile(args.lib)
+    use_time = os.access(GNU_TIME, os.X_OK) and os.access(ENV_BIN, os.X_OK)
     cmds = [("/bin/true", ["/bin/true"]),
             ("sh -c true", ["/bin/sh", "-c", "true"]),
             ("python3 -c pass", [args.python, "-c", "pass"]),
             ("python3 -c 'import torch'", [args.python, "-c", "import torch"])]
     plain = base_env(args.threads)
-    pre = shim_env(args.threads, args.lib, "bf16")
-    configs = [("plain", plain)] + ([("preload", pre)] if lib_ok else [])
-    log("Preload cost: %d interleaved runs per cell, lib %s%s" %
-        (n, args.lib, "" if lib_ok else " (NOT FOUND: preloaded rows skipped)"))
-    data = {c: {k: {"wall_ms": [], "maxrss_kib": [], "rc": []} for k, _ in configs}
+    preload_vars = {"LD_PRELOAD": args.lib, "IPEX_MODE": "bf16"}
+    # (name, full env for the wall-time runs, variables added for the RSS runs)
+    configs = [("plain", plain, {"IPEX_BENCH_PLAIN": "1"})]
+    if lib_ok:
+        configs.append(("preload", dict(plain, **preload_vars), preload_vars))
+    rss_runs = min(n, 5)
+    log("Preload cost: %d interleaved wall-time runs per cell (IPEX_MODE=bf16 when preloaded), "
+        "lib %s%s" % (n, args.lib, "" if lib_ok else " (NOT FOUND: preloaded rows skipped)"))
+    log("max RSS: %s" % ("max of %d runs each via %s -f %%M %s VAR=... cmd" % (rss_runs, GNU_TIME, ENV_BIN)
+                         if use_time else "os.wait4 rusage (floor = this process's RSS: "
+                         "%s not available)" % GNU_TIME))
+    log("load average: %s" % (loadavg(),))
+    data = {c: {k: {"wall_ms": [], "maxrss_kib": [], "rc": []} for k, _, _ in configs}
             for c, _ in cmds}
-    # One untimed run of everything first (page cache, pyc files).
-    for _, argv in cmds:
-        for _, env in configs:
-            run_once(argv, env)
-    for i in range(n):
-        cells = [(c, argv, k, env) for c, argv in cmds for k, env in configs]
-        if i % 2:
-            cells.reverse()  # alternate order so neither side always goes first
-        for c, argv, k, env in cells:
-            wall, rss, rc = run_once(argv, env)
-            d = data[c][k]
-            d["wall_ms"].append(wall)
-            d["maxrss_kib"].append(rss)
-            d["rc"].append(rc)
+    fd, tmpfile = tempfile.mkstemp(prefix="ipex_bench_rss_")
+    os.close(fd)
+    try:
+        # One untimed run of everything first (page cache, .pyc files).
+        for _, argv in cmds:
+            for _, env, _ in configs:
+                run_once(argv, env)
+        for i in range(n):
+            cells = [(c, argv, k, env, extra) for c, argv in cmds for k, env, extra in configs]
+            if i % 2:
+                cells.reverse()  # alternate the order so neither side always goes first
+            for c, argv, k, env, extra in cells:
+                wall, rss, rc = run_once(argv, env)
+                d = data[c][k]
+                d["wall_ms"].append(wall)
+                d["rc"].append(rc)
+                if not use_time:
+                    d["maxrss_kib"].append(rss)
+                elif i < rss_runs:
+                    r = rss_once(argv, extra, plain, tmpfile)
+                    if r is not None:
+                        d["maxrss_kib"].append(r)
+    finally:
+        os.remove(tmpfile)
+
     log("")
     hdr = "%-26s %10s %10s %9s %11s %11s %9s" % ("command", "plain ms", "preload ms", "diff ms",
                                                 "plain MiB", "preload MiB", "diff MiB")
@@ -1000,28 +1050,33 @@ def preload_cost_main(args):
     summary = {}
     for c, _ in cmds:
         s = {}
-        for k, _ in configs:
+        for k, _, _ in configs:
             d = data[c][k]
             s[k] = {"median_wall_ms": median(d["wall_ms"]),
-                    "max_rss_mib": max(d["maxrss_kib"]) / 1024.0,
+                    "p25_wall_ms": statistics.quantiles(d["wall_ms"], n=4)[0] if n > 1 else None,
+                    "p75_wall_ms": statistics.quantiles(d["wall_ms"], n=4)[2] if n > 1 else None,
+                    "max_rss_mib": max(d["maxrss_kib"]) / 1024.0 if d["maxrss_kib"] else None,
                     "nonzero_exits": sum(1 for r in d["rc"] if r != 0)}
         summary[c] = s
-        p = s["plain"]
-        q = s.get("preload")
-        log("%-26s %10.1f %10s %9s %11.1f %11s %9s" % (
-            c, p["median_wall_ms"], fmt(q and q["median_wall_ms"], ".1f"),
-            fmt(q and q["median_wall_ms"] - p["median_wall_ms"], "+.1f"),
-            p["max_rss_mib"], fmt(q and q["max_rss_mib"], ".1f"),
-            fmt(q and q["max_rss_mib"] - p["max_rss_mib"], "+.1f")))
+        p, q = s["plain"], s.get("preload")
+        dw = q and q["median_wall_ms"] - p["median_wall_ms"]
+        dr = q and p["max_rss_mib"] is not None and q["max_rss_mib"] is not None and \
+            q["max_rss_mib"] - p["max_rss_mib"]
+        log("%-26s %10.1f %10s %9s %11s %11s %9s" % (
+            c, p["median_wall_ms"], fmt(q and q["median_wall_ms"], ".1f"), fmt(dw, "+.1f"),
+            fmt(p["max_rss_mib"], ".1f"), fmt(q and q["max_rss_mib"], ".1f"),
+            fmt(dr if dr is not False else None, "+.1f")))
         for k in s:
             if s[k]["nonzero_exits"]:
-                log("  note: %s (%s) exited non-zero %d/%d times"
-                    % (c, k, s[k]["nonzero_exits"], n))
+                log("  note: %s (%s) exited non-zero %d/%d times (codes %s)" % (
+                    c, k, s[k]["nonzero_exits"], n, sorted(set(data[c][k]["rc"]))))
     if not lib_ok:
         log("note: preloaded rows skipped: %s does not exist" % args.lib)
     out = {"kind": "preload_cost", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "lib": args.lib, "lib_found": lib_ok, "runs": n, "ipex_mode": "bf16",
-           "cpu": cpu_model(), "nproc": os.cpu_count(), "summary": summary, "raw": data}
+           "lib": args.lib, "lib_found": lib_ok, "runs": n, "rss_runs": rss_runs if use_time else n,
+           "rss_method": "gnu time + env" if use_time else "wait4", "ipex_mode": "bf16",
+           "cpu": cpu_model(), "nproc": os.cpu_count(), "loadavg_end": loadavg(),
+           "summary": summary, "raw": data}
     path = args.json or os.path.join(DEFAULT_OUT_DIR, "preload_cost.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -1101,6 +1156,8 @@ def parse_args(argv):
             p.error("--env expects KEY=VAL, got %r" % kv)
         k, v = kv.split("=", 1)
         EXTRA_ENV[k] = v
+    if not 1 <= args.seq <= 512:
+        p.error("--seq must be in 1..512 (BERT position embeddings)")
     if args.threads < 1 or args.rounds < 1 or args.iters < 1:
         p.error("--threads, --rounds and --iters must be >= 1")
     return args

@@ -66,7 +66,8 @@ __thread int t_dlopen_depth = 0;
 // file's static initialisers.
 struct BootState {
   ipex_shim::Settings settings;
-  std::string core_path;
+  std::string core_path;                // empty in mode off
+  std::vector<std::string> problems;    // said once torch arrives (see bootstrap())
 };
 BootState* g_state = nullptr;
 
@@ -111,6 +112,12 @@ void start_core() {
   if (!g_core_state.compare_exchange_strong(expected, kStarting)) return;
   g_waiting_for_torch.store(false, std::memory_order_relaxed);
   try {
+    for (const std::string& problem : g_state->problems)
+      ipex_shim::log_line(ipex_shim::Severity::warning, problem);
+    if (g_state->settings.mode == ipex_shim::Mode::off) {
+      g_core_state.store(kFailed);  // nothing to start: the warnings were all there was to do
+      return;
+    }
     void* handle = real_dlopen()(g_state->core_path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
       const char* why = dlerror();
@@ -167,17 +174,21 @@ void bootstrap() {
     std::vector<std::string> problems;
     ipex_shim::Settings settings = ipex_shim::parse_settings(
         &read_environment, ipex_shim::cpus_in_affinity_mask(), &problems);
-    for (const std::string& problem : problems)
-      ipex_shim::log_line(ipex_shim::Severity::warning, problem);
-    if (settings.mode == ipex_shim::Mode::off) return;
+    // Problems with the settings are said in processes that load torch, once each: a shell
+    // or a build tool that merely inherits the environment stays quiet.
+    if (settings.mode == ipex_shim::Mode::off && problems.empty()) return;
 
-    std::string directory = own_directory();
-    if (directory.empty()) {
-      ipex_shim::log_line(ipex_shim::Severity::error,
-                          "cannot find the directory of libipex_shim.so; running stock PyTorch");
-      return;
+    std::string core_path;
+    if (settings.mode != ipex_shim::Mode::off) {
+      std::string directory = own_directory();
+      if (directory.empty()) {
+        ipex_shim::log_line(ipex_shim::Severity::error,
+                            "cannot find the directory of libipex_shim.so; running stock PyTorch");
+        return;
+      }
+      core_path = directory + "/" IPEX_SHIM_CORE_FILE_NAME;
     }
-    g_state = new BootState{settings, directory + "/" IPEX_SHIM_CORE_FILE_NAME};
+    g_state = new BootState{settings, core_path, problems};
     real_dlopen();
     real_pthread_create();
     g_waiting_for_torch.store(true, std::memory_order_release);

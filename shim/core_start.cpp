@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <exception>
 
+#include "config/float_mode_config.h"
+#include "config/json_file.h"
 #include "shim/dispatch_key.h"
 #include "shim/log.h"
 #include "shim/registration.h"
@@ -30,11 +32,45 @@ void enable_in_new_thread() noexcept {
   }
 }
 
+bool float_kernels_mode_named(Mode mode) { return mode == Mode::fp32 || mode == Mode::bf16; }
+
 void print_summary_at_exit() {
   try {
     for (const std::string& line : summary_lines()) log_line(Severity::info, line);
   } catch (...) {
   }
+}
+
+// A problem with the user's input: said once; with IPEX_STRICT=1 the run stops here, as the
+// user asked, instead of going on without the input.
+void input_problem(const Settings& settings, const std::string& text) {
+  log_line(settings.strict ? Severity::error : Severity::warning, text);
+  if (settings.strict) {
+    log_line(Severity::error, "IPEX_STRICT=1: stopping (exit code 2)");
+    std::_Exit(2);
+  }
+}
+
+// IPEX_CONFIG in fp32/bf16 modes: optional overrides (config/float_mode_config.h).
+void apply_float_mode_config(Settings& settings) {
+  if (settings.config_path.empty()) return;
+  const std::string where = "IPEX_CONFIG=" + settings.config_path;
+  JsonFile file = read_json_file(settings.config_path);
+  if (!file.ok) {
+    input_problem(settings, where + ": " + file.error + "; running without it");
+    return;
+  }
+  std::vector<std::string> known_ops;
+  for (const TableEntry& entry : override_table()) known_ops.push_back(entry.op);
+  FloatModeConfig config;
+  std::vector<std::string> problems;
+  const bool usable = parse_float_mode_config(file.value, known_ops, &config, &problems);
+  for (const std::string& problem : problems) {
+    input_problem(settings, where + ": " + problem + (usable ? "" : "; running without it"));
+  }
+  if (!usable) return;
+  for (const std::string& op : config.keep_fp32) op_stats(op).keep_fp32 = true;
+  if (config.fusion) settings.fusion = *config.fusion;
 }
 
 }  // namespace
@@ -94,9 +130,11 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
 
     register_introspection();
     register_overrides(settings);
+    if (float_kernels_mode_named(settings.mode)) apply_float_mode_config(settings_storage());
     enable_in_this_thread();
     hooks->on_thread_start = &enable_in_new_thread;
 
+    OpStats::set_detail(settings.verbose >= 2);
     if (settings.verbose >= 1) {
       log_line(Severity::info, banner_text());
       std::atexit(&print_summary_at_exit);

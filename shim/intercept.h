@@ -42,10 +42,15 @@ struct Intercept<Op, Ret(Args...)> {
     return Op::call(std::forward<Args>(args)...);
   }
 
-  // A call the shim does not handle in this mode: counted, then run stock.
-  static Ret pass_through(Args... args) {
-    stats().count(Path::stock, default_fallback_reason());
+  // A call the shim does not handle: counted with the reason, then run stock.
+  static Ret stock_because(Fallback reason, Args... args) {
+    stats().count(Path::stock, reason);
     return stock(std::forward<Args>(args)...);
+  }
+
+  // A call the shim does not handle in this mode.
+  static Ret pass_through(Args... args) {
+    return stock_because(default_fallback_reason(), std::forward<Args>(args)...);
   }
 };
 

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "kernels/onednn_context.h"
 #include "shim/op_stats.h"
@@ -11,15 +12,21 @@
 
 namespace ipex_shim {
 
-// fp32 and bf16 are the modes with own floating-point kernels.
-inline bool float_kernels_mode() {
+// Whether this call may run on the shim's floating-point kernels at all: only in fp32 and
+// bf16 modes, and never while torch.jit.trace records (the shim's key sits above the Tracer
+// key, so a kernel of ours would hide the op from the trace). Returns the reason otherwise.
+inline Fallback float_kernel_gate() {
   Mode mode = runtime_settings().mode;
-  return mode == Mode::fp32 || mode == Mode::bf16;
+  if (mode != Mode::fp32 && mode != Mode::bf16) return default_fallback_reason();
+  if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) return Fallback::tracing;
+  return Fallback::none;
 }
 
-// The precision of a lower_precision op in the current mode.
-inline Precision lower_precision() {
-  return runtime_settings().mode == Mode::bf16 ? Precision::bf16 : Precision::fp32;
+// The precision of a lower_precision op in the current mode; IPEX_CONFIG's keep_fp32 can
+// hold a chosen op at fp32.
+inline Precision lower_precision(const OpStats& op) {
+  return runtime_settings().mode == Mode::bf16 && !op.keep_fp32 ? Precision::bf16
+                                                                : Precision::fp32;
 }
 
 inline Path path_for(Precision precision) {

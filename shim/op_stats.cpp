@@ -1,6 +1,8 @@
 #include "shim/op_stats.h"
 
 #include <deque>
+
+#include "shim/log.h"
 #include <mutex>
 
 namespace ipex_shim {
@@ -28,9 +30,17 @@ const char* fallback_name(Fallback reason) {
     case Fallback::unsupported_shape: return "unsupported shape or arguments";
     case Fallback::config_mismatch: return "config does not match";
     case Fallback::kernel_error: return "kernel error";
+    case Fallback::tracing: return "jit tracing";
     case Fallback::count_: break;
   }
   return "?";
+}
+
+void OpStats::say_detail(Path path, Fallback reason, uint64_t seen) const {
+  std::string text = name_ + ": " + path_name(path);
+  if (reason != Fallback::none) text += std::string(" (") + fallback_name(reason) + ")";
+  if (seen + 1 == kDetailCalls) text += "; further calls on this path are only counted";
+  log_line(Severity::info, text);
 }
 
 uint64_t OpStats::total() const {

@@ -30,6 +30,7 @@ enum class Fallback : int {
   unsupported_shape,   // rank, sizes, strides or arguments the kernel does not take
   config_mismatch,     // the INT8 config entry does not match this op
   kernel_error,        // oneDNN refused or failed; answered by stock
+  tracing,             // torch.jit.trace is recording: it must see the stock ops
   count_,
 };
 
@@ -44,18 +45,29 @@ class OpStats {
   explicit OpStats(std::string name) : name_(std::move(name)) {}
 
   void count(Path path, Fallback reason = Fallback::none) {
-    paths_[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+    uint64_t seen = paths_[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
     if (reason != Fallback::none)
       fallbacks_[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
+    if (detail_ && seen < kDetailCalls) say_detail(path, reason, seen);
   }
 
+  // IPEX_VERBOSE=2: the first kDetailCalls calls of each op and path are logged as they run.
+  static constexpr uint64_t kDetailCalls = 3;
+  static void set_detail(bool on) { detail_ = on; }
+
   const std::string& name() const { return name_; }
+
+  // Set once at start from IPEX_CONFIG's keep_fp32, before any call is counted.
+  bool keep_fp32 = false;
   uint64_t calls(Path path) const { return paths_[static_cast<int>(path)].load(); }
   uint64_t fallbacks(Fallback reason) const { return fallbacks_[static_cast<int>(reason)].load(); }
   uint64_t total() const;
   void reset();
 
  private:
+  void say_detail(Path path, Fallback reason, uint64_t seen) const;
+
+  static inline bool detail_ = false;
   std::string name_;
   std::array<std::atomic<uint64_t>, kPathCount> paths_{};
   std::array<std::atomic<uint64_t>, kFallbackCount> fallbacks_{};

@@ -21,8 +21,9 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
                                 c10::IntArrayRef padding, c10::IntArrayRef dilation,
                                 int64_t groups) {
   using Wrapped = Intercept<Op>;
-  if (!float_kernels_mode()) return Wrapped::pass_through(input, weight, bias, stride, padding, dilation, groups);
-  const Precision precision = lower_precision();
+  if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
+    return Wrapped::stock_because(gate, input, weight, bias, stride, padding, dilation, groups);
+  const Precision precision = lower_precision(Wrapped::stats());
 
   if (needs_grad(input, weight, bias)) {
     if (precision == Precision::fp32) {

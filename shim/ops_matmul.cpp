@@ -40,7 +40,7 @@ at::Tensor run_or_stock(Fallback why, Precision precision, Kernel kernel, Stock 
 // casts); fp32 mode runs stock as is.
 template <class Op, class... Args>
 at::Tensor with_grad(Args&&... args) {
-  if (lower_precision() == Precision::fp32) {
+  if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) {
     Intercept<Op>::stats().count(Path::stock, Fallback::needs_grad);
     return Intercept<Op>::stock(std::forward<Args>(args)...);
   }
@@ -82,12 +82,13 @@ Fallback scaled_product_support(const at::Tensor& self, const at::Tensor& a, con
 at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
                            const c10::optional<at::Tensor>& bias) {
   using Op = at::_ops::linear;
-  if (!float_kernels_mode()) return Intercept<Op>::pass_through(input, weight, bias);
+  if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
+    return Intercept<Op>::stock_because(gate, input, weight, bias);
   if (needs_grad(input, weight, bias)) {
-    if (lower_precision() == Precision::fp32) return with_grad<Op>(input, weight, bias);
+    if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) return with_grad<Op>(input, weight, bias);
     return with_grad<Op>(bf16(input), bf16(weight), to_bf16(bias));
   }
-  const Precision precision = lower_precision();
+  const Precision precision = lower_precision(Intercept<Op>::stats());
   return run_or_stock<Op>(
       linear_support(input, weight, bias), precision,
       [&] { return linear_forward(input, weight, bias, precision); },
@@ -96,12 +97,13 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
 
 template <class Op>
 at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback shape_check) {
-  if (!float_kernels_mode()) return Intercept<Op>::pass_through(a, b);
+  if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
+    return Intercept<Op>::stock_because(gate, a, b);
   if (needs_grad(a, b)) {
-    if (lower_precision() == Precision::fp32) return with_grad<Op>(a, b);
+    if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) return with_grad<Op>(a, b);
     return with_grad<Op>(bf16(a), bf16(b));
   }
-  const Precision precision = lower_precision();
+  const Precision precision = lower_precision(Intercept<Op>::stats());
   Fallback why = shape_check != Fallback::none ? shape_check : batched_matmul_support(a, b);
   return run_or_stock<Op>(
       why, precision, [&] { return batched_matmul(a, b, precision); },
@@ -126,12 +128,13 @@ template <class Op>
 at::Tensor scaled_product_override(const at::Tensor& self, const at::Tensor& a,
                                    const at::Tensor& b, const at::Scalar& beta,
                                    const at::Scalar& alpha, int64_t rank) {
-  if (!float_kernels_mode()) return Intercept<Op>::pass_through(self, a, b, beta, alpha);
+  if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
+    return Intercept<Op>::stock_because(gate, self, a, b, beta, alpha);
   if (needs_grad(self, a, b)) {
-    if (lower_precision() == Precision::fp32) return with_grad<Op>(self, a, b, beta, alpha);
+    if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) return with_grad<Op>(self, a, b, beta, alpha);
     return with_grad<Op>(bf16(self), bf16(a), bf16(b), beta, alpha);
   }
-  const Precision precision = lower_precision();
+  const Precision precision = lower_precision(Intercept<Op>::stats());
   float alpha_value = 1.f;
   bool use_self = false;
   Fallback why = (a.dim() != rank || b.dim() != rank)

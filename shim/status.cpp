@@ -70,6 +70,10 @@ std::string status_json() {
   nlohmann::json table = nlohmann::json::object();
   for (const TableEntry& entry : override_table()) table[entry.op] = policy_name(entry.policy);
   status["policy"] = table;
+  nlohmann::json kept = nlohmann::json::array();
+  for (const OpStats* stats : all_op_stats())
+    if (stats->keep_fp32) kept.push_back(stats->name());
+  status["keep_fp32"] = kept;
   return status.dump();
 }
 
