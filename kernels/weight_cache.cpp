@@ -4,6 +4,7 @@ namespace ipex_shim {
 
 WeightCache::Fingerprint::Fingerprint(const at::Tensor& tensor)
     : impl(tensor.getIntrusivePtr()),
+      storage(tensor.storage().getWeakStorageImpl()),
       data(tensor.data_ptr()),
       version(tensor._version()),
       sizes(tensor.sizes().vec()),
@@ -12,7 +13,10 @@ WeightCache::Fingerprint::Fingerprint(const at::Tensor& tensor)
 
 bool WeightCache::Fingerprint::matches(const at::Tensor& tensor) const {
   auto locked = impl.lock();
-  return locked.get() == tensor.unsafeGetTensorImpl() && data == tensor.data_ptr() &&
+  auto locked_storage = storage.lock();
+  return locked.get() == tensor.unsafeGetTensorImpl() &&
+         locked_storage.get() == tensor.storage().unsafeGetStorageImpl() &&
+         data == tensor.data_ptr() &&
          version == tensor._version() && tensor.sizes().equals(sizes) &&
          tensor.strides().equals(strides) && dtype == tensor.scalar_type();
 }
@@ -85,6 +89,8 @@ void WeightCache::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
   entries_.clear();
   bytes_ = 0;
+  hits_ = 0;
+  packs_ = 0;
 }
 
 WeightCache& weight_cache() {

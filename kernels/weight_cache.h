@@ -4,7 +4,8 @@
 // until it changes. An entry is found by the weight tensor's identity and checked against
 // everything that can change under the same identity (DESIGN.md fact 8):
 //   - the version counter: optimizer.step(), in-place updates under no_grad, load_state_dict;
-//   - data_ptr: `w.data = new_tensor`;
+//   - the storage (a weak reference) and data_ptr: `w.data = new_tensor`, even when the
+//     allocator puts the new storage at the old one's address;
 //   - sizes, strides, dtype.
 // Identity is a weak reference to the TensorImpl, never a raw address that a later tensor
 // could reuse; an entry whose weight has died is dropped at the next insertion.
@@ -51,6 +52,7 @@ class WeightCache {
  private:
   struct Fingerprint {
     c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> impl;
+    c10::weak_intrusive_ptr<c10::StorageImpl> storage;
     const void* data = nullptr;
     uint32_t version = 0;
     std::vector<int64_t> sizes;

@@ -50,18 +50,35 @@ Method:
     of rows that agree; for bert the rows are the batch*seq hidden vectors).
   * A worker that raises, crashes or hangs (--timeout) does not stop the run:
     its row is reported as FAILED with the error's last line.
+  * Interference check: for every timed segment the worker reports its own CPU
+    time and the parent reads the machine's busy time from /proc/stat; the
+    difference, as a share of all cores, is the "other%" column (CPU used by
+    other processes while that row was timed).  Above 10% a warning is
+    printed: the numbers are disturbed (e.g. a compiler running meanwhile).
   * Results: a table on stdout, a JSON file (settings, raw per-iteration
     latencies, CPU model, BLAS, torch version, date, shim status/op counters),
     and a PNG bar chart of the "vs stock" ratios.
   * Fairness: Debian's libtorch calls the system libblas.so.3; if that resolves
     to the reference BLAS instead of OpenBLAS, every fp32 GEMM that goes
     through BLAS is very slow and the comparison is skewed; this is checked
-    and warned about at start.
+    and warned about at start.  With OpenBLAS's pthread build there is a
+    second effect: OpenBLAS's own threads and libgomp's spin-waiting OpenMP
+    threads compete for the cores, which can make stock fp32 GEMM-heavy
+    models (bert) several times slower than with OMP_WAIT_POLICY=passive
+    (which in turn slows OpenMP-heavy rows a little).  The default keeps the
+    environment an unmodified program gets; pass --env OMP_WAIT_POLICY=passive
+    (applied to every child, shim rows included) to see the other side.
 
---preload-cost measures what preloading alone costs: wall time (median of N
-interleaved runs) and max RSS (os.wait4 rusage of each child) of /bin/true,
-sh -c true, python3 -c pass and python3 -c "import torch", each with and
-without LD_PRELOAD=<lib> (IPEX_MODE=bf16).
+Defaults: results go to bench-out/bench.json and bench-out/bench.png
+(--json/--png to change); --quick = batch 2, 2 rounds x 2 iters, 1 warm-up.
+
+--preload-cost measures what preloading alone costs: wall time (median of
+--preload-runs=20 interleaved runs; posix_spawn + wait4) and max RSS of
+/bin/true, sh -c true, python3 -c pass and python3 -c "import torch", each
+with and without LD_PRELOAD=<lib> (IPEX_MODE=bf16), printed as a table with
+the differences and written to bench-out/preload_cost.json.  Max RSS comes
+from "/usr/bin/time -f %M /usr/bin/env LD_PRELOAD=... cmd" (a child forked
+directly from Python would inherit Python's RSS as its ru_maxrss floor).
 """
 
 import argparse
@@ -86,7 +103,7 @@ REPO_ROOT = os.path.dirname(SCRIPT_DIR)
 THIS_FILE = os.path.abspath(__file__)
 DEFAULT_PYTHON = "/usr/bin/python3"
 DEFAULT_LIB = os.path.join(REPO_ROOT, "build", "libipex_shim.so")
-DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "build", "bench")
+DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench-out")  # git-ignored
 
 STOCK_VARIANTS = ["stock_fp32", "jit_freeze", "autocast_bf16", "ao_int8"]
 SHIM_VARIANTS = ["shim_fp32", "shim_bf16", "shim_int8"]
@@ -184,6 +201,16 @@ def mapped_libs(patterns):
     except OSError:
         pass
     return found
+
+
+def shim_mapped():
+    """True if a library named in LD_PRELOAD, or any *ipex_shim* library, is
+    mapped into this process (i.e. the preload really happened)."""
+    wanted = set()
+    for entry in os.environ.get("LD_PRELOAD", "").replace(":", " ").split():
+        wanted.add(os.path.realpath(entry))
+    return any(os.path.realpath(p) in wanted or "ipex_shim" in os.path.basename(p)
+               for p in mapped_libs(("",)))
 
 
 def report_blas(torch_mod=None):
@@ -316,7 +343,7 @@ def worker_main(spec_json):
                 for c in calib:
                     model(c)
             send({"ok": True, "status": _shim_status(torch),
-                  "shim_loaded": bool(mapped_libs(("ipex_shim",))),
+                  "shim_loaded": shim_mapped(),
                   "calib_batches": len(calib), "seconds": time.perf_counter() - t0})
             proto.close()
             return 0  # normal interpreter exit: lets the library write IPEX_CONFIG
@@ -328,7 +355,7 @@ def worker_main(spec_json):
         send({"ok": True, "ready": True, "notes": notes, "prep_s": prep_s,
               "warmup_s": time.perf_counter() - t0 - prep_s,
               "threads": torch.get_num_threads(), "pid": os.getpid(),
-              "shim_loaded": bool(mapped_libs(("ipex_shim",))),
+              "shim_loaded": shim_mapped(),
               "status": _shim_status(torch)})
 
         for line in sys.stdin:
@@ -355,9 +382,9 @@ def worker_main(spec_json):
                 out = fwd(x)
                 if isinstance(out, (tuple, list)):
                     out = out[0]
-                out = out.detach().float().contiguous()
-                torch.save(out, cmd["path"])
-                send({"ok": True, "path": cmd["path"], "dtype_out": str(out.dtype),
+                dtype = str(out.dtype)  # e.g. bfloat16 under autocast
+                torch.save(out.detach().float().contiguous(), cmd["path"])
+                send({"ok": True, "path": cmd["path"], "dtype": dtype,
                       "shape": list(out.shape)})
             elif op == "status":
                 send({"ok": True, "status": _shim_status(torch)})
@@ -382,7 +409,7 @@ def probe_main():
     """Child process: print the shim status seen under the current environment."""
     try:
         import torch
-        res = {"shim_loaded": bool(mapped_libs(("ipex_shim",))), "torch": torch.__version__}
+        res = {"shim_loaded": shim_mapped(), "torch": torch.__version__}
         try:
             s = torch.ops.ipex_shim.status()
             res["status"] = json.loads(s) if isinstance(s, str) else s
@@ -778,7 +805,8 @@ def bench_model(args, model_name, variants, tmpdir):
                 w.close()
                 continue
         elif ready.get("shim_loaded"):
-            rows[v]["notes"].append("WARNING: ipex_shim is mapped in a stock worker")
+            rows[v]["notes"].append("WARNING: a preloaded/ipex_shim library is mapped in a "
+                                    "stock worker")
         rows[v]["state"] = "running"
         workers[v] = w
         log("ready %-13s setup %.1f s (prepare %.1f s)  %s"
@@ -820,7 +848,8 @@ def bench_model(args, model_name, variants, tmpdir):
     for v in list(workers):
         path = os.path.join(mdir, "out_%s.pt" % v)
         try:
-            workers[v].request({"cmd": "output", "path": path}, args.timeout)
+            msg = workers[v].request({"cmd": "output", "path": path}, args.timeout)
+            rows[v]["output_dtype"] = msg.get("dtype")
             outputs[v] = torch.load(path)
             if v in SHIM_VARIANTS:
                 st = workers[v].request({"cmd": "status"}, args.timeout).get("status")
@@ -926,7 +955,10 @@ def write_png(path, results, settings):
             names.append(r["variant"])
             if r["state"] == "ok" and r.get("vs_stock"):
                 vals.append(r["vs_stock"])
-                labels.append("%.2fx" % r["vs_stock"])
+                lab = "%.2fx" % r["vs_stock"]
+                if r.get("cosine") is not None and r["cosine"] < 0.99:
+                    lab += "  (cosine %.3f!)" % r["cosine"]  # flag wrong-ish outputs
+                labels.append(lab)
                 colors.append("tab:orange" if r["variant"].startswith("shim") else "tab:blue")
             else:
                 vals.append(0.0)
@@ -1105,9 +1137,9 @@ def parse_args(argv):
     p.add_argument("--round-warmup", type=int, default=1,
                    help="untimed iterations at the start of each worker's turn (default 1)")
     p.add_argument("--variants", help="comma list, subset of: " + ",".join(ALL_VARIANTS))
-    p.add_argument("--json", help="results JSON (default build/bench/results.json, "
-                                  "or build/bench/preload_cost.json)")
-    p.add_argument("--png", help="bar chart PNG (default build/bench/results.png)")
+    p.add_argument("--json", help="results JSON (default bench-out/bench.json, "
+                                  "or bench-out/preload_cost.json)")
+    p.add_argument("--png", help="bar chart PNG (default bench-out/bench.png)")
     p.add_argument("--lib", default=DEFAULT_LIB, help="shim library (default %(default)s)")
     p.add_argument("--python", default=DEFAULT_PYTHON, help="interpreter for children")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VAL",
@@ -1149,8 +1181,10 @@ def parse_args(argv):
             p.error("unknown variant(s) %s; choose from %s" % (bad, ",".join(ALL_VARIANTS)))
     else:
         args.variant_list = list(ALL_VARIANTS)
-    args.lib = os.path.abspath(os.path.join(REPO_ROOT, args.lib)) \
-        if not os.path.isabs(args.lib) else args.lib
+    if not os.path.isabs(args.lib):
+        # relative: to the current directory if it exists there, else to the repo root
+        args.lib = os.path.abspath(args.lib if os.path.exists(args.lib)
+                                   else os.path.join(REPO_ROOT, args.lib))
     for kv in args.env:
         if "=" not in kv:
             p.error("--env expects KEY=VAL, got %r" % kv)
@@ -1237,8 +1271,8 @@ def main(argv=None):
     settings["total_s"] = time.perf_counter() - t0
     settings["loadavg_end"] = loadavg()
 
-    json_path = args.json or os.path.join(DEFAULT_OUT_DIR, "results.json")
-    png_path = args.png or os.path.join(DEFAULT_OUT_DIR, "results.png")
+    json_path = args.json or os.path.join(DEFAULT_OUT_DIR, "bench.json")
+    png_path = args.png or os.path.join(DEFAULT_OUT_DIR, "bench.png")
     for pth in (json_path, png_path):
         os.makedirs(os.path.dirname(os.path.abspath(pth)), exist_ok=True)
     with open(json_path, "w") as f:

@@ -24,6 +24,12 @@ Settings& settings_storage() {
 
 Fallback g_default_fallback = Fallback::mode_not_available;
 
+std::string& config_state_storage() {
+  static std::string* state = new std::string("none");
+  return *state;
+}
+void set_config_state(const std::string& state) { config_state_storage() = state; }
+
 void enable_in_new_thread() noexcept {
   try {
     enable_in_this_thread();
@@ -57,7 +63,8 @@ void apply_float_mode_config(Settings& settings) {
   const std::string where = "IPEX_CONFIG=" + settings.config_path;
   JsonFile file = read_json_file(settings.config_path);
   if (!file.ok) {
-    input_problem(settings, where + ": " + file.error + "; running without it");
+    input_problem(settings, where + ": " + file.error + (settings.strict ? "" : "; running without it"));
+    set_config_state("not used: " + file.error);
     return;
   }
   std::vector<std::string> known_ops;
@@ -66,16 +73,22 @@ void apply_float_mode_config(Settings& settings) {
   std::vector<std::string> problems;
   const bool usable = parse_float_mode_config(file.value, known_ops, &config, &problems);
   for (const std::string& problem : problems) {
-    input_problem(settings, where + ": " + problem + (usable ? "" : "; running without it"));
+    const bool whole_file_dropped = !usable && !settings.strict;
+    input_problem(settings, where + ": " + problem + (whole_file_dropped ? "; running without it" : ""));
   }
-  if (!usable) return;
+  if (!usable) {
+    set_config_state("not used: " + problems.front());
+    return;
+  }
   for (const std::string& op : config.keep_fp32) op_stats(op).keep_fp32 = true;
   if (config.fusion) settings.fusion = *config.fusion;
+  set_config_state(problems.empty() ? "applied" : "applied in part (" + std::to_string(problems.size()) + " problems reported)");
 }
 
 }  // namespace
 
 const Settings& runtime_settings() { return settings_storage(); }
+const std::string& config_state() { return config_state_storage(); }
 void set_runtime_settings(const Settings& settings) { settings_storage() = settings; }
 
 const std::vector<Mode>& implemented_modes() {

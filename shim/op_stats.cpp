@@ -26,7 +26,7 @@ const char* fallback_name(Fallback reason) {
     case Fallback::mode_not_available: return "mode not available yet";
     case Fallback::policy_fp32: return "kept in fp32 by policy";
     case Fallback::needs_grad: return "gradient needed";
-    case Fallback::unsupported_dtype: return "unsupported dtype";
+    case Fallback::unsupported_dtype: return "input not a plain fp32 CPU tensor";
     case Fallback::unsupported_shape: return "unsupported shape or arguments";
     case Fallback::config_mismatch: return "config does not match";
     case Fallback::kernel_error: return "kernel error";

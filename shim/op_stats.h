@@ -26,7 +26,7 @@ enum class Fallback : int {
   mode_not_available,  // the mode is accepted but not implemented yet
   policy_fp32,         // the precision policy (or IPEX_CONFIG) keeps this op in fp32
   needs_grad,          // a gradient is needed and this path has no backward
-  unsupported_dtype,   // an input dtype the kernel does not take
+  unsupported_dtype,   // not a plain fp32 CPU tensor (bf16 in a bf16 backward, a vmap wrapper...)
   unsupported_shape,   // rank, sizes, strides or arguments the kernel does not take
   config_mismatch,     // the INT8 config entry does not match this op
   kernel_error,        // oneDNN refused or failed; answered by stock

@@ -13,6 +13,9 @@ namespace ipex_shim {
 const Settings& runtime_settings();
 void set_runtime_settings(const Settings& settings);
 
+// What became of IPEX_CONFIG: "none", "applied", "applied in part (...)", "not used: why".
+const std::string& config_state();
+
 // Modes whose own kernels exist in this build; the others are accepted and run stock.
 const std::vector<Mode>& implemented_modes();
 bool mode_implemented(Mode mode);

@@ -57,6 +57,7 @@ std::string status_json() {
   status["onednn"] = {{"version", onednn_version()}, {"isa", onednn_isa()}};
   status["config"] = settings.config_path.empty() ? nlohmann::json(nullptr)
                                                   : nlohmann::json(settings.config_path);
+  status["config_state"] = config_state();
   status["fusion"] = settings.fusion;
   status["strict"] = settings.strict;
   status["verbose"] = settings.verbose;

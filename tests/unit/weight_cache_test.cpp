@@ -88,3 +88,21 @@ TEST_F(WeightCacheTest, RecycledAddressIsNotMistakenForTheOldWeight) {
 
 }  // namespace
 }  // namespace ipex_shim
+
+namespace ipex_shim {
+namespace {
+
+TEST_F(WeightCacheTest, NewStorageAtTheOldAddressIsSeen) {
+  // `w.data = a; w.data = b` between two calls: with large blocks glibc often hands the new
+  // storage the freed one's address, so data_ptr alone would match the stale packed weight.
+  at::Tensor big_input = at::randn({2, 2048});
+  torch::Tensor weight = torch::randn({2048, 2048});
+  linear_forward(big_input, weight, c10::nullopt, Precision::fp32);
+  weight.set_data(torch::empty({2048, 2048}).normal_(0, 0.03));
+  weight.set_data(weight.detach() * 0.5);
+  at::Tensor actual = linear_forward(big_input, weight, c10::nullopt, Precision::fp32);
+  testing::expect_close(actual, at::linear(big_input, weight), Precision::fp32);
+}
+
+}  // namespace
+}  // namespace ipex_shim
