@@ -82,7 +82,10 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
   }
   auto weights_md = dnnl::memory::desc(weight_dims, compute, tag::any);
   auto bias_md = dnnl::memory::desc({out_channels}, dt::f32, tag::a);
-  auto dst_md = dnnl::memory::desc(to_dims(output_sizes), dt::f32, tag::any);
+  // The destination is reordered into the program's fp32 layout anyway; in BF16 the
+  // primitive writes BF16 (half the bytes to write and to read back), as autocast's
+  // convolution does. Measured on resnet50 batch 16: 615 -> 496 ms per pass.
+  auto dst_md = dnnl::memory::desc(to_dims(output_sizes), compute, tag::any);
 
   auto desc = has_bias ? dnnl::convolution_forward::desc(
                              dnnl::prop_kind::forward_inference,

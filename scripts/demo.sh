@@ -7,5 +7,5 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/setup.sh"
 mkdir -p "$here/bench-out"
 cd "$here"
-exec /usr/bin/python3 scripts/bench.py --model resnet50 --json bench-out/bench.json \
+exec /usr/bin/python3 scripts/bench.py --json bench-out/bench.json \
   --png bench-out/bench.png "$@"

@@ -21,8 +21,8 @@ Tolerances
     resnet50, nor top-1 for the random CNNs: their logit margins are ~1e-4 while BF16
     rounding of weights and activations alone moves logits by ~1e-2. The control run
     therefore also computes, with stock PyTorch, (a) ideal BF16 inference ("emu": conv and
-    linear weights and inputs rounded to BF16, fp32 arithmetic, which is what a BF16 oneDNN
-    kernel with fp32 accumulation computes) and (b) stock torch.autocast(bfloat16). Every
+    linear weights and inputs rounded to BF16, conv outputs rounded to BF16, fp32 arithmetic,
+    which is what the shim's BF16 oneDNN kernels with fp32 accumulation compute) and (b) stock torch.autocast(bfloat16). Every
     CNN must then be as accurate as BF16 allows:
       cosine(shim, emu) >= 0.999 (the shim computes BF16 inference, nothing worse);
       cosine(shim, stock) >= cosine(emu, stock) - 1e-3 and >= cosine(autocast, stock) - 1e-3;

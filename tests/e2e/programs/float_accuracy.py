@@ -10,9 +10,10 @@ shim (run with the shim preloaded): loads that state_dict and input and evaluate
 Both save WORKDIR/<model>.<tag>.pt (tag: control, or the IPEX_MODE) with the output, and for
 resnet18 also the output of a channels_last input and the memory format of every conv output.
 The control run also saves two bf16 references computed by stock PyTorch for the CNNs:
-  emu:      ideal BF16 inference: conv/linear weights and inputs rounded to BF16, everything
-            computed in fp32 (what a BF16 oneDNN kernel with fp32 accumulation and fp32
-            output computes, up to summation order);
+  emu:      ideal BF16 inference: conv/linear weights and inputs rounded to BF16, conv
+            outputs rounded to BF16, everything computed in fp32 (what the shim's BF16 kernels
+            compute, up to summation order: fp32 accumulation, convolutions write BF16 that is
+            widened to fp32, linear layers write fp32);
   autocast: stock torch.autocast("cpu", torch.bfloat16).
 The report line gives, per model, the output dtype/format and the shim's op counts.
 """
@@ -80,8 +81,8 @@ def bf16_round(tensor):
 
 
 def ideal_bf16_output(model, x):
-    """Stock forward with every Conv2d/Linear weight and input rounded to BF16 (fp32 math).
-    Changes the model's weights: call last."""
+    """Stock forward with every Conv2d/Linear weight and input rounded to BF16, and every
+    Conv2d output rounded to BF16 (fp32 math). Changes the model's weights: call last."""
     hooks = []
     with torch.no_grad():
         for mod in model.modules():
@@ -89,6 +90,9 @@ def ideal_bf16_output(model, x):
                 mod.weight.copy_(bf16_round(mod.weight))
                 hooks.append(mod.register_forward_pre_hook(
                     lambda m, inputs: (bf16_round(inputs[0]),) + tuple(inputs[1:])))
+            if isinstance(mod, torch.nn.Conv2d):
+                hooks.append(mod.register_forward_hook(
+                    lambda m, inputs, output: bf16_round(output)))
         try:
             return model(x)
         finally:
