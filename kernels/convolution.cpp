@@ -167,7 +167,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   if (conv->pd.src_desc() != conv->src_user) {
     src_reordered = allocate(conv->pd.src_desc());
     cached_reorder(conv->src_user, conv->pd.src_desc())
-        .execute(thread_stream(), src, src_reordered.memory);
+        ->execute(thread_stream(), src, src_reordered.memory);
     src = src_reordered.memory;
   }
 
@@ -204,7 +204,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   execute(conv->primitive, conv->pd, std::move(arguments));
 
   if (!dst_direct) {
-    cached_reorder(conv->pd.dst_desc(), conv->dst_user).execute(thread_stream(), dst, dst_user);
+    cached_reorder(conv->pd.dst_desc(), conv->dst_user)->execute(thread_stream(), dst, dst_user);
     thread_stream().wait();
   }
   return output;

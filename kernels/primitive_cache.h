@@ -64,6 +64,7 @@ class PrimitiveCache {
 };
 
 // A cached reorder from one layout/type to another.
-const dnnl::reorder& cached_reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to);
+std::shared_ptr<const dnnl::reorder> cached_reorder(const dnnl::memory::desc& from,
+                                                    const dnnl::memory::desc& to);
 
 }  // namespace ipex_shim

@@ -142,7 +142,7 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
     if (!settings.threads_from_env) at::set_num_threads(settings.num_threads);
 
     register_introspection();
-    register_overrides(settings);
+    register_overrides();
     if (float_kernels_mode_named(settings.mode)) apply_float_mode_config(settings_storage());
     enable_in_this_thread();
     hooks->on_thread_start = &enable_in_new_thread;

@@ -77,6 +77,12 @@ OpStats& op_stats(const std::string& name) {
   return reg.stats.back();
 }
 
+void reset_all_op_stats() {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  for (OpStats& entry : reg.stats) entry.reset();
+}
+
 std::vector<const OpStats*> all_op_stats() {
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);

@@ -80,4 +80,7 @@ OpStats& op_stats(const std::string& name);
 // Every op's counters, in registration order.
 std::vector<const OpStats*> all_op_stats();
 
+// Zeroes every op's counters.
+void reset_all_op_stats();
+
 }  // namespace ipex_shim

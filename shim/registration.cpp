@@ -121,7 +121,7 @@ void fill_table(torch::Library& library) {
 
 }  // namespace
 
-void register_overrides(const Settings& settings) {
+void register_overrides() {
   // Library objects unregister on destruction; these must outlive every op call, including
   // calls made from other libraries' static destructors at exit, so they are never freed.
   auto* fallback = new torch::Library(torch::Library::IMPL, "_", kShimKey, __FILE__, __LINE__);

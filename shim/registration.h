@@ -23,9 +23,9 @@ struct TableEntry {
   Policy policy;
 };
 
-// Registers the fallthrough for the shim's key and the override table for `settings`.
-// Mode off registers nothing; this is never called then.
-void register_overrides(const Settings& settings);
+// Registers the fallthrough for the shim's key and the override table. Mode off registers
+// nothing; this is never called then.
+void register_overrides();
 
 // Registers the ipex_shim:: introspection ops (status, reset_stats).
 void register_introspection();

@@ -78,9 +78,7 @@ std::string status_json() {
   return status.dump();
 }
 
-void reset_stats() {
-  for (const OpStats* stats : all_op_stats()) const_cast<OpStats*>(stats)->reset();
-}
+void reset_stats() { reset_all_op_stats(); }
 
 std::string banner_text() {
   const Settings& settings = runtime_settings();
