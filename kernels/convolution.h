@@ -1,6 +1,6 @@
-// Convolution forward (1-D, 2-D, 3-D; groups, stride, padding, dilation, bias) on oneDNN,
-// in fp32 or BF16, for calls that need no gradient. Results are fp32 in the memory format
-// stock PyTorch would return.
+// Convolution forward (1-D, 2-D, 3-D, direct or transposed; groups, stride, padding,
+// dilation, output padding, bias) on oneDNN, in fp32 or BF16, for calls that need no
+// gradient. Results are fp32 in the memory format stock PyTorch would return.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,6 +16,8 @@ struct ConvolutionArgs {
   c10::IntArrayRef padding;
   c10::IntArrayRef dilation;
   int64_t groups = 1;
+  bool transposed = false;
+  c10::IntArrayRef output_padding = {};  // transposed only
 };
 
 // Element-wise work applied to the convolution's result inside the same primitive.

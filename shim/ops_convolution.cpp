@@ -1,4 +1,4 @@
-// Wrappers for conv1d/conv2d/conv3d (all share one schema).
+// Wrappers for conv1d/conv2d/conv3d (one schema) and conv_transpose1d/2d/3d (another).
 //   no gradient needed  -> the shim's oneDNN convolution, fp32 or BF16 by mode;
 //   gradient needed     -> bf16 mode: stock kernels on BF16 copies (autograd records the
 //                          casts, so parameters get fp32 gradients) and an fp32 result;
@@ -8,6 +8,9 @@
 #include <ATen/ops/conv1d_ops.h>
 #include <ATen/ops/conv2d_ops.h>
 #include <ATen/ops/conv3d_ops.h>
+#include <ATen/ops/conv_transpose1d_ops.h>
+#include <ATen/ops/conv_transpose2d_ops.h>
+#include <ATen/ops/conv_transpose3d_ops.h>
 
 #include "kernels/convolution.h"
 #include "shim/intercept.h"
@@ -53,6 +56,52 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
   Wrapped::stats().count(Path::stock, why);
   return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups);
 }
+
+template <class Op>
+at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Tensor& weight,
+                                           const c10::optional<at::Tensor>& bias,
+                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                           c10::IntArrayRef output_padding, int64_t groups,
+                                           c10::IntArrayRef dilation) {
+  using Wrapped = Intercept<Op>;
+  if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
+    return Wrapped::stock_because(gate, input, weight, bias, stride, padding, output_padding,
+                                  groups, dilation);
+  const Precision precision = lower_precision(Wrapped::stats());
+
+  // With a gradient: stock fp32. Stock torch 1.13's BF16 transposed convolution on CPU
+  // rejects valid shapes ("expected input ... to have 4 channels"), and autocast leaves it
+  // in fp32 too.
+  if (needs_grad(input, weight, bias)) {
+    Wrapped::stats().count(Path::stock, Fallback::needs_grad);
+    return Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  }
+
+  ConvolutionArgs args{stride, padding, dilation, groups, true, output_padding};
+  Fallback why = convolution_support(input, weight, bias, args);
+  if (why == Fallback::none) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+      at::Tensor output = convolution_forward(input, weight, bias, args, precision);
+      Wrapped::stats().count(path_for(precision));
+      return output;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      why = Fallback::kernel_error;
+    }
+  }
+  Wrapped::stats().count(Path::stock, why);
+  return Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups, dilation);
+}
+
+#define SHIM_TRANSPOSED_INSTANCE(op)                                                        \
+  template at::Tensor transposed_convolution_override<at::_ops::op>(                       \
+      const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,              \
+      c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t, c10::IntArrayRef);
+SHIM_TRANSPOSED_INSTANCE(conv_transpose1d)
+SHIM_TRANSPOSED_INSTANCE(conv_transpose2d_input)
+SHIM_TRANSPOSED_INSTANCE(conv_transpose3d_input)
+#undef SHIM_TRANSPOSED_INSTANCE
 
 template at::Tensor convolution_override<at::_ops::conv1d>(const at::Tensor&, const at::Tensor&,
     const c10::optional<at::Tensor>&, c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t);

@@ -11,4 +11,12 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
                                 c10::IntArrayRef padding, c10::IntArrayRef dilation,
                                 int64_t groups);
 
+// The kernel for Op = at::_ops::conv_transpose1d / conv_transpose2d_input / ..._3d_input.
+template <class Op>
+at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Tensor& weight,
+                                           const c10::optional<at::Tensor>& bias,
+                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                           c10::IntArrayRef output_padding, int64_t groups,
+                                           c10::IntArrayRef dilation);
+
 }  // namespace ipex_shim

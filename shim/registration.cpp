@@ -88,9 +88,12 @@ void fill_table(torch::Library& library) {
   SHIM_OP(conv1d_padding, lower_precision);
   SHIM_OP(conv2d_padding, lower_precision);
   SHIM_OP(conv3d_padding, lower_precision);
-  SHIM_OP(conv_transpose1d, lower_precision);
-  SHIM_OP(conv_transpose2d_input, lower_precision);
-  SHIM_OP(conv_transpose3d_input, lower_precision);
+  SHIM_KERNEL(conv_transpose1d, lower_precision,
+              transposed_convolution_override<at::_ops::conv_transpose1d>);
+  SHIM_KERNEL(conv_transpose2d_input, lower_precision,
+              transposed_convolution_override<at::_ops::conv_transpose2d_input>);
+  SHIM_KERNEL(conv_transpose3d_input, lower_precision,
+              transposed_convolution_override<at::_ops::conv_transpose3d_input>);
   SHIM_KERNEL(linear, lower_precision, linear_override);
   SHIM_KERNEL(matmul, lower_precision, matmul_override);
   SHIM_KERNEL(mm, lower_precision, mm_override);

@@ -85,6 +85,61 @@ INSTANTIATE_TEST_SUITE_P(
              precision_name(std::get<1>(info.param));
     });
 
+struct TransposedCase {
+  const char* name;
+  std::vector<int64_t> input;   // N, C_in, spatial...
+  std::vector<int64_t> weight;  // C_in, C_out/groups, kernel...
+  std::vector<int64_t> stride, padding, output_padding, dilation;
+  int64_t groups;
+  bool bias;
+};
+
+class TransposedConvolution
+    : public ::testing::TestWithParam<std::tuple<TransposedCase, Precision>> {};
+
+TEST_P(TransposedConvolution, MatchesAtenReference) {
+  const auto& [c, precision] = GetParam();
+  at::manual_seed(9);
+  at::Tensor input = at::randn(c.input);
+  at::Tensor weight = at::randn(c.weight);
+  c10::optional<at::Tensor> bias;
+  if (c.bias) bias = at::randn({c.weight[1] * c.groups});
+  ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups, true, c.output_padding};
+  ASSERT_EQ(convolution_support(input, weight, bias, args), Fallback::none);
+  at::Tensor expected = at::convolution(
+      input.to(at::kDouble), weight.to(at::kDouble),
+      bias ? c10::optional<at::Tensor>(bias->to(at::kDouble)) : c10::nullopt, c.stride,
+      c.padding, c.dilation, true, c.output_padding, c.groups);
+  at::Tensor actual = convolution_forward(input, weight, bias, args, precision);
+  testing::expect_close(actual, expected, precision);
+}
+
+const TransposedCase kTransposedCases[] = {
+    {"upsample2x", {2, 8, 7, 9}, {8, 4, 4, 4}, {2, 2}, {1, 1}, {0, 0}, {1, 1}, 1, true},
+    {"output_padding", {1, 6, 5, 5}, {6, 3, 3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, 1, false},
+    {"grouped_dilated", {2, 6, 6, 5}, {6, 2, 3, 3}, {1, 2}, {2, 1}, {0, 1}, {2, 1}, 3, true},
+    {"transpose1d", {3, 4, 11}, {4, 5, 3}, {3}, {2}, {2}, {1}, 1, true},
+    {"transpose3d", {1, 3, 4, 5, 3}, {3, 2, 3, 3, 3}, {2, 1, 2}, {1, 1, 1}, {1, 0, 1}, {1, 1, 1},
+     1, false},
+};
+
+INSTANTIATE_TEST_SUITE_P(
+    Kernels, TransposedConvolution,
+    ::testing::Combine(::testing::ValuesIn(kTransposedCases),
+                       ::testing::Values(Precision::fp32, Precision::bf16)),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param).name) + "_" +
+             precision_name(std::get<1>(info.param));
+    });
+
+TEST(TransposedConvolutionSupport, OutputPaddingBeyondPaddingGoesToStock) {
+  at::Tensor input = at::randn({1, 4, 5, 5});
+  at::Tensor weight = at::randn({4, 2, 3, 3});
+  const std::vector<int64_t> two = {2, 2}, zero = {0, 0}, one = {1, 1};
+  ConvolutionArgs args{two, zero, one, 1, true, one};  // output_padding 1 > padding 0
+  EXPECT_EQ(convolution_support(input, weight, c10::nullopt, args), Fallback::unsupported_shape);
+}
+
 TEST(ConvolutionFormat, ChannelsLastInputGivesChannelsLastOutput) {
   at::manual_seed(3);
   at::Tensor input = at::randn({2, 8, 10, 10}).contiguous(at::MemoryFormat::ChannelsLast);
