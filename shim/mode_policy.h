@@ -7,6 +7,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "kernels/onednn_context.h"
+#include "shim/intercept.h"
 #include "shim/op_stats.h"
 #include "shim/runtime.h"
 
@@ -44,7 +45,8 @@ bool needs_grad(const Tensors&... tensors) {
   return c10::GradMode::is_enabled() && (records_grad(tensors) || ...);
 }
 
-// An optional tensor cast to BF16 (for the autograd path).
+// Tensors cast to BF16 (for the autograd path).
+inline at::Tensor to_bf16(const at::Tensor& tensor) { return tensor.to(at::kBFloat16); }
 inline c10::optional<at::Tensor> to_bf16(const c10::optional<at::Tensor>& tensor) {
   if (!tensor || !tensor->defined()) return tensor;
   return tensor->to(at::kBFloat16);
@@ -52,5 +54,39 @@ inline c10::optional<at::Tensor> to_bf16(const c10::optional<at::Tensor>& tensor
 
 // Says once per op and reason that a kernel failed, then the caller answers with stock.
 void report_kernel_error(const std::string& op, const std::exception& error);
+
+// The two endings every wrapper shares, for Op = an at::_ops struct.
+//
+// run_or_stock: runs `kernel` (with the shim's key off) when `why` is none and counts it on
+// the precision's path; an unsupported case or a kernel error runs `stock`, counted with
+// the reason.
+template <class Op, class Kernel, class Stock>
+at::Tensor run_or_stock(Fallback why, Precision precision, Kernel kernel, Stock stock) {
+  if (why == Fallback::none) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+      at::Tensor output = kernel();
+      Intercept<Op>::stats().count(path_for(precision));
+      return output;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      why = Fallback::kernel_error;
+    }
+  }
+  Intercept<Op>::stats().count(Path::stock, why);
+  return stock();
+}
+
+// with_grad: a call autograd records. In bf16 (the caller passes BF16 copies) the stock op
+// runs on them and the result comes back as fp32; in fp32 the stock op runs as is.
+template <class Op, class... Args>
+at::Tensor with_grad(Args&&... args) {
+  if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) {
+    return Intercept<Op>::stock_because(Fallback::needs_grad, std::forward<Args>(args)...);
+  }
+  Intercept<Op>::stats().count(Path::autograd_bf16);
+  c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+  return Op::call(std::forward<Args>(args)...).to(at::kFloat);
+}
 
 }  // namespace ipex_shim

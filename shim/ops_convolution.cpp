@@ -27,34 +27,17 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Wrapped::stock_because(gate, input, weight, bias, stride, padding, dilation, groups);
   const Precision precision = lower_precision(Wrapped::stats());
-
   if (needs_grad(input, weight, bias)) {
-    if (precision == Precision::fp32) {
-      Wrapped::stats().count(Path::stock, Fallback::needs_grad);
-      return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups);
-    }
-    Wrapped::stats().count(Path::autograd_bf16);
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
-    return Op::call(input.to(at::kBFloat16), weight.to(at::kBFloat16), to_bf16(bias), stride,
-                    padding, dilation, groups)
-        .to(at::kFloat);
+    if (precision == Precision::fp32)
+      return with_grad<Op>(input, weight, bias, stride, padding, dilation, groups);
+    return with_grad<Op>(to_bf16(input), to_bf16(weight), to_bf16(bias), stride, padding,
+                         dilation, groups);
   }
-
   ConvolutionArgs args{stride, padding, dilation, groups};
-  Fallback why = convolution_support(input, weight, bias, args);
-  if (why == Fallback::none) {
-    try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
-      at::Tensor output = convolution_forward(input, weight, bias, args, precision);
-      Wrapped::stats().count(path_for(precision));
-      return output;
-    } catch (const std::exception& error) {
-      report_kernel_error(op_display_name<Op>(), error);
-      why = Fallback::kernel_error;
-    }
-  }
-  Wrapped::stats().count(Path::stock, why);
-  return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups);
+  return run_or_stock<Op>(
+      convolution_support(input, weight, bias, args), precision,
+      [&] { return convolution_forward(input, weight, bias, args, precision); },
+      [&] { return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups); });
 }
 
 template <class Op>
@@ -67,31 +50,21 @@ at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Te
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Wrapped::stock_because(gate, input, weight, bias, stride, padding, output_padding,
                                   groups, dilation);
-  const Precision precision = lower_precision(Wrapped::stats());
-
   // With a gradient: stock fp32. Stock torch 1.13's BF16 transposed convolution on CPU
   // rejects valid shapes ("expected input ... to have 4 channels"), and autocast leaves it
   // in fp32 too.
-  if (needs_grad(input, weight, bias)) {
-    Wrapped::stats().count(Path::stock, Fallback::needs_grad);
-    return Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups, dilation);
-  }
-
+  if (needs_grad(input, weight, bias))
+    return Wrapped::stock_because(Fallback::needs_grad, input, weight, bias, stride, padding,
+                                  output_padding, groups, dilation);
+  const Precision precision = lower_precision(Wrapped::stats());
   ConvolutionArgs args{stride, padding, dilation, groups, true, output_padding};
-  Fallback why = convolution_support(input, weight, bias, args);
-  if (why == Fallback::none) {
-    try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
-      at::Tensor output = convolution_forward(input, weight, bias, args, precision);
-      Wrapped::stats().count(path_for(precision));
-      return output;
-    } catch (const std::exception& error) {
-      report_kernel_error(op_display_name<Op>(), error);
-      why = Fallback::kernel_error;
-    }
-  }
-  Wrapped::stats().count(Path::stock, why);
-  return Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  return run_or_stock<Op>(
+      convolution_support(input, weight, bias, args), precision,
+      [&] { return convolution_forward(input, weight, bias, args, precision); },
+      [&] {
+        return Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups,
+                              dilation);
+      });
 }
 
 #define SHIM_TRANSPOSED_INSTANCE(op)                                                        \

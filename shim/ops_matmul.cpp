@@ -18,39 +18,6 @@
 namespace ipex_shim {
 namespace {
 
-// Runs `kernel` when `why` is none; on a kernel error or an unsupported case, `stock`.
-template <class Op, class Kernel, class Stock>
-at::Tensor run_or_stock(Fallback why, Precision precision, Kernel kernel, Stock stock) {
-  if (why == Fallback::none) {
-    try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
-      at::Tensor output = kernel();
-      Intercept<Op>::stats().count(path_for(precision));
-      return output;
-    } catch (const std::exception& error) {
-      report_kernel_error(op_display_name<Op>(), error);
-      why = Fallback::kernel_error;
-    }
-  }
-  Intercept<Op>::stats().count(Path::stock, why);
-  return stock();
-}
-
-// The autograd path: bf16 mode runs the stock op on BF16 copies (autograd records the
-// casts); fp32 mode runs stock as is.
-template <class Op, class... Args>
-at::Tensor with_grad(Args&&... args) {
-  if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) {
-    Intercept<Op>::stats().count(Path::stock, Fallback::needs_grad);
-    return Intercept<Op>::stock(std::forward<Args>(args)...);
-  }
-  Intercept<Op>::stats().count(Path::autograd_bf16);
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
-  return Op::call(std::forward<Args>(args)...).to(at::kFloat);
-}
-
-at::Tensor bf16(const at::Tensor& tensor) { return tensor.to(at::kBFloat16); }
-
 // addmm/baddbmm: beta * self + alpha * (a b). The kernel takes beta 0 (self ignored, as in
 // stock) or 1 (self added as a broadcast bias); other betas go to stock.
 Fallback scaled_product_support(const at::Tensor& self, const at::Tensor& a, const at::Tensor& b,
@@ -85,8 +52,9 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Intercept<Op>::stock_because(gate, input, weight, bias);
   if (needs_grad(input, weight, bias)) {
-    if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) return with_grad<Op>(input, weight, bias);
-    return with_grad<Op>(bf16(input), bf16(weight), to_bf16(bias));
+    if (lower_precision(Intercept<Op>::stats()) == Precision::fp32)
+      return with_grad<Op>(input, weight, bias);
+    return with_grad<Op>(to_bf16(input), to_bf16(weight), to_bf16(bias));
   }
   const Precision precision = lower_precision(Intercept<Op>::stats());
   return run_or_stock<Op>(
@@ -101,7 +69,7 @@ at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback s
     return Intercept<Op>::stock_because(gate, a, b);
   if (needs_grad(a, b)) {
     if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) return with_grad<Op>(a, b);
-    return with_grad<Op>(bf16(a), bf16(b));
+    return with_grad<Op>(to_bf16(a), to_bf16(b));
   }
   const Precision precision = lower_precision(Intercept<Op>::stats());
   Fallback why = shape_check != Fallback::none ? shape_check : batched_matmul_support(a, b);
@@ -131,8 +99,9 @@ at::Tensor scaled_product_override(const at::Tensor& self, const at::Tensor& a,
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Intercept<Op>::stock_because(gate, self, a, b, beta, alpha);
   if (needs_grad(self, a, b)) {
-    if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) return with_grad<Op>(self, a, b, beta, alpha);
-    return with_grad<Op>(bf16(self), bf16(a), bf16(b), beta, alpha);
+    if (lower_precision(Intercept<Op>::stats()) == Precision::fp32)
+      return with_grad<Op>(self, a, b, beta, alpha);
+    return with_grad<Op>(to_bf16(self), to_bf16(a), to_bf16(b), beta, alpha);
   }
   const Precision precision = lower_precision(Intercept<Op>::stats());
   float alpha_value = 1.f;
