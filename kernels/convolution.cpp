@@ -4,6 +4,7 @@
 // the primitive's layout (and precision) through the weight cache.
 #include "kernels/convolution.h"
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 
 #include "kernels/primitive_cache.h"
@@ -200,7 +201,8 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
                                const ConvolutionArgs& args, Precision precision,
                                const ConvolutionPostOps& post_ops) {
   static PrimitiveCache<ConvPrimitive>* primitives = new PrimitiveCache<ConvPrimitive>();
-  const bool has_bias = bias && bias->defined();
+  const BatchNormFold* fold = post_ops.batch_norm;
+  const bool has_bias = (bias && bias->defined()) || fold != nullptr;
 
   KeyBuilder key;
   key.add_range(input.sizes()).add_range(input.strides()).add_range(weight.sizes());
@@ -224,12 +226,32 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
 
   // weights: packed once per layout, until the weight changes.
   const dnnl::memory::desc weights_desc = conv->pd.weights_desc(0);
-  std::string variant = KeyBuilder().add(weights_desc).add(args.groups).add(args.transposed).take();
-  PackedWeight packed = weight_cache().get(weight, variant, {}, [&] {
-    dnnl::memory user = wrap(weight, weight_user_desc(weight, args));
+  KeyBuilder variant;
+  variant.add(weights_desc).add(args.groups).add(args.transposed).add(fold != nullptr);
+  std::vector<at::Tensor> depends_on;
+  if (fold) {
+    for (const at::Tensor* t : {&fold->gamma, &fold->beta, &fold->mean, &fold->var})
+      if (t->defined()) depends_on.push_back(*t);
+    if (bias && bias->defined()) depends_on.push_back(*bias);
+    variant.add(fold->eps);
+  }
+  PackedWeight packed = weight_cache().get(weight, variant.take(), depends_on, [&] {
+    at::Tensor source = weight;
+    at::Tensor folded_bias;
+    if (fold) {
+      at::Tensor scale = (fold->var + fold->eps).rsqrt();
+      if (fold->gamma.defined()) scale = scale * fold->gamma;
+      std::vector<int64_t> per_channel(weight.dim(), 1);
+      per_channel[0] = -1;
+      source = (weight * scale.reshape(per_channel)).contiguous();
+      folded_bias = bias && bias->defined() ? (*bias - fold->mean) * scale : -fold->mean * scale;
+      if (fold->beta.defined()) folded_bias = folded_bias + fold->beta;
+      folded_bias = folded_bias.contiguous();
+    }
+    dnnl::memory user = wrap(source, weight_user_desc(source, args));
     Reordered out = reorder_to(user, weights_desc);
-    return PackedWeight{out.storage, out.memory};
-  });
+    return PackedWeight{out.storage, out.memory, folded_bias};
+  }, /*replaces_others=*/fold != nullptr);
 
   at::MemoryFormat format = !conv->output_channels_last ? at::MemoryFormat::Contiguous
                             : input.dim() == 5          ? at::MemoryFormat::ChannelsLast3d
@@ -250,7 +272,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, dst}};
   at::Tensor bias_contiguous;
   if (has_bias) {
-    bias_contiguous = bias->contiguous();
+    bias_contiguous = fold ? packed.bias : bias->contiguous();
     arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, conv->pd.weights_desc(1)));
   }
   execute(conv->primitive, conv->pd, std::move(arguments));

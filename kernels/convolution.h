@@ -20,8 +20,17 @@ struct ConvolutionArgs {
   c10::IntArrayRef output_padding = {};  // transposed only
 };
 
-// Element-wise work applied to the convolution's result inside the same primitive.
+// An inference batch norm after the convolution, folded into its weights and bias:
+//   scale = gamma / sqrt(var + eps)
+//   W' = W * scale (per output channel),  b' = (b - mean) * scale + beta
+struct BatchNormFold {
+  at::Tensor gamma, beta, mean, var;  // gamma/beta may be undefined (affine=False)
+  double eps = 1e-5;
+};
+
+// Work applied to the convolution's result inside the same primitive.
 struct ConvolutionPostOps {
+  const BatchNormFold* batch_norm = nullptr;  // not for transposed convolutions
   bool relu = false;
 };
 

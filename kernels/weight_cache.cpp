@@ -23,7 +23,7 @@ bool WeightCache::Fingerprint::matches(const at::Tensor& tensor) const {
 
 PackedWeight WeightCache::get(const at::Tensor& weight, const std::string& variant,
                               const std::vector<at::Tensor>& extra,
-                              const std::function<PackedWeight()>& pack) {
+                              const std::function<PackedWeight()>& pack, bool replaces_others) {
   const c10::TensorImpl* key = weight.unsafeGetTensorImpl();
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -54,11 +54,12 @@ PackedWeight WeightCache::get(const at::Tensor& weight, const std::string& varia
   ++packs_;
   // Another thread may have packed the same weight meanwhile; keep one entry.
   auto range = entries_.equal_range(key);
-  for (auto it = range.first; it != range.second; ++it) {
-    if (it->second.variant == variant) {
+  for (auto it = range.first; it != range.second;) {
+    if (it->second.variant == variant || replaces_others) {
       bytes_ -= it->second.bytes;
-      entries_.erase(it);
-      break;
+      it = entries_.erase(it);
+    } else {
+      ++it;
     }
   }
   bytes_ += entry.bytes;

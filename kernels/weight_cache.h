@@ -28,6 +28,7 @@ namespace ipex_shim {
 struct PackedWeight {
   at::Tensor storage;     // owns the packed bytes
   dnnl::memory memory;    // describes them in the primitive's layout
+  at::Tensor bias;        // a bias computed with the weight (a folded batch norm's), if any
 };
 
 class WeightCache {
@@ -36,9 +37,11 @@ class WeightCache {
   // the target descriptor and any transform such as a folded batch norm). `extra` are other
   // tensors the packed value depends on (a folded batch norm's parameters): a change to any
   // of them repacks as well.
+  // `replaces_others`: this variant supersedes the weight's other variants (a weight packed
+  // with a batch norm folded in replaces its plain packing), which are dropped.
   PackedWeight get(const at::Tensor& weight, const std::string& variant,
                    const std::vector<at::Tensor>& extra,
-                   const std::function<PackedWeight()>& pack);
+                   const std::function<PackedWeight()>& pack, bool replaces_others = false);
 
   struct Stats {
     size_t entries = 0;

@@ -9,6 +9,7 @@
 #include "config/float_mode_config.h"
 #include "config/json_file.h"
 #include "shim/dispatch_key.h"
+#include "shim/fusion.h"
 #include "shim/log.h"
 #include "shim/registration.h"
 #include "shim/runtime.h"
@@ -143,7 +144,12 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
 
     register_introspection();
     register_overrides();
-    if (float_kernels_mode_named(settings.mode)) apply_float_mode_config(settings_storage());
+    if (float_kernels_mode_named(settings.mode)) {
+      apply_float_mode_config(settings_storage());
+      std::string why;
+      if (runtime_settings().fusion && !fusion::install(&why))
+        log_line(Severity::warning, "fusion is off: " + why);
+    }
     enable_in_this_thread();
     hooks->on_thread_start = &enable_in_new_thread;
 

@@ -8,12 +8,19 @@
 #pragma once
 
 #include <c10/core/DispatchKey.h>
+#include <c10/core/DispatchKeySet.h>
 
 #include <string>
 
 namespace ipex_shim {
 
 constexpr c10::DispatchKey kShimKey = c10::DispatchKey::AutocastXPU;
+
+// The fusion observer's key (shim/fusion.h), enabled only while a fused prediction is open.
+constexpr c10::DispatchKey kObserverKey = c10::DispatchKey::TESTING_ONLY_GenericMode;
+
+// Both: what the shim's own work and its calls of stock ops run without.
+constexpr c10::DispatchKeySet kShimKeys = c10::DispatchKeySet(kShimKey) | c10::DispatchKeySet(kObserverKey);
 
 // Turns the shim on for the calling thread. Called for the thread that loads torch and,
 // through the bootstrap's pthread_create hook, at the start of every later thread.

@@ -38,7 +38,7 @@ struct Intercept<Op, Ret(Args...)> {
   // The original op, with the shim's key off for the whole call (nested ops included;
   // DESIGN.md fact 4: at::redispatch would skip the key for one call only).
   static Ret stock(Args... args) {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
     return Op::call(std::forward<Args>(args)...);
   }
 

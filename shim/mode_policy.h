@@ -64,7 +64,7 @@ template <class Op, class Kernel, class Stock>
 at::Tensor run_or_stock(Fallback why, Precision precision, Kernel kernel, Stock stock) {
   if (why == Fallback::none) {
     try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
       at::Tensor output = kernel();
       Intercept<Op>::stats().count(path_for(precision));
       return output;
@@ -85,7 +85,7 @@ at::Tensor with_grad(Args&&... args) {
     return Intercept<Op>::stock_because(Fallback::needs_grad, std::forward<Args>(args)...);
   }
   Intercept<Op>::stats().count(Path::autograd_bf16);
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKey);
+  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
   return Op::call(std::forward<Args>(args)...).to(at::kFloat);
 }
 

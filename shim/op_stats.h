@@ -18,6 +18,7 @@ enum class Path : int {
   onednn_int8,  // the shim's oneDNN kernel in INT8
   autograd_bf16,  // gradient needed: stock kernels on BF16 copies, recorded by autograd
   observed,     // calibration: stock result, inputs/outputs observed
+  fused,        // answered by the preceding fused convolution (no work of its own)
   count_,
 };
 

@@ -13,6 +13,7 @@
 #include <ATen/ops/conv_transpose3d_ops.h>
 
 #include "kernels/convolution.h"
+#include "shim/fusion.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
 
@@ -34,9 +35,29 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
                          dilation, groups);
   }
   ConvolutionArgs args{stride, padding, dilation, groups};
+  const Fallback why = convolution_support(input, weight, bias, args);
   return run_or_stock<Op>(
-      convolution_support(input, weight, bias, args), precision,
-      [&] { return convolution_forward(input, weight, bias, args, precision); },
+      why, precision,
+      [&] {
+        if (!fusion::enabled()) return convolution_forward(input, weight, bias, args, precision);
+        fusion::ConvolutionPlan plan = fusion::plan_convolution(weight);
+        ConvolutionPostOps post_ops;
+        if (plan.fuse) {
+          post_ops.batch_norm = &plan.batch_norm;
+          post_ops.relu = plan.relu != fusion::Relu::none;
+        }
+        at::Tensor output = convolution_forward(input, weight, bias, args, precision, post_ops);
+        // What a repair of a failed prediction recomputes: the same call, other post-ops.
+        fusion::Recompute recompute = [input, weight, bias, stride = stride.vec(),
+                                       padding = padding.vec(), dilation = dilation.vec(),
+                                       groups, precision](const ConvolutionPostOps& ops) {
+          return convolution_forward(input, weight, bias,
+                                     ConvolutionArgs{stride, padding, dilation, groups},
+                                     precision, ops);
+        };
+        fusion::after_convolution(input, output, plan, std::move(recompute));
+        return output;
+      },
       [&] { return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups); });
 }
 

@@ -39,6 +39,7 @@
 
 #include "shim/intercept.h"
 #include "shim/ops_convolution.h"
+#include "shim/ops_fusion_consumers.h"
 #include "shim/ops_matmul.h"
 #include "shim/status.h"
 
@@ -102,7 +103,7 @@ void fill_table(torch::Library& library) {
   SHIM_KERNEL(baddbmm, lower_precision, baddbmm_override);
 
   // Policy::fp32
-  SHIM_OP(batch_norm, fp32);
+  SHIM_KERNEL(batch_norm, fp32, batch_norm_override);
   SHIM_OP(layer_norm, fp32);
   SHIM_OP(softmax_int, fp32);
 
@@ -111,8 +112,8 @@ void fill_table(torch::Library& library) {
   SHIM_OP(add__Tensor, promote);
 
   // Policy::observe
-  SHIM_OP(relu, observe);
-  SHIM_OP(relu_, observe);
+  SHIM_KERNEL(relu, observe, relu_override);
+  SHIM_KERNEL(relu_, observe, relu__override);
   SHIM_OP(gelu, observe);
   SHIM_OP(max_pool2d, observe);
   SHIM_OP(avg_pool2d, observe);

@@ -9,6 +9,7 @@
 #include "kernels/weight_cache.h"
 #include "shim/cpu_features.h"
 #include "shim/dispatch_key.h"
+#include "shim/fusion.h"
 #include "shim/op_stats.h"
 #include "shim/registration.h"
 #include "shim/runtime.h"
@@ -58,7 +59,13 @@ std::string status_json() {
   status["config"] = settings.config_path.empty() ? nlohmann::json(nullptr)
                                                   : nlohmann::json(settings.config_path);
   status["config_state"] = config_state();
-  status["fusion"] = settings.fusion;
+  fusion::Stats fused = fusion::stats();
+  status["fusion"] = {{"enabled", fusion::enabled()},
+                      {"fused_convolutions", fused.fused_convolutions},
+                      {"mispredictions", fused.mispredictions},
+                      {"repairs", fused.repairs},
+                      {"sites", fused.sites},
+                      {"sites_off", fused.sites_off}};
   status["strict"] = settings.strict;
   status["verbose"] = settings.verbose;
   status["pid"] = static_cast<long>(getpid());

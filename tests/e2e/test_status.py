@@ -52,7 +52,9 @@ def test_status_json_has_every_documented_key(probe, shim):
     assert set(status["implemented_modes"]) <= {"fp32", "bf16", "calibration", "int8"}
     assert isinstance(status["dispatch_key"], str) and status["dispatch_key"]
     assert status["config"] is None
-    assert status["fusion"] is True and status["strict"] is False and status["verbose"] == 0
+    assert status["fusion"]["enabled"] is True and status["strict"] is False
+    assert status["verbose"] == 0
+    assert {"fused_convolutions", "mispredictions", "repairs", "sites"} <= status["fusion"].keys()
     assert isinstance(status["isa"], dict) and status["isa"]
     assert all(isinstance(v, bool) for v in status["isa"].values())
     assert {"version", "isa"} <= status["onednn"].keys()

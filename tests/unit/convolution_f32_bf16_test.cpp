@@ -57,9 +57,40 @@ TEST_P(Convolution, ReluPostOpMatchesReluOfReference) {
                                                  c.dilation, false,
                                                  std::vector<int64_t>(c.stride.size(), 0),
                                                  c.groups));
-  at::Tensor actual = convolution_forward(input, weight, bias, args, precision, {true});
+  at::Tensor actual = convolution_forward(input, weight, bias, args, precision, {nullptr, true});
   testing::expect_close(actual, expected, precision);
   EXPECT_GE(actual.min().item<float>(), 0.f);
+}
+
+TEST_P(Convolution, FoldedBatchNormMatchesConvThenBatchNorm) {
+  const auto& [c, precision] = GetParam();
+  at::manual_seed(10);
+  at::Tensor input = at::randn(c.input);
+  at::Tensor weight = at::randn(c.weight);
+  c10::optional<at::Tensor> bias;
+  if (c.bias) bias = at::randn({c.weight[0]});
+  const int64_t channels = c.weight[0];
+  BatchNormFold fold{at::rand({channels}) + 0.5, at::randn({channels}), at::randn({channels}),
+                     at::rand({channels}) + 0.1, 1e-3};
+  ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
+  at::Tensor conv = at::convolution(input.to(at::kDouble), weight.to(at::kDouble),
+                                    bias ? c10::optional<at::Tensor>(bias->to(at::kDouble))
+                                         : c10::nullopt,
+                                    c.stride, c.padding, c.dilation, false,
+                                    std::vector<int64_t>(c.stride.size(), 0), c.groups);
+  at::Tensor expected = at::batch_norm(conv, fold.gamma.to(at::kDouble), fold.beta.to(at::kDouble),
+                                       fold.mean.to(at::kDouble), fold.var.to(at::kDouble),
+                                       false, 0.1, fold.eps, false);
+  testing::expect_close(convolution_forward(input, weight, bias, args, precision, {&fold, false}),
+                        expected, precision);
+  testing::expect_close(convolution_forward(input, weight, bias, args, precision, {&fold, true}),
+                        at::relu(expected), precision);
+  // affine=False: no gamma and beta.
+  BatchNormFold plain{at::Tensor(), at::Tensor(), fold.mean, fold.var, fold.eps};
+  at::Tensor expected_plain = at::batch_norm(conv, {}, {}, fold.mean.to(at::kDouble),
+                                             fold.var.to(at::kDouble), false, 0.1, fold.eps, false);
+  testing::expect_close(convolution_forward(input, weight, bias, args, precision, {&plain, false}),
+                        expected_plain, precision);
 }
 
 const ConvCase kCases[] = {

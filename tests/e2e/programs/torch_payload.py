@@ -27,7 +27,7 @@ def main():
     report({
         "mode": None if status is None else status["mode"],
         "verbose": None if status is None else status["verbose"],
-        "fusion": None if status is None else status["fusion"],
+        "fusion": None if status is None else status["fusion"]["enabled"],
         "strict": None if status is None else status["strict"],
         "core_mapped": any("libipex_shim_core" in p for p in mapped_paths()),
     })

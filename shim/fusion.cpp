@@ -1,0 +1,417 @@
+#include "shim/fusion.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "shim/dispatch_key.h"
+#include "shim/log.h"
+#include "shim/runtime.h"
+
+namespace ipex_shim::fusion {
+namespace {
+
+using WeakTensor = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+
+WeakTensor weak(const at::Tensor& tensor) { return WeakTensor(tensor.getIntrusivePtr()); }
+
+// A weak reference to nothing (refers to the undefined-tensor singleton).
+WeakTensor nothing() {
+  return WeakTensor(c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>());
+}
+
+// Whether `weak_ref` still refers to exactly `tensor`'s TensorImpl.
+bool same(const WeakTensor& weak_ref, const at::Tensor& tensor) {
+  if (!tensor.defined()) return false;
+  auto locked = weak_ref.lock();
+  return locked.get() == tensor.unsafeGetTensorImpl();
+}
+
+bool same_optional(const WeakTensor& weak_ref, bool was_defined,
+                   const c10::optional<at::Tensor>& tensor) {
+  const bool defined = tensor && tensor->defined();
+  if (defined != was_defined) return false;
+  return !defined || same(weak_ref, *tensor);
+}
+
+// What was learned about one convolution (keyed by its weight tensor).
+struct Site {
+  WeakTensor weight = nothing();
+  bool has_batch_norm = false;
+  WeakTensor gamma = nothing(), beta = nothing(), mean = nothing(), var = nothing();
+  bool has_gamma = false, has_beta = false;
+  double eps = 0;
+  Relu relu = Relu::none;
+  bool off = false;  // a prediction failed here: never fuse this site again
+};
+
+struct Registry {
+  std::mutex mutex;
+  std::unordered_map<const c10::TensorImpl*, Site> sites;
+};
+
+Registry& registry() {
+  static Registry* instance = new Registry();
+  return *instance;
+}
+
+std::atomic<bool> g_enabled{false};
+std::atomic<uint64_t> g_fused{0}, g_mispredictions{0}, g_repairs{0};
+
+// A tensor whose values are the fused chain's, not its own.
+struct Taint {
+  WeakTensor tensor;
+  const c10::TensorImpl* impl;
+  WeakTensor input, weight;  // what correct_value computes from
+  std::function<at::Tensor()> correct_value;
+  std::string allowed_op;  // the one op that may read it as it is ("" = none)
+  Relu allowed_relu = Relu::none;
+  const void* site;
+};
+
+// Per thread: the tainted tensors and what the last unfused ops produced (for learning).
+struct ThreadState {
+  std::vector<Taint> taints;
+  WeakTensor last_convolution_output = nothing();
+  WeakTensor last_convolution_weight = nothing();
+  const void* last_convolution_site = nullptr;
+  uint32_t last_convolution_version = 0;
+  WeakTensor last_batch_norm_output = nothing();
+  uint32_t last_batch_norm_version = 0;
+  const void* last_batch_norm_site = nullptr;
+};
+
+ThreadState& state() {
+  thread_local ThreadState instance;
+  return instance;
+}
+
+void set_observing(bool on) {
+  c10::impl::tls_set_dispatch_key_included(kObserverKey, on);
+}
+
+void switch_off(const void* site) {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+  if (it != reg.sites.end() && !it->second.off) {
+    it->second.off = true;
+    log_limited("fusion-off", 3, Severity::info,
+                "fusion: a prediction failed (the program used a fused tensor differently); "
+                "values were recomputed and that convolution is no longer fused");
+  }
+}
+
+// Gives the tainted tensor its correct value in fresh storage; its aliases keep the old one.
+void repair(Taint& taint) {
+  auto locked = taint.tensor.lock();
+  if (!locked) return;
+  at::Tensor correct;
+  {
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    correct = taint.correct_value();
+  }
+  TORCH_INTERNAL_ASSERT(correct.strides() == locked->strides(),
+                        "ipex_shim fusion: repaired value has another layout");
+  locked->set_storage_keep_dtype(correct.storage());
+  locked->set_storage_offset(correct.storage_offset());
+  g_repairs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void drop_dead_taints(ThreadState& st) {
+  auto& taints = st.taints;
+  for (size_t i = 0; i < taints.size();) {
+    if (taints[i].tensor.expired()) {
+      taints[i] = std::move(taints.back());
+      taints.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  if (taints.empty()) set_observing(false);
+}
+
+Taint* find_taint(ThreadState& st, const at::Tensor& tensor) {
+  if (!tensor.defined()) return nullptr;
+  for (Taint& taint : st.taints)
+    if (taint.impl == tensor.unsafeGetTensorImpl() && same(taint.tensor, tensor)) return &taint;
+  return nullptr;
+}
+
+void erase_taint(ThreadState& st, Taint* taint) {
+  *taint = std::move(st.taints.back());
+  st.taints.pop_back();
+  if (st.taints.empty()) set_observing(false);
+}
+
+// A read of `tensor` by `op`: unless `op` is the predicted consumer, repair it. A read of
+// what a tainted tensor is computed from (it may be about to change) repairs that first.
+void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op) {
+  if (!tensor.defined()) return;
+  for (size_t i = 0; i < st.taints.size();) {
+    Taint& taint = st.taints[i];
+    if (same(taint.input, tensor) || same(taint.weight, tensor)) {
+      // The program works on the convolution's input or weight while its fused result is
+      // still open: repair now, and do not predict this site again (it would repeat).
+      g_mispredictions.fetch_add(1, std::memory_order_relaxed);
+      switch_off(taint.site);
+      repair(taint);
+      erase_taint(st, &taint);
+      continue;
+    }
+    ++i;
+  }
+  Taint* taint = find_taint(st, tensor);
+  if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
+  g_mispredictions.fetch_add(1, std::memory_order_relaxed);
+  switch_off(taint->site);
+  repair(*taint);
+  erase_taint(st, taint);
+}
+
+// The observer: sees every op of a thread that holds tainted tensors.
+void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  ThreadState& st = state();
+  drop_dead_taints(st);
+  if (!st.taints.empty()) {
+    const std::string& name = op.schema().name();
+    const size_t count = op.schema().arguments().size();
+    for (const c10::IValue& value : torch::jit::last(*stack, count)) {
+      if (value.isTensor()) {
+        check_read(st, value.toTensor(), name);
+      } else if (value.isTensorList()) {
+        for (const at::Tensor& tensor : value.toTensorList()) check_read(st, tensor, name);
+      } else if (value.isList()) {
+        for (const c10::IValue& item : value.toListRef())
+          if (item.isTensor()) check_read(st, item.toTensor(), name);
+      }
+      if (st.taints.empty()) break;
+    }
+  }
+  op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kObserverKey),
+                     stack);
+}
+
+void add_taint(ThreadState& st, const at::Tensor& tensor, WeakTensor input, WeakTensor weight,
+               std::function<at::Tensor()> correct, std::string allowed_op, Relu allowed_relu,
+               const void* site) {
+  st.taints.push_back(Taint{weak(tensor), tensor.unsafeGetTensorImpl(), std::move(input),
+                            std::move(weight), std::move(correct), std::move(allowed_op),
+                            allowed_relu, site});
+  set_observing(true);
+}
+
+// A new tensor over `tensor`'s storage that is not a view of it: an autograd view would keep
+// `tensor` alive (and with it the taint of the convolution's raw output).
+at::Tensor share_storage(const at::Tensor& tensor) {
+  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  at::Tensor shared = at::empty({0}, tensor.options());
+  shared.set_(tensor.storage(), tensor.storage_offset(), tensor.sizes(), tensor.strides());
+  return shared;
+}
+
+const char* relu_op_name(Relu kind) { return kind == Relu::in_place ? "aten::relu_" : "aten::relu"; }
+
+}  // namespace
+
+bool install(std::string* why) {
+  auto& dispatcher = c10::Dispatcher::singleton();
+  if (dispatcher.hasBackendFallbackForDispatchKey(kObserverKey)) {
+    *why = std::string("this torch already has a fallback at ") + c10::toString(kObserverKey);
+    return false;
+  }
+  auto* library =
+      new torch::Library(torch::Library::IMPL, "_", kObserverKey, __FILE__, __LINE__);
+  library->fallback(torch::CppFunction::makeFromBoxedFunction<&observe>());
+  g_enabled = true;
+  return true;
+}
+
+bool enabled() { return g_enabled.load(std::memory_order_relaxed) && runtime_settings().fusion; }
+
+ConvolutionPlan plan_convolution(const at::Tensor& weight) {
+  ConvolutionPlan plan;
+  plan.weight = weight;
+  if (!enabled()) return plan;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(weight.unsafeGetTensorImpl());
+  if (it == reg.sites.end()) return plan;
+  Site& site = it->second;
+  if (!same(site.weight, weight)) {  // another tensor at a recycled address: start over
+    reg.sites.erase(it);
+    return plan;
+  }
+  if (site.off || !site.has_batch_norm) return plan;
+  auto gamma = site.gamma.lock(), beta = site.beta.lock(), mean = site.mean.lock(),
+       var = site.var.lock();
+  if (!mean || !var || (site.has_gamma && !gamma) || (site.has_beta && !beta)) return plan;
+  plan.fuse = true;
+  plan.batch_norm.mean = at::Tensor(mean);
+  plan.batch_norm.var = at::Tensor(var);
+  if (site.has_gamma) plan.batch_norm.gamma = at::Tensor(gamma);
+  if (site.has_beta) plan.batch_norm.beta = at::Tensor(beta);
+  plan.batch_norm.eps = site.eps;
+  plan.relu = site.relu;
+  return plan;
+}
+
+void after_convolution(const at::Tensor& input, const at::Tensor& output,
+                       const ConvolutionPlan& plan, Recompute recompute) {
+  ThreadState& st = state();
+  const void* site = plan.weight.unsafeGetTensorImpl();
+  if (!plan.fuse) {
+    st.last_convolution_output = weak(output);
+    st.last_convolution_version = output._version();
+    st.last_convolution_weight = weak(plan.weight);
+    st.last_convolution_site = site;
+    return;
+  }
+  g_fused.fetch_add(1, std::memory_order_relaxed);
+  drop_dead_taints(st);
+  // The convolution's own output should hold the raw convolution.
+  add_taint(st, output, weak(input), weak(plan.weight),
+            [recompute] { return recompute(ConvolutionPostOps{}); }, "aten::batch_norm",
+            Relu::none, site);
+}
+
+c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
+                                            const c10::optional<at::Tensor>& weight,
+                                            const c10::optional<at::Tensor>& bias,
+                                            const c10::optional<at::Tensor>& mean,
+                                            const c10::optional<at::Tensor>& var, bool training,
+                                            double eps) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return c10::nullopt;
+  Taint* taint = find_taint(st, input);
+  if (taint == nullptr || taint->allowed_op != "aten::batch_norm") return c10::nullopt;
+
+  Site site;
+  {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(taint->site));
+    if (it != reg.sites.end()) site = it->second;
+  }
+  const bool predicted = site.has_batch_norm && !training && eps == site.eps &&
+                         same_optional(site.gamma, site.has_gamma, weight) &&
+                         same_optional(site.beta, site.has_beta, bias) &&
+                         same_optional(site.mean, true, mean) && same_optional(site.var, true, var);
+  if (!predicted) {
+    check_read(st, input, "");  // repairs: the batch norm must see the raw convolution
+    return c10::nullopt;
+  }
+  at::Tensor output = share_storage(input);
+  const void* site_id = taint->site;
+  std::function<at::Tensor()> raw = taint->correct_value;
+  WeakTensor conv_input = taint->input, conv_weight = taint->weight;
+  taint->allowed_op.clear();  // from now on any read of the convolution's output repairs it
+  if (site.relu != Relu::none) {
+    // The batch norm's result should not have the relu applied yet. Recompute it from the
+    // raw convolution the taint knows how to make, with the batch norm folded by stock ops.
+    BatchNormFold fold;
+    fold.mean = *mean;
+    fold.var = *var;
+    if (weight && weight->defined()) fold.gamma = *weight;
+    if (bias && bias->defined()) fold.beta = *bias;
+    fold.eps = eps;
+    auto before_relu = [raw, fold] {
+      at::Tensor conv = raw();
+      std::vector<int64_t> shape(conv.dim(), 1);
+      shape[1] = -1;
+      at::Tensor scale = (fold.var + fold.eps).rsqrt();
+      if (fold.gamma.defined()) scale = scale * fold.gamma;
+      at::Tensor shift = -fold.mean * scale;
+      if (fold.beta.defined()) shift = shift + fold.beta;
+      at::Tensor result = at::empty_like(conv);
+      result.copy_(conv * scale.reshape(shape) + shift.reshape(shape));
+      return result;
+    };
+    add_taint(st, output, conv_input, conv_weight, before_relu, relu_op_name(site.relu),
+              site.relu, site_id);
+  }
+  return output;
+}
+
+void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
+                      const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+                      const c10::optional<at::Tensor>& mean, const c10::optional<at::Tensor>& var,
+                      bool training, double eps) {
+  if (!enabled()) return;
+  ThreadState& st = state();
+  const void* site_id = st.last_convolution_site;
+  // Consumed as the convolution left it: nothing changed it in place in between.
+  const bool follows = site_id && same(st.last_convolution_output, input) &&
+                       input._version() == st.last_convolution_version;
+  st.last_convolution_site = nullptr;
+  st.last_batch_norm_site = nullptr;
+  if (!follows || training || !(mean && mean->defined() && var && var->defined())) return;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  Site& site = reg.sites[static_cast<const c10::TensorImpl*>(site_id)];
+  if (site.off) return;
+  site.weight = st.last_convolution_weight;
+  site.has_batch_norm = true;
+  site.has_gamma = weight && weight->defined();
+  site.has_beta = bias && bias->defined();
+  site.gamma = site.has_gamma ? weak(*weight) : nothing();
+  site.beta = site.has_beta ? weak(*bias) : nothing();
+  site.mean = weak(*mean);
+  site.var = weak(*var);
+  site.eps = eps;
+  site.relu = Relu::none;
+  st.last_batch_norm_output = weak(output);
+  st.last_batch_norm_version = output._version();
+  st.last_batch_norm_site = site_id;
+}
+
+c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return c10::nullopt;
+  Taint* taint = find_taint(st, input);
+  if (taint == nullptr || taint->allowed_relu != kind) return c10::nullopt;
+  if (kind == Relu::in_place) {
+    erase_taint(st, taint);  // relu_ makes its values right
+    return input;
+  }
+  taint->allowed_op.clear();
+  taint->allowed_relu = Relu::none;
+  return share_storage(input);
+}
+
+void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
+  if (!enabled()) return;
+  ThreadState& st = state();
+  const void* site_id = st.last_batch_norm_site;
+  // `out = bn(out); out += identity; relu_(out)` is not bn -> relu: the add changed it.
+  const bool follows = site_id && same(st.last_batch_norm_output, input) &&
+                       version_before == st.last_batch_norm_version;
+  st.last_batch_norm_site = nullptr;
+  if (!follows) return;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
+  if (it != reg.sites.end() && !it->second.off) it->second.relu = kind;
+}
+
+Stats stats() {
+  Stats out;
+  out.fused_convolutions = g_fused.load();
+  out.mispredictions = g_mispredictions.load();
+  out.repairs = g_repairs.load();
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  out.sites = reg.sites.size();
+  for (const auto& entry : reg.sites) out.sites_off += entry.second.off ? 1 : 0;
+  return out;
+}
+
+}  // namespace ipex_shim::fusion

@@ -1,0 +1,87 @@
+// Fusion from the learned graph: conv -> batch_norm (inference) [-> relu | relu_] run as one
+// oneDNN convolution with the batch norm folded into its weights and the relu as a post-op.
+//
+// Learning. In eager mode the shim sees one op at a time. On a pass where nothing is fused,
+// the wrappers note which op consumed which tensor: a convolution's output (the site is the
+// convolution's weight tensor) consumed by an inference batch_norm, whose output is consumed
+// by relu_/relu. That chain is the site's prediction for later passes.
+//
+// Predicting. On a later pass the convolution computes the whole chain at once and returns
+// a tensor F holding the chain's final values. The predicted batch_norm then returns an alias
+// of F, and the predicted relu_ returns it (relu: a new alias). F and the intermediate
+// aliases hold values that are wrong for what they stand for (F should hold the raw
+// convolution), so each is "tainted" and carries a way to compute its correct value.
+//
+// Detecting a failed prediction. While this thread holds tainted tensors, an observer key
+// (above the shim's own key) is enabled in the thread; its fallback sees every op and its
+// tensor arguments. An op other than the predicted consumer that reads a tainted tensor gets
+// it repaired first: the correct value is computed into fresh storage, which the tensor then
+// points to (its aliases keep the fused storage, which is right for them). The site's fusion
+// is switched off. An op that reads the convolution's input or weight while a tainted
+// tensor depends on them also gets the tainted tensor repaired first, so a repair never
+// computes from changed inputs. A tainted tensor that dies unread (the usual case: `out = bn(out)`
+// rebinds the name) costs nothing. Reads that bypass the dispatcher (.numpy() of an inner
+// tensor, a forward hook using data_ptr) can see fused values: IPEX_FUSION=0 turns fusion off.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+
+#include "kernels/convolution.h"
+#include "kernels/onednn_context.h"
+#include "shim/dispatch_key.h"
+
+namespace ipex_shim::fusion {
+
+// Registers the observer; false (and why) when the key is taken, and fusion then stays off.
+bool install(std::string* why);
+bool enabled();
+
+enum class Relu { none, in_place, out_of_place };
+
+struct ConvolutionPlan {
+  bool fuse = false;
+  BatchNormFold batch_norm;
+  Relu relu = Relu::none;
+  at::Tensor weight;  // the site: a convolution is known by its weight tensor
+};
+
+// The convolution wrapper, no-gradient path, before computing.
+ConvolutionPlan plan_convolution(const at::Tensor& weight);
+
+// Computes the convolution with the given post-ops into a new tensor (for repairs).
+using Recompute = std::function<at::Tensor(const ConvolutionPostOps&)>;
+
+// The convolution wrapper, after computing `output` from `input` as `plan` said.
+void after_convolution(const at::Tensor& input, const at::Tensor& output,
+                       const ConvolutionPlan& plan, Recompute recompute);
+
+// batch_norm wrapper: the answer when this call is the predicted one; else nullopt (the
+// wrapper runs stock and then calls after_batch_norm to learn).
+c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
+                                            const c10::optional<at::Tensor>& weight,
+                                            const c10::optional<at::Tensor>& bias,
+                                            const c10::optional<at::Tensor>& mean,
+                                            const c10::optional<at::Tensor>& var, bool training,
+                                            double eps);
+void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
+                      const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+                      const c10::optional<at::Tensor>& mean, const c10::optional<at::Tensor>& var,
+                      bool training, double eps);
+
+c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind);
+// `version_before`: the input's version counter before the relu ran.
+void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before);
+
+struct Stats {
+  uint64_t fused_convolutions = 0;
+  uint64_t mispredictions = 0;
+  uint64_t repairs = 0;
+  size_t sites = 0;
+  size_t sites_off = 0;
+};
+Stats stats();
+
+}  // namespace ipex_shim::fusion

@@ -1,0 +1,17 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace ipex_shim {
+
+// The ops that can be answered by a fused convolution (shim/fusion.h); otherwise stock, and
+// they teach the learned graph what consumed what.
+at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+                               const c10::optional<at::Tensor>& bias,
+                               const c10::optional<at::Tensor>& running_mean,
+                               const c10::optional<at::Tensor>& running_var, bool training,
+                               double momentum, double eps, bool cudnn_enabled);
+at::Tensor relu_override(const at::Tensor& input);
+at::Tensor& relu__override(at::Tensor& input);
+
+}  // namespace ipex_shim

@@ -1,0 +1,74 @@
+"""Fusion of conv -> batch_norm -> relu from the learned graph (shim/fusion.h).
+
+Each scenario learns the chain on pass 1 and runs passes 2 and 3 with the chain fused; in
+the scenarios whose program uses the tensors differently after learning, the prediction
+fails, and the values must still be those of stock PyTorch (the failure is detected, the
+tensor recomputed, and the site's fusion switched off). Control: the same program without
+the preload.
+"""
+import pytest
+import torch
+
+from conftest import describe
+
+TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2}
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shim, torch_available):
+    out = {}
+    tmp = tmp_path_factory.mktemp("fusion")
+    for tag, mode, extra in [("control", None, {}), ("fp32", "fp32", {}), ("bf16", "bf16", {}),
+                             ("fp32_off", "fp32", {"IPEX_FUSION": "0"})]:
+        path = tmp / f"{tag}.pt"
+        proc = shim.run_py(shim.program("float_fusion.py"), mode=mode, env=extra,
+                           preload=mode is not None, args=(str(path),))
+        assert proc.returncode == 0, describe(proc)
+        out[tag] = (torch.load(path), proc)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_fused_values_match_stock_in_every_scenario(runs, mode):
+    control = runs["control"][0]["results"]
+    got = runs[mode][0]["results"]
+    for scenario, reference in control.items():
+        for i, (a, b) in enumerate(zip(got[scenario], reference)):
+            assert a.dtype == b.dtype and a.shape == b.shape, (scenario, i)
+            assert rel(a, b) <= TOLERANCE[mode], (scenario, i, rel(a, b))
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_the_plain_chain_is_fused_without_mispredictions(runs, mode):
+    counters = runs[mode][0]["counters"]["plain"]
+    assert counters["enabled"] is True
+    assert counters["fused_convolutions"] == 2, counters  # passes 2 and 3
+    assert counters["mispredictions"] == 0 and counters["repairs"] == 0, counters
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_each_changed_program_is_detected_and_switched_off(runs, mode):
+    counters = runs[mode][0]["counters"]
+    previous = counters["plain"]
+    for scenario in ["conv_output_used_twice", "no_batch_norm", "bn_output_used_before_relu",
+                     "input_changed_then_conv_output_read"]:
+        now = counters[scenario]
+        # One new site; its prediction fails once on pass 2, then it is never fused again.
+        assert now["sites"] == previous["sites"] + 1, (scenario, previous, now)
+        assert now["fused_convolutions"] == previous["fused_convolutions"] + 1, (scenario, now)
+        assert now["sites_off"] == previous["sites_off"] + 1, (scenario, previous, now)
+        assert now["repairs"] > previous["repairs"], (scenario, previous, now)
+        previous = now
+
+
+def test_fusion_off_fuses_nothing_and_matches(runs):
+    counters = runs["fp32_off"][0]["counters"]["plain"]
+    assert counters["enabled"] is False and counters["fused_convolutions"] == 0, counters
+    control = runs["control"][0]["results"]
+    for scenario, reference in control.items():
+        for a, b in zip(runs["fp32_off"][0]["results"][scenario], reference):
+            assert rel(a, b) <= 1e-5, scenario
