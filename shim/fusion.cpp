@@ -50,6 +50,7 @@ struct Site {
   bool has_gamma = false, has_beta = false;
   double eps = 0;
   Relu relu = Relu::none;
+  MatmulActivation activation = MatmulActivation::none;  // linear sites
   bool off = false;  // a prediction failed here: never fuse this site again
 };
 
@@ -64,7 +65,7 @@ Registry& registry() {
 }
 
 std::atomic<bool> g_enabled{false};
-std::atomic<uint64_t> g_fused{0}, g_mispredictions{0}, g_repairs{0};
+std::atomic<uint64_t> g_fused{0}, g_fused_linears{0}, g_mispredictions{0}, g_repairs{0};
 
 // A tensor whose values are the fused chain's, not its own.
 struct Taint {
@@ -87,6 +88,10 @@ struct ThreadState {
   WeakTensor last_batch_norm_output = nothing();
   uint32_t last_batch_norm_version = 0;
   const void* last_batch_norm_site = nullptr;
+  WeakTensor last_linear_output = nothing();
+  WeakTensor last_linear_weight = nothing();
+  uint32_t last_linear_version = 0;
+  const void* last_linear_site = nullptr;
 };
 
 ThreadState& state() {
@@ -106,7 +111,7 @@ void switch_off(const void* site) {
     it->second.off = true;
     log_limited("fusion-off", 3, Severity::info,
                 "fusion: a prediction failed (the program used a fused tensor differently); "
-                "values were recomputed and that convolution is no longer fused");
+                "values were recomputed and that op is no longer fused");
   }
 }
 
@@ -387,9 +392,95 @@ c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
   return share_storage(input);
 }
 
+// Learns `activation` for the linear whose untouched output `input` is, if it is one.
+void learn_linear_activation(ThreadState& st, const at::Tensor& input, uint32_t version_before,
+                             MatmulActivation activation, Relu relu) {
+  const void* site_id = st.last_linear_site;
+  const bool follows = site_id && same(st.last_linear_output, input) &&
+                       version_before == st.last_linear_version;
+  st.last_linear_site = nullptr;
+  if (!follows) return;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  Site& site = reg.sites[static_cast<const c10::TensorImpl*>(site_id)];
+  if (site.off) return;
+  site.weight = st.last_linear_weight;
+  site.activation = activation;
+  site.relu = relu;
+}
+
+LinearPlan plan_linear(const at::Tensor& weight) {
+  LinearPlan plan;
+  plan.weight = weight;
+  if (!enabled()) return plan;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(weight.unsafeGetTensorImpl());
+  if (it == reg.sites.end()) return plan;
+  if (!same(it->second.weight, weight)) {
+    reg.sites.erase(it);
+    return plan;
+  }
+  const Site& site = it->second;
+  if (site.off || site.activation == MatmulActivation::none) return plan;
+  plan.fuse = true;
+  plan.activation = site.activation;
+  plan.relu = site.relu;
+  return plan;
+}
+
+void after_linear(const at::Tensor& input, const at::Tensor& output, const LinearPlan& plan,
+                  RecomputeLinear recompute) {
+  ThreadState& st = state();
+  const void* site = plan.weight.unsafeGetTensorImpl();
+  if (!plan.fuse) {
+    st.last_linear_output = weak(output);
+    st.last_linear_version = output._version();
+    st.last_linear_weight = weak(plan.weight);
+    st.last_linear_site = site;
+    return;
+  }
+  g_fused_linears.fetch_add(1, std::memory_order_relaxed);
+  drop_dead_taints(st);
+  add_taint(st, output, weak(input), weak(plan.weight), std::move(recompute),
+            plan.relu != Relu::none ? relu_op_name(plan.relu) : "aten::gelu", plan.relu, site);
+}
+
+MatmulActivation gelu_activation(c10::string_view approximate) {
+  return approximate == "tanh" ? MatmulActivation::gelu_tanh : MatmulActivation::gelu_erf;
+}
+
+c10::optional<at::Tensor> answer_gelu(const at::Tensor& input, c10::string_view approximate) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return c10::nullopt;
+  Taint* taint = find_taint(st, input);
+  if (taint == nullptr || taint->allowed_op != "aten::gelu") return c10::nullopt;
+  MatmulActivation learned = MatmulActivation::none;
+  {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(taint->site));
+    if (it != reg.sites.end()) learned = it->second.activation;
+  }
+  if (learned != gelu_activation(approximate)) {
+    check_read(st, input, "");  // another gelu than the one fused: repair first
+    return c10::nullopt;
+  }
+  taint->allowed_op.clear();
+  return share_storage(input);
+}
+
+void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t version_before) {
+  if (!enabled()) return;
+  ThreadState& st = state();
+  if (approximate != "none" && approximate != "tanh") return;
+  learn_linear_activation(st, input, version_before, gelu_activation(approximate), Relu::none);
+}
+
 void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
   if (!enabled()) return;
   ThreadState& st = state();
+  learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
   const void* site_id = st.last_batch_norm_site;
   // `out = bn(out); out += identity; relu_(out)` is not bn -> relu: the add changed it.
   const bool follows = site_id && same(st.last_batch_norm_output, input) &&
@@ -405,6 +496,7 @@ void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
 Stats stats() {
   Stats out;
   out.fused_convolutions = g_fused.load();
+  out.fused_linears = g_fused_linears.load();
   out.mispredictions = g_mispredictions.load();
   out.repairs = g_repairs.load();
   Registry& reg = registry();

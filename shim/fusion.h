@@ -1,5 +1,6 @@
 // Fusion from the learned graph: conv -> batch_norm (inference) [-> relu | relu_] run as one
-// oneDNN convolution with the batch norm folded into its weights and the relu as a post-op.
+// oneDNN convolution with the batch norm folded into its weights and the relu as a post-op,
+// and linear -> gelu | relu | relu_ as one oneDNN matmul with the activation as a post-op.
 //
 // Learning. In eager mode the shim sees one op at a time. On a pass where nothing is fused,
 // the wrappers note which op consumed which tensor: a convolution's output (the site is the
@@ -30,6 +31,7 @@
 #include <string>
 
 #include "kernels/convolution.h"
+#include "kernels/matmul.h"
 #include "kernels/onednn_context.h"
 #include "shim/dispatch_key.h"
 
@@ -71,12 +73,29 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
                       const c10::optional<at::Tensor>& mean, const c10::optional<at::Tensor>& var,
                       bool training, double eps);
 
+struct LinearPlan {
+  bool fuse = false;
+  MatmulActivation activation = MatmulActivation::none;
+  Relu relu = Relu::none;  // which relu op the activation stands for, when it is a relu
+  at::Tensor weight;
+};
+
+// The linear wrapper, no-gradient path, before and after computing.
+LinearPlan plan_linear(const at::Tensor& weight);
+using RecomputeLinear = std::function<at::Tensor()>;  // the plain linear, for repairs
+void after_linear(const at::Tensor& input, const at::Tensor& output, const LinearPlan& plan,
+                  RecomputeLinear recompute);
+
+c10::optional<at::Tensor> answer_gelu(const at::Tensor& input, c10::string_view approximate);
+void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t version_before);
+
 c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind);
 // `version_before`: the input's version counter before the relu ran.
 void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before);
 
 struct Stats {
   uint64_t fused_convolutions = 0;
+  uint64_t fused_linears = 0;
   uint64_t mispredictions = 0;
   uint64_t repairs = 0;
   size_t sites = 0;

@@ -1,8 +1,10 @@
-// batch_norm, relu and relu_: stock PyTorch computes them (fp32 policy), unless the call is
-// the one a fused convolution predicted, which already applied it (shim/fusion.h).
+// batch_norm, relu, relu_ and gelu: stock PyTorch computes them (fp32 policy), unless the
+// call is the one a fused convolution or linear predicted, which already applied it
+// (shim/fusion.h).
 #include "shim/ops_fusion_consumers.h"
 
 #include <ATen/ops/batch_norm_ops.h>
+#include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/relu_ops.h>
 
 #include "shim/fusion.h"
@@ -57,6 +59,22 @@ Result relu_common(Input input) {
     if (learn) fusion::after_relu(input, kind, version_before);
     return output;
   }
+}
+
+at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate) {
+  using Wrapped = Intercept<at::_ops::gelu>;
+  const bool learn =
+      float_kernel_gate() == Fallback::none && fusion::enabled() && !needs_grad(input);
+  if (learn) {
+    if (auto answer = fusion::answer_gelu(input, approximate)) {
+      Wrapped::stats().count(Path::fused);
+      return *answer;
+    }
+  }
+  const uint32_t version_before = learn ? input._version() : 0;
+  at::Tensor output = Wrapped::pass_through(input, approximate);
+  if (learn) fusion::after_gelu(input, approximate, version_before);
+  return output;
 }
 
 at::Tensor relu_override(const at::Tensor& input) {

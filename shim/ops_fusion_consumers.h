@@ -12,6 +12,7 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
                                const c10::optional<at::Tensor>& running_var, bool training,
                                double momentum, double eps, bool cudnn_enabled);
 at::Tensor relu_override(const at::Tensor& input);
+at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate);
 at::Tensor& relu__override(at::Tensor& input);
 
 }  // namespace ipex_shim

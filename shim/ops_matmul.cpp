@@ -12,6 +12,7 @@
 #include <ATen/ops/mm_ops.h>
 
 #include "kernels/matmul.h"
+#include "shim/fusion.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
 
@@ -59,7 +60,15 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
   const Precision precision = lower_precision(Intercept<Op>::stats());
   return run_or_stock<Op>(
       linear_support(input, weight, bias), precision,
-      [&] { return linear_forward(input, weight, bias, precision); },
+      [&] {
+        if (!fusion::enabled()) return linear_forward(input, weight, bias, precision);
+        fusion::LinearPlan plan = fusion::plan_linear(weight);
+        at::Tensor output = linear_forward(input, weight, bias, precision, plan.activation);
+        fusion::after_linear(input, output, plan, [input, weight, bias, precision] {
+          return linear_forward(input, weight, bias, precision);
+        });
+        return output;
+      },
       [&] { return Intercept<Op>::stock(input, weight, bias); });
 }
 

@@ -114,7 +114,7 @@ void fill_table(torch::Library& library) {
   // Policy::observe
   SHIM_KERNEL(relu, observe, relu_override);
   SHIM_KERNEL(relu_, observe, relu__override);
-  SHIM_OP(gelu, observe);
+  SHIM_KERNEL(gelu, observe, gelu_override);
   SHIM_OP(max_pool2d, observe);
   SHIM_OP(avg_pool2d, observe);
   SHIM_OP(adaptive_avg_pool2d, observe);

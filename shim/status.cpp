@@ -62,6 +62,7 @@ std::string status_json() {
   fusion::Stats fused = fusion::stats();
   status["fusion"] = {{"enabled", fusion::enabled()},
                       {"fused_convolutions", fused.fused_convolutions},
+                      {"fused_linears", fused.fused_linears},
                       {"mispredictions", fused.mispredictions},
                       {"repairs", fused.repairs},
                       {"sites", fused.sites},

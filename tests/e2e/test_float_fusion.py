@@ -1,4 +1,5 @@
-"""Fusion of conv -> batch_norm -> relu from the learned graph (shim/fusion.h).
+"""Fusion of conv -> batch_norm -> relu and linear -> gelu/relu from the learned graph
+(shim/fusion.h).
 
 Each scenario learns the chain on pass 1 and runs passes 2 and 3 with the chain fused; in
 the scenarios whose program uses the tensors differently after learning, the prediction
@@ -72,3 +73,21 @@ def test_fusion_off_fuses_nothing_and_matches(runs):
     for scenario, reference in control.items():
         for a, b in zip(runs["fp32_off"][0]["results"][scenario], reference):
             assert rel(a, b) <= 1e-5, scenario
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_linear_activations_are_fused_and_failures_detected(runs, mode):
+    counters = runs[mode][0]["counters"]
+    previous = counters["hook_reads_conv_output"]
+    for scenario, fails in [("linear_gelu", False), ("linear_relu_inplace", False),
+                            ("linear_relu", False), ("linear_output_used_twice", True),
+                            ("other_gelu", True)]:
+        now = counters[scenario]
+        # The first linear learns its activation on pass 1 and is fused on pass 2; a failed
+        # prediction switches it off for pass 3.
+        fused = now["fused_linears"] - previous["fused_linears"]
+        assert fused == (1 if fails else 2), (scenario, previous, now)
+        assert now["sites_off"] - previous["sites_off"] == (1 if fails else 0), (scenario, now)
+        assert now["mispredictions"] - previous["mispredictions"] == (1 if fails else 0), \
+            (scenario, now)
+        previous = now

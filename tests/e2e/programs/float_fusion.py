@@ -39,6 +39,37 @@ class Block(nn.Module):
         return self.relu(self.bn(c))
 
 
+class Mlp(nn.Module):
+    """linear -> activation -> linear, and on request a different use of the first output."""
+
+    def __init__(self, activation):
+        super().__init__()
+        self.first = nn.Linear(16, 32)
+        self.second = nn.Linear(32, 8)
+        self.activation = activation
+        self.variant = "plain"
+
+    def forward(self, x):
+        h = self.first(x)
+        if self.variant == "linear_output_used_twice":
+            return self.second(self.activation(h)) + h.sum()
+        if self.variant == "other_gelu":
+            return self.second(torch.nn.functional.gelu(h, approximate="tanh"))
+        return self.second(self.activation(h))
+
+
+def run_mlp(activation, variant_after_learning):
+    torch.manual_seed(0)
+    mlp = Mlp(activation).eval()
+    g = torch.Generator().manual_seed(2)
+    outputs = []
+    with torch.no_grad():
+        for i in range(3):
+            mlp.variant = "plain" if i == 0 else variant_after_learning
+            outputs.append(mlp(torch.randn(4, 16, generator=g)))
+    return outputs
+
+
 def make_block():
     torch.manual_seed(0)
     block = Block()
@@ -82,6 +113,16 @@ def main():
         counters[name] = status()
     results["hook_reads_conv_output"] = run("plain", hook=True)
     counters["hook_reads_conv_output"] = status()
+    linear_scenarios = {
+        "linear_gelu": (nn.GELU(), "plain"),
+        "linear_relu_inplace": (nn.ReLU(inplace=True), "plain"),
+        "linear_relu": (nn.ReLU(), "plain"),
+        "linear_output_used_twice": (nn.ReLU(), "linear_output_used_twice"),
+        "other_gelu": (nn.GELU(), "other_gelu"),
+    }
+    for name, (activation, variant) in linear_scenarios.items():
+        results[name] = run_mlp(activation, variant)
+        counters[name] = status()
     torch.save({"results": results, "counters": counters}, sys.argv[1])
 
 
