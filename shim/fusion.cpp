@@ -255,11 +255,17 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
     reg.sites.erase(it);
     return plan;
   }
-  if (site.off || !site.has_batch_norm) return plan;
+  if (site.off || (!site.has_batch_norm && site.relu == Relu::none)) return plan;
+  plan.relu = site.relu;
+  if (!site.has_batch_norm) {  // conv -> relu
+    plan.fuse = true;
+    return plan;
+  }
   auto gamma = site.gamma.lock(), beta = site.beta.lock(), mean = site.mean.lock(),
        var = site.var.lock();
   if (!mean || !var || (site.has_gamma && !gamma) || (site.has_beta && !beta)) return plan;
   plan.fuse = true;
+  plan.fold_batch_norm = true;
   plan.batch_norm.mean = at::Tensor(mean);
   plan.batch_norm.var = at::Tensor(var);
   if (site.has_gamma) plan.batch_norm.gamma = at::Tensor(gamma);
@@ -282,10 +288,13 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
   }
   g_fused.fetch_add(1, std::memory_order_relaxed);
   drop_dead_taints(st);
-  // The convolution's own output should hold the raw convolution.
+  // The convolution's own output should hold the raw convolution. Its one allowed reader
+  // is the predicted batch norm or, without one, the predicted relu.
+  const bool to_batch_norm = plan.fold_batch_norm;
   add_taint(st, output, weak(input), weak(plan.weight),
-            [recompute] { return recompute(ConvolutionPostOps{}); }, "aten::batch_norm",
-            Relu::none, site);
+            [recompute] { return recompute(ConvolutionPostOps{}); },
+            to_batch_norm ? "aten::batch_norm" : relu_op_name(plan.relu),
+            to_batch_norm ? Relu::none : plan.relu, site);
 }
 
 c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
@@ -481,6 +490,20 @@ void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
   if (!enabled()) return;
   ThreadState& st = state();
   learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
+  // conv -> relu, with no batch norm between.
+  const void* conv_site = st.last_convolution_site;
+  if (conv_site && same(st.last_convolution_output, input) &&
+      version_before == st.last_convolution_version) {
+    st.last_convolution_site = nullptr;
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    Site& site = reg.sites[static_cast<const c10::TensorImpl*>(conv_site)];
+    if (site.off) return;
+    site.weight = st.last_convolution_weight;
+    site.has_batch_norm = false;
+    site.relu = kind;
+    return;
+  }
   const void* site_id = st.last_batch_norm_site;
   // `out = bn(out); out += identity; relu_(out)` is not bn -> relu: the add changed it.
   const bool follows = site_id && same(st.last_batch_norm_output, input) &&

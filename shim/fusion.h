@@ -1,5 +1,5 @@
-// Fusion from the learned graph: conv -> batch_norm (inference) [-> relu | relu_] run as one
-// oneDNN convolution with the batch norm folded into its weights and the relu as a post-op,
+// Fusion from the learned graph: conv [-> batch_norm (inference)] [-> relu | relu_] run as
+// one oneDNN convolution with the batch norm folded into its weights and the relu as a post-op,
 // and linear -> gelu | relu | relu_ as one oneDNN matmul with the activation as a post-op.
 //
 // Learning. In eager mode the shim sees one op at a time. On a pass where nothing is fused,
@@ -45,6 +45,7 @@ enum class Relu { none, in_place, out_of_place };
 
 struct ConvolutionPlan {
   bool fuse = false;
+  bool fold_batch_norm = false;
   BatchNormFold batch_norm;
   Relu relu = Relu::none;
   at::Tensor weight;  // the site: a convolution is known by its weight tensor

@@ -43,7 +43,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
         fusion::ConvolutionPlan plan = fusion::plan_convolution(weight);
         ConvolutionPostOps post_ops;
         if (plan.fuse) {
-          post_ops.batch_norm = &plan.batch_norm;
+          post_ops.batch_norm = plan.fold_batch_norm ? &plan.batch_norm : nullptr;
           post_ops.relu = plan.relu != fusion::Relu::none;
         }
         at::Tensor output = convolution_forward(input, weight, bias, args, precision, post_ops);

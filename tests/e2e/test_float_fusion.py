@@ -78,7 +78,7 @@ def test_fusion_off_fuses_nothing_and_matches(runs):
 @pytest.mark.parametrize("mode", ["fp32", "bf16"])
 def test_linear_activations_are_fused_and_failures_detected(runs, mode):
     counters = runs[mode][0]["counters"]
-    previous = counters["hook_reads_conv_output"]
+    previous = counters["conv_relu_output_used_twice"]
     for scenario, fails in [("linear_gelu", False), ("linear_relu_inplace", False),
                             ("linear_relu", False), ("linear_output_used_twice", True),
                             ("other_gelu", True)]:
@@ -91,3 +91,14 @@ def test_linear_activations_are_fused_and_failures_detected(runs, mode):
         assert now["mispredictions"] - previous["mispredictions"] == (1 if fails else 0), \
             (scenario, now)
         previous = now
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_conv_relu_without_batch_norm_is_fused_and_failure_detected(runs, mode):
+    counters = runs[mode][0]["counters"]
+    before, plain, twice = (counters["hook_reads_conv_output"], counters["conv_relu"],
+                            counters["conv_relu_output_used_twice"])
+    assert plain["fused_convolutions"] - before["fused_convolutions"] == 2, (before, plain)
+    assert plain["mispredictions"] == before["mispredictions"], (before, plain)
+    assert twice["fused_convolutions"] - plain["fused_convolutions"] == 1, (plain, twice)
+    assert twice["sites_off"] - plain["sites_off"] == 1, (plain, twice)

@@ -70,6 +70,24 @@ def run_mlp(activation, variant_after_learning):
     return outputs
 
 
+def run_conv_relu(variant_after_learning):
+    """conv -> relu_ with no batch norm (VGG style); "twice" also reads the raw conv output."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 6, 3, padding=1)
+    relu = nn.ReLU(inplace=True)
+    g = torch.Generator().manual_seed(3)
+    outputs = []
+    with torch.no_grad():
+        for i in range(3):
+            c = conv(torch.randn(2, 3, 7, 7, generator=g))
+            if i > 0 and variant_after_learning == "twice":
+                total = c.sum()
+                outputs.append(relu(c) + total)
+            else:
+                outputs.append(relu(c))
+    return outputs
+
+
 def make_block():
     torch.manual_seed(0)
     block = Block()
@@ -113,6 +131,9 @@ def main():
         counters[name] = status()
     results["hook_reads_conv_output"] = run("plain", hook=True)
     counters["hook_reads_conv_output"] = status()
+    for name, variant in [("conv_relu", "plain"), ("conv_relu_output_used_twice", "twice")]:
+        results[name] = run_conv_relu(variant)
+        counters[name] = status()
     linear_scenarios = {
         "linear_gelu": (nn.GELU(), "plain"),
         "linear_relu_inplace": (nn.ReLU(inplace=True), "plain"),
