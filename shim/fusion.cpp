@@ -64,6 +64,16 @@ Registry& registry() {
   return *instance;
 }
 
+// The site of `weight`, created if new. Sites of weights that died (a model freed) are
+// dropped now and then, so a program that builds many models does not grow the registry.
+Site& site_for(Registry& reg, const void* weight) {
+  if (reg.sites.size() >= 1024 && reg.sites.size() % 256 == 0) {
+    for (auto it = reg.sites.begin(); it != reg.sites.end();)
+      it = it->second.weight.expired() ? reg.sites.erase(it) : std::next(it);
+  }
+  return reg.sites[static_cast<const c10::TensorImpl*>(weight)];
+}
+
 std::atomic<bool> g_enabled{false};
 std::atomic<uint64_t> g_fused{0}, g_fused_linears{0}, g_mispredictions{0}, g_repairs{0};
 
@@ -370,7 +380,7 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   if (!follows || training || !(mean && mean->defined() && var && var->defined())) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  Site& site = reg.sites[static_cast<const c10::TensorImpl*>(site_id)];
+  Site& site = site_for(reg, site_id);
   if (site.off) return;
   site.weight = st.last_convolution_weight;
   site.has_batch_norm = true;
@@ -411,7 +421,7 @@ void learn_linear_activation(ThreadState& st, const at::Tensor& input, uint32_t 
   if (!follows) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  Site& site = reg.sites[static_cast<const c10::TensorImpl*>(site_id)];
+  Site& site = site_for(reg, site_id);
   if (site.off) return;
   site.weight = st.last_linear_weight;
   site.activation = activation;
@@ -497,7 +507,7 @@ void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
     st.last_convolution_site = nullptr;
     Registry& reg = registry();
     std::lock_guard<std::mutex> lock(reg.mutex);
-    Site& site = reg.sites[static_cast<const c10::TensorImpl*>(conv_site)];
+    Site& site = site_for(reg, conv_site);
     if (site.off) return;
     site.weight = st.last_convolution_weight;
     site.has_batch_norm = false;
