@@ -88,20 +88,32 @@ struct Taint {
   const void* site;
 };
 
-// Per thread: the tainted tensors and what the last unfused ops produced (for learning).
+// What an unfused op of a site last produced, for learning who consumes it.
+struct Produced {
+  WeakTensor output = nothing();
+  WeakTensor weight = nothing();  // the site's weight
+  uint32_t version = 0;           // the output's version when produced
+  const void* site = nullptr;
+
+  void record(const at::Tensor& produced, const WeakTensor& site_weight, const void* site_id) {
+    output = weak(produced);
+    weight = site_weight;
+    version = produced._version();
+    site = site_id;
+  }
+  // The site whose output `input` is, untouched since (`version_now`: its version before
+  // the consumer ran), or nullptr. Either way the record is used up.
+  const void* take_if_consumed_by(const at::Tensor& input, uint32_t version_now) {
+    const void* found = site && same(output, input) && version_now == version ? site : nullptr;
+    site = nullptr;
+    return found;
+  }
+};
+
+// Per thread: the tainted tensors and what the last unfused ops produced.
 struct ThreadState {
   std::vector<Taint> taints;
-  WeakTensor last_convolution_output = nothing();
-  WeakTensor last_convolution_weight = nothing();
-  const void* last_convolution_site = nullptr;
-  uint32_t last_convolution_version = 0;
-  WeakTensor last_batch_norm_output = nothing();
-  uint32_t last_batch_norm_version = 0;
-  const void* last_batch_norm_site = nullptr;
-  WeakTensor last_linear_output = nothing();
-  WeakTensor last_linear_weight = nothing();
-  uint32_t last_linear_version = 0;
-  const void* last_linear_site = nullptr;
+  Produced convolution, batch_norm, linear;
 };
 
 ThreadState& state() {
@@ -290,10 +302,7 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
   if (!plan.fuse) {
-    st.last_convolution_output = weak(output);
-    st.last_convolution_version = output._version();
-    st.last_convolution_weight = weak(plan.weight);
-    st.last_convolution_site = site;
+    st.convolution.record(output, weak(plan.weight), site);
     return;
   }
   g_fused.fetch_add(1, std::memory_order_relaxed);
@@ -371,18 +380,17 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
                       bool training, double eps) {
   if (!enabled()) return;
   ThreadState& st = state();
-  const void* site_id = st.last_convolution_site;
   // Consumed as the convolution left it: nothing changed it in place in between.
-  const bool follows = site_id && same(st.last_convolution_output, input) &&
-                       input._version() == st.last_convolution_version;
-  st.last_convolution_site = nullptr;
-  st.last_batch_norm_site = nullptr;
+  const WeakTensor conv_weight = st.convolution.weight;
+  const void* site_id = st.convolution.take_if_consumed_by(input, input._version());
+  st.batch_norm.site = nullptr;
+  const bool follows = site_id != nullptr;
   if (!follows || training || !(mean && mean->defined() && var && var->defined())) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   Site& site = site_for(reg, site_id);
   if (site.off) return;
-  site.weight = st.last_convolution_weight;
+  site.weight = conv_weight;
   site.has_batch_norm = true;
   site.has_gamma = weight && weight->defined();
   site.has_beta = bias && bias->defined();
@@ -392,9 +400,7 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   site.var = weak(*var);
   site.eps = eps;
   site.relu = Relu::none;
-  st.last_batch_norm_output = weak(output);
-  st.last_batch_norm_version = output._version();
-  st.last_batch_norm_site = site_id;
+  st.batch_norm.record(output, conv_weight, site_id);
 }
 
 c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
@@ -414,16 +420,15 @@ c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
 // Learns `activation` for the linear whose untouched output `input` is, if it is one.
 void learn_linear_activation(ThreadState& st, const at::Tensor& input, uint32_t version_before,
                              MatmulActivation activation, Relu relu) {
-  const void* site_id = st.last_linear_site;
-  const bool follows = site_id && same(st.last_linear_output, input) &&
-                       version_before == st.last_linear_version;
-  st.last_linear_site = nullptr;
+  const WeakTensor linear_weight = st.linear.weight;
+  const void* site_id = st.linear.take_if_consumed_by(input, version_before);
+  const bool follows = site_id != nullptr;
   if (!follows) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   Site& site = site_for(reg, site_id);
   if (site.off) return;
-  site.weight = st.last_linear_weight;
+  site.weight = linear_weight;
   site.activation = activation;
   site.relu = relu;
 }
@@ -453,10 +458,7 @@ void after_linear(const at::Tensor& input, const at::Tensor& output, const Linea
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
   if (!plan.fuse) {
-    st.last_linear_output = weak(output);
-    st.last_linear_version = output._version();
-    st.last_linear_weight = weak(plan.weight);
-    st.last_linear_site = site;
+    st.linear.record(output, weak(plan.weight), site);
     return;
   }
   g_fused_linears.fetch_add(1, std::memory_order_relaxed);
@@ -501,24 +503,20 @@ void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
   ThreadState& st = state();
   learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
   // conv -> relu, with no batch norm between.
-  const void* conv_site = st.last_convolution_site;
-  if (conv_site && same(st.last_convolution_output, input) &&
-      version_before == st.last_convolution_version) {
-    st.last_convolution_site = nullptr;
+  const WeakTensor conv_weight = st.convolution.weight;
+  if (const void* conv_site = st.convolution.take_if_consumed_by(input, version_before)) {
     Registry& reg = registry();
     std::lock_guard<std::mutex> lock(reg.mutex);
     Site& site = site_for(reg, conv_site);
     if (site.off) return;
-    site.weight = st.last_convolution_weight;
+    site.weight = conv_weight;
     site.has_batch_norm = false;
     site.relu = kind;
     return;
   }
-  const void* site_id = st.last_batch_norm_site;
   // `out = bn(out); out += identity; relu_(out)` is not bn -> relu: the add changed it.
-  const bool follows = site_id && same(st.last_batch_norm_output, input) &&
-                       version_before == st.last_batch_norm_version;
-  st.last_batch_norm_site = nullptr;
+  const void* site_id = st.batch_norm.take_if_consumed_by(input, version_before);
+  const bool follows = site_id != nullptr;
   if (!follows) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
