@@ -30,7 +30,7 @@ const std::vector<EnvVar>& environment_table() {
        "1: banner at load and per-op summary at exit on stderr; 2: also per-op detail"},
       {"IPEX_FUSION", "1", "0, 1", "0 turns off fusion of neighbouring ops"},
       {"IPEX_STRICT", "0", "0, 1",
-       "1: a bad config or an unsupported case raises an error instead of falling back"},
+       "1: a bad IPEX_CONFIG stops the program (exit code 2) instead of being ignored"},
       {"OMP_NUM_THREADS", "(unset)", "a positive integer",
        "threads for the shim's kernels; unset: every CPU in the affinity mask"},
   };

@@ -27,7 +27,7 @@ struct Settings {
   std::string config_path;  // IPEX_CONFIG; empty when unset
   int verbose = 0;          // IPEX_VERBOSE: 0 quiet, 1 banner + exit summary, 2 per-op detail
   bool fusion = true;       // IPEX_FUSION
-  bool strict = false;      // IPEX_STRICT: fail loudly instead of falling back
+  bool strict = false;      // IPEX_STRICT: a bad IPEX_CONFIG stops the program
   int num_threads = 0;      // OMP_NUM_THREADS when set and valid, else CPUs in the affinity mask
   bool threads_from_env = false;  // whether OMP_NUM_THREADS decided num_threads
 };

@@ -109,8 +109,8 @@ std::vector<std::string> summary_lines() {
   lines.push_back("summary for pid " + std::to_string(getpid()) + ", mode " +
                   mode_name(runtime_settings().mode) + ": calls per op and path");
   char buffer[512];
-  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %14s %10s  %s", "op",
-                "stock", "onednn_fp32", "onednn_bf16", "onednn_int8", "autograd_bf16",
+  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %14s %8s %10s  %s", "op",
+                "stock", "onednn_fp32", "onednn_bf16", "onednn_int8", "autograd_bf16", "fused",
                 "observed", "fallback reasons");
   lines.push_back(buffer);
   for (const OpStats* stats : all_op_stats()) {
@@ -122,13 +122,15 @@ std::vector<std::string> summary_lines() {
       if (!reasons.empty()) reasons += "; ";
       reasons += std::string(fallback_name(static_cast<Fallback>(r))) + ": " + std::to_string(calls);
     }
-    std::snprintf(buffer, sizeof(buffer), "  %-24s %10llu %12llu %12llu %12llu %14llu %10llu  %s",
+    std::snprintf(buffer, sizeof(buffer),
+                  "  %-24s %10llu %12llu %12llu %12llu %14llu %8llu %10llu  %s",
                   stats->name().c_str(),
                   static_cast<unsigned long long>(stats->calls(Path::stock)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_fp32)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_bf16)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_int8)),
                   static_cast<unsigned long long>(stats->calls(Path::autograd_bf16)),
+                  static_cast<unsigned long long>(stats->calls(Path::fused)),
                   static_cast<unsigned long long>(stats->calls(Path::observed)),
                   reasons.c_str());
     lines.push_back(buffer);
