@@ -102,3 +102,38 @@ def test_conv_relu_without_batch_norm_is_fused_and_failure_detected(runs, mode):
     assert plain["mispredictions"] == before["mispredictions"], (before, plain)
     assert twice["fused_convolutions"] - plain["fused_convolutions"] == 1, (plain, twice)
     assert twice["sites_off"] - plain["sites_off"] == 1, (plain, twice)
+
+
+THREADS_PROGRAM = r'''
+import json, threading, torch, torchvision
+torch.manual_seed(0)
+model = torchvision.models.resnet18(weights=None).eval()
+x = torch.randn(2, 3, 64, 64)
+with torch.no_grad():
+    reference = model(x)  # pass 1: learns the graph, nothing fused
+errors = []
+def work():
+    with torch.no_grad():
+        for _ in range(4):
+            y = model(x)
+            errors.append(((y - reference).abs().max() / reference.abs().max()).item())
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("E2E-REPORT:" + json.dumps({"errors": errors,
+                                  "fusion": json.loads(torch.ops.ipex_shim.status())["fusion"]}))
+'''
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_fusion_in_concurrent_threads_matches_the_unfused_pass(run_py, mode):
+    """Three threads run the fused model at once (open fused results are per thread): every
+    output matches the unfused first pass within the mode's tolerance, no misprediction."""
+    from conftest import parse_report
+    proc = run_py(THREADS_PROGRAM, mode=mode)
+    assert proc.returncode == 0, describe(proc)
+    report = parse_report(proc.stdout)
+    assert len(report["errors"]) == 12
+    assert max(report["errors"]) <= TOLERANCE[mode], report
+    assert report["fusion"]["fused_convolutions"] == 12 * 20, report["fusion"]
+    assert report["fusion"]["mispredictions"] == 0, report["fusion"]
