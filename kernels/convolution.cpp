@@ -6,6 +6,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
 
 #include "kernels/primitive_cache.h"
 #include "kernels/weight_cache.h"
@@ -157,6 +158,15 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
 
 }  // namespace
 
+at::Tensor from_layout(const at::Tensor& tensor, const dnnl::memory::desc& layout) {
+  at::Tensor result = at::empty_strided(tensor.sizes(), tensor.strides(), tensor.options());
+  dnnl::memory from = wrap(tensor, layout);
+  dnnl::memory to = wrap(result, strided_desc(result));
+  cached_reorder(layout, to.get_desc())->execute(thread_stream(), from, to);
+  thread_stream().wait();
+  return result;
+}
+
 Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args) {
   if (!plain_float_cpu(input) || !plain_float_cpu(weight)) return Fallback::unsupported_dtype;
@@ -199,7 +209,8 @@ Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
 at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight,
                                const c10::optional<at::Tensor>& bias,
                                const ConvolutionArgs& args, Precision precision,
-                               const ConvolutionPostOps& post_ops) {
+                               const ConvolutionPostOps& post_ops,
+                               const ConvolutionHandoff& handoff) {
   static PrimitiveCache<ConvPrimitive>* primitives = new PrimitiveCache<ConvPrimitive>();
   const BatchNormFold* fold = post_ops.batch_norm;
   const bool has_bias = (bias && bias->defined()) || fold != nullptr;
@@ -214,13 +225,15 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   });
 
   // src: the user's tensor, converted into the primitive's layout and precision if needed.
-  dnnl::memory src = wrap(input, conv->src_user);
+  // A tensor handed over in oneDNN's layout is read as such.
+  const dnnl::memory::desc src_given =
+      handoff.input_layout ? *handoff.input_layout : conv->src_user;
+  dnnl::memory src = wrap(input, src_given);
   Reordered src_reordered;
   const dnnl::memory::desc src_desc = conv->pd.src_desc(0);
-  if (src_desc != conv->src_user) {
+  if (src_desc != src_given) {
     src_reordered = allocate(src_desc);
-    cached_reorder(conv->src_user, src_desc)
-        ->execute(thread_stream(), src, src_reordered.memory);
+    cached_reorder(src_given, src_desc)->execute(thread_stream(), src, src_reordered.memory);
     src = src_reordered.memory;
   }
 
@@ -260,7 +273,13 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
       at::empty(conv->output_sizes, at::TensorOptions(at::kFloat).memory_format(format));
   dnnl::memory dst_user = wrap(output, conv->dst_user);
   const dnnl::memory::desc dst_desc = conv->pd.dst_desc(0);
-  const bool dst_direct = dst_desc == conv->dst_user;
+  const bool keep = handoff.keep_output_layout && handoff.output_layout &&
+                    dst_desc.get_size() <= output.nbytes();
+  if (keep) {
+    dst_user = wrap(output, dst_desc);
+    *handoff.output_layout = dst_desc;
+  }
+  const bool dst_direct = keep || dst_desc == conv->dst_user;
   Reordered dst_buffer;
   dnnl::memory dst = dst_user;
   if (!dst_direct) {

@@ -38,10 +38,24 @@ struct ConvolutionPostOps {
 Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args);
 
+// Handing data between convolutions in oneDNN's layout (shim/fusion.h decides when):
+//   input_layout:  the input tensor's bytes are in this layout, not in its strides' layout;
+//   keep_output_layout: write the primitive's destination bytes into the output tensor's
+//                  storage as they are (no reorder) and say their layout in output_layout.
+struct ConvolutionHandoff {
+  const dnnl::memory::desc* input_layout = nullptr;
+  bool keep_output_layout = false;
+  dnnl::memory::desc* output_layout = nullptr;  // set when the output was kept
+};
+
+// Reorders a tensor whose bytes are in `layout` into a new tensor of its sizes and strides.
+at::Tensor from_layout(const at::Tensor& tensor, const dnnl::memory::desc& layout);
+
 // Requires convolution_support(...) == Fallback::none.
 at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight,
                                const c10::optional<at::Tensor>& bias,
                                const ConvolutionArgs& args, Precision precision,
-                               const ConvolutionPostOps& post_ops = {});
+                               const ConvolutionPostOps& post_ops = {},
+                               const ConvolutionHandoff& handoff = {});
 
 }  // namespace ipex_shim

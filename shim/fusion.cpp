@@ -51,6 +51,7 @@ struct Site {
   double eps = 0;
   Relu relu = Relu::none;
   MatmulActivation activation = MatmulActivation::none;  // linear sites
+  bool feeds_convolution = false;  // the chain's result goes straight into a conv2d
   bool off = false;  // a prediction failed here: never fuse this site again
 };
 
@@ -75,7 +76,8 @@ Site& site_for(Registry& reg, const void* weight) {
 }
 
 std::atomic<bool> g_enabled{false};
-std::atomic<uint64_t> g_fused{0}, g_fused_linears{0}, g_mispredictions{0}, g_repairs{0};
+std::atomic<uint64_t> g_fused{0}, g_fused_linears{0}, g_mispredictions{0}, g_repairs{0},
+    g_handoffs{0};
 
 // A tensor whose values are the fused chain's, not its own.
 struct Taint {
@@ -86,6 +88,8 @@ struct Taint {
   std::string allowed_op;  // the one op that may read it as it is ("" = none)
   Relu allowed_relu = Relu::none;
   const void* site;
+  // Set when the tensor's bytes are in this oneDNN layout (handed to the next convolution).
+  std::shared_ptr<const dnnl::memory::desc> layout;
 };
 
 // What an unfused op of a site last produced, for learning who consumes it.
@@ -114,6 +118,9 @@ struct Produced {
 struct ThreadState {
   std::vector<Taint> taints;
   Produced convolution, batch_norm, linear;
+  Produced chain_end;  // the last result of a convolution's chain (for the handoff)
+  // Storage of fused convolution outputs written in oneDNN's layout, and that layout.
+  std::vector<std::pair<c10::weak_intrusive_ptr<c10::StorageImpl>, dnnl::memory::desc>> kept;
 };
 
 ThreadState& state() {
@@ -135,22 +142,6 @@ void switch_off(const void* site) {
                 "fusion: a prediction failed (the program used a fused tensor differently); "
                 "values were recomputed and that op is no longer fused");
   }
-}
-
-// Gives the tainted tensor its correct value in fresh storage; its aliases keep the old one.
-void repair(Taint& taint) {
-  auto locked = taint.tensor.lock();
-  if (!locked) return;
-  at::Tensor correct;
-  {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-    correct = taint.correct_value();
-  }
-  TORCH_INTERNAL_ASSERT(correct.strides() == locked->strides(),
-                        "ipex_shim fusion: repaired value has another layout");
-  locked->set_storage_keep_dtype(correct.storage());
-  locked->set_storage_offset(correct.storage_offset());
-  g_repairs.fetch_add(1, std::memory_order_relaxed);
 }
 
 void drop_dead_taints(ThreadState& st) {
@@ -179,6 +170,27 @@ void erase_taint(ThreadState& st, Taint* taint) {
   if (st.taints.empty()) set_observing(false);
 }
 
+// Gives the tainted tensor its correct value in fresh storage (its aliases keep the old
+// one) and forgets the taint. The taint leaves the list before the value is computed: the
+// computation may repair others (a handed-over input first), which changes the list.
+void repair(ThreadState& st, Taint* taint) {
+  WeakTensor tensor = taint->tensor;
+  std::function<at::Tensor()> correct_value = std::move(taint->correct_value);
+  erase_taint(st, taint);
+  auto locked = tensor.lock();
+  if (!locked) return;
+  at::Tensor correct;
+  {
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    correct = correct_value();
+  }
+  TORCH_INTERNAL_ASSERT(correct.strides() == locked->strides(),
+                        "ipex_shim fusion: repaired value has another layout");
+  locked->set_storage_keep_dtype(correct.storage());
+  locked->set_storage_offset(correct.storage_offset());
+  g_repairs.fetch_add(1, std::memory_order_relaxed);
+}
+
 // A read of `tensor` by `op`: unless `op` is the predicted consumer, repair it. A read of
 // what a tainted tensor is computed from (it may be about to change) repairs that first.
 void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op) {
@@ -190,8 +202,7 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
       // still open: repair now, and do not predict this site again (it would repeat).
       g_mispredictions.fetch_add(1, std::memory_order_relaxed);
       switch_off(taint.site);
-      repair(taint);
-      erase_taint(st, &taint);
+      repair(st, &taint);
       continue;
     }
     ++i;
@@ -200,8 +211,7 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
   g_mispredictions.fetch_add(1, std::memory_order_relaxed);
   switch_off(taint->site);
-  repair(*taint);
-  erase_taint(st, taint);
+  repair(st, taint);
 }
 
 // The observer: sees every op of a thread that holds tainted tensors.
@@ -245,6 +255,27 @@ at::Tensor share_storage(const at::Tensor& tensor) {
   return shared;
 }
 
+// `tensor` ends a convolution chain: remember it for learning, and if its storage holds
+// oneDNN's layout, taint it so that only the next convolution reads it as it is.
+void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site) {
+  st.chain_end.record(tensor, nothing(), site);
+  const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
+  for (size_t i = 0; i < st.kept.size(); ++i) {
+    if (st.kept[i].first.lock().get() != storage) continue;
+    auto layout = std::make_shared<const dnnl::memory::desc>(st.kept[i].second);
+    st.kept.erase(st.kept.begin() + static_cast<long>(i));
+    WeakTensor self = weak(tensor);
+    st.taints.push_back(Taint{self, tensor.unsafeGetTensorImpl(), nothing(), nothing(),
+                              [self, layout] {
+                                auto locked = self.lock();
+                                return from_layout(at::Tensor(locked), *layout);
+                              },
+                              "aten::conv2d", Relu::none, site, layout});
+    set_observing(true);
+    return;
+  }
+}
+
 const char* relu_op_name(Relu kind) { return kind == Relu::in_place ? "aten::relu_" : "aten::relu"; }
 
 }  // namespace
@@ -281,6 +312,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   plan.relu = site.relu;
   if (!site.has_batch_norm) {  // conv -> relu
     plan.fuse = true;
+    plan.keep_layout = site.feeds_convolution;
     return plan;
   }
   auto gamma = site.gamma.lock(), beta = site.beta.lock(), mean = site.mean.lock(),
@@ -288,6 +320,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   if (!mean || !var || (site.has_gamma && !gamma) || (site.has_beta && !beta)) return plan;
   plan.fuse = true;
   plan.fold_batch_norm = true;
+  plan.keep_layout = site.feeds_convolution;
   plan.batch_norm.mean = at::Tensor(mean);
   plan.batch_norm.var = at::Tensor(var);
   if (site.has_gamma) plan.batch_norm.gamma = at::Tensor(gamma);
@@ -298,12 +331,25 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
 }
 
 void after_convolution(const at::Tensor& input, const at::Tensor& output,
-                       const ConvolutionPlan& plan, Recompute recompute) {
+                       const ConvolutionPlan& plan, Recompute recompute,
+                       const dnnl::memory::desc* kept_layout) {
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
+  if (const void* producer = st.chain_end.take_if_consumed_by(input, input._version())) {
+    if (input.dim() == 4) {  // the handoff is taught for conv2d consumers
+      Registry& reg = registry();
+      std::lock_guard<std::mutex> lock(reg.mutex);
+      auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
+      if (it != reg.sites.end() && !it->second.off) it->second.feeds_convolution = true;
+    }
+  }
   if (!plan.fuse) {
     st.convolution.record(output, weak(plan.weight), site);
     return;
+  }
+  if (kept_layout) {
+    st.kept.emplace_back(output.storage().getWeakStorageImpl(), *kept_layout);
+    if (st.kept.size() > 64) st.kept.erase(st.kept.begin());  // chains that never ended
   }
   g_fused.fetch_add(1, std::memory_order_relaxed);
   drop_dead_taints(st);
@@ -370,6 +416,8 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
     };
     add_taint(st, output, conv_input, conv_weight, before_relu, relu_op_name(site.relu),
               site.relu, site_id);
+  } else {
+    chain_ends(st, output, site_id);
   }
   return output;
 }
@@ -401,6 +449,7 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   site.eps = eps;
   site.relu = Relu::none;
   st.batch_norm.record(output, conv_weight, site_id);
+  st.chain_end.record(output, nothing(), site_id);
 }
 
 c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
@@ -408,13 +457,17 @@ c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
   if (st.taints.empty()) return c10::nullopt;
   Taint* taint = find_taint(st, input);
   if (taint == nullptr || taint->allowed_relu != kind) return c10::nullopt;
+  const void* site = taint->site;
   if (kind == Relu::in_place) {
     erase_taint(st, taint);  // relu_ makes its values right
+    chain_ends(st, input, site);
     return input;
   }
   taint->allowed_op.clear();
   taint->allowed_relu = Relu::none;
-  return share_storage(input);
+  at::Tensor output = share_storage(input);
+  chain_ends(st, output, site);
+  return output;
 }
 
 // Learns `activation` for the linear whose untouched output `input` is, if it is one.
@@ -498,7 +551,8 @@ void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t 
   learn_linear_activation(st, input, version_before, gelu_activation(approximate), Relu::none);
 }
 
-void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
+void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
+                uint32_t version_before) {
   if (!enabled()) return;
   ThreadState& st = state();
   learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
@@ -512,6 +566,7 @@ void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
     site.weight = conv_weight;
     site.has_batch_norm = false;
     site.relu = kind;
+    st.chain_end.record(output, nothing(), conv_site);
     return;
   }
   // `out = bn(out); out += identity; relu_(out)` is not bn -> relu: the add changed it.
@@ -522,12 +577,34 @@ void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before) {
   std::lock_guard<std::mutex> lock(reg.mutex);
   auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
   if (it != reg.sites.end() && !it->second.off) it->second.relu = kind;
+  st.chain_end.record(output, nothing(), site_id);
+}
+
+const dnnl::memory::desc* layout_of(const at::Tensor& input) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return nullptr;
+  Taint* taint = find_taint(st, input);
+  if (taint == nullptr || !taint->layout || taint->allowed_op != "aten::conv2d") return nullptr;
+  return taint->layout.get();
+}
+
+void consumed(const at::Tensor& input) {
+  ThreadState& st = state();
+  if (Taint* taint = find_taint(st, input)) taint->allowed_op.clear();
+  g_handoffs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void settle(const at::Tensor& input) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return;
+  if (Taint* taint = find_taint(st, input)) repair(st, taint);
 }
 
 Stats stats() {
   Stats out;
   out.fused_convolutions = g_fused.load();
   out.fused_linears = g_fused_linears.load();
+  out.handoffs = g_handoffs.load();
   out.mispredictions = g_mispredictions.load();
   out.repairs = g_repairs.load();
   Registry& reg = registry();

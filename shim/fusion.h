@@ -13,6 +13,12 @@
 // aliases hold values that are wrong for what they stand for (F should hold the raw
 // convolution), so each is "tainted" and carries a way to compute its correct value.
 //
+// Handing over. When a chain's result goes straight into a conv2d (learned like the rest),
+// the fused convolution leaves its result in oneDNN's layout and precision (the bytes of
+// the program's fp32 tensor hold, say, BF16 NHWC) and the next convolution reads them as
+// they are: two reorders saved. That tensor is tainted like the others, its correct value
+// being its bytes reordered into the program's layout.
+//
 // Detecting a failed prediction. While this thread holds tainted tensors, an observer key
 // (above the shim's own key) is enabled in the thread; its fallback sees every op and its
 // tensor arguments. An op other than the predicted consumer that reads a tainted tensor gets
@@ -48,6 +54,7 @@ struct ConvolutionPlan {
   bool fold_batch_norm = false;
   BatchNormFold batch_norm;
   Relu relu = Relu::none;
+  bool keep_layout = false;  // the chain's result goes to a conv2d: keep oneDNN's layout
   at::Tensor weight;  // the site: a convolution is known by its weight tensor
 };
 
@@ -57,9 +64,18 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight);
 // Computes the convolution with the given post-ops into a new tensor (for repairs).
 using Recompute = std::function<at::Tensor(const ConvolutionPostOps&)>;
 
-// The convolution wrapper, after computing `output` from `input` as `plan` said.
+// The convolution wrapper, after computing `output` from `input` as `plan` said;
+// `kept_layout`: the layout of the output's bytes when the kernel kept oneDNN's layout.
 void after_convolution(const at::Tensor& input, const at::Tensor& output,
-                       const ConvolutionPlan& plan, Recompute recompute);
+                       const ConvolutionPlan& plan, Recompute recompute,
+                       const dnnl::memory::desc* kept_layout);
+
+// The handoff between convolutions. layout_of: the oneDNN layout `input`'s bytes are in
+// when it was handed over for this convolution, else nullptr. consumed: the convolution read
+// it; any later reader gets it repaired. settle: repair it now (before stock reads it).
+const dnnl::memory::desc* layout_of(const at::Tensor& input);
+void consumed(const at::Tensor& input);
+void settle(const at::Tensor& input);
 
 // batch_norm wrapper: the answer when this call is the predicted one; else nullopt (the
 // wrapper runs stock and then calls after_batch_norm to learn).
@@ -92,11 +108,13 @@ void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t 
 
 c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind);
 // `version_before`: the input's version counter before the relu ran.
-void after_relu(const at::Tensor& input, Relu kind, uint32_t version_before);
+void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
+                uint32_t version_before);
 
 struct Stats {
   uint64_t fused_convolutions = 0;
   uint64_t fused_linears = 0;
+  uint64_t handoffs = 0;  // convolution inputs read in oneDNN's layout, no reorder
   uint64_t mispredictions = 0;
   uint64_t repairs = 0;
   size_t sites = 0;

@@ -25,10 +25,17 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
                                 c10::IntArrayRef padding, c10::IntArrayRef dilation,
                                 int64_t groups) {
   using Wrapped = Intercept<Op>;
-  if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
-    return Wrapped::stock_because(gate, input, weight, bias, stride, padding, dilation, groups);
+  // An input handed over in oneDNN's layout (fusion) is only for the shim's own kernel:
+  // every other path gets it in the program's layout first.
+  const dnnl::memory::desc* input_layout = fusion::layout_of(input);
+  auto stock = [&](Fallback why) {
+    if (input_layout) fusion::settle(input);
+    return Wrapped::stock_because(why, input, weight, bias, stride, padding, dilation, groups);
+  };
+  if (Fallback gate = float_kernel_gate(); gate != Fallback::none) return stock(gate);
   const Precision precision = lower_precision(Wrapped::stats());
   if (needs_grad(input, weight, bias)) {
+    if (input_layout) fusion::settle(input);
     if (precision == Precision::fp32)
       return with_grad<Op>(input, weight, bias, stride, padding, dilation, groups);
     return with_grad<Op>(to_bf16(input), to_bf16(weight), to_bf16(bias), stride, padding,
@@ -36,29 +43,44 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
   }
   ConvolutionArgs args{stride, padding, dilation, groups};
   const Fallback why = convolution_support(input, weight, bias, args);
-  return run_or_stock<Op>(
-      why, precision,
-      [&] {
-        if (!fusion::enabled()) return convolution_forward(input, weight, bias, args, precision);
-        fusion::ConvolutionPlan plan = fusion::plan_convolution(weight);
-        ConvolutionPostOps post_ops;
-        if (plan.fuse) {
-          post_ops.batch_norm = plan.fold_batch_norm ? &plan.batch_norm : nullptr;
-          post_ops.relu = plan.relu != fusion::Relu::none;
-        }
-        at::Tensor output = convolution_forward(input, weight, bias, args, precision, post_ops);
-        // What a repair of a failed prediction recomputes: the same call, other post-ops.
-        fusion::Recompute recompute = [input, weight, bias, stride = stride.vec(),
-                                       padding = padding.vec(), dilation = dilation.vec(),
-                                       groups, precision](const ConvolutionPostOps& ops) {
-          return convolution_forward(input, weight, bias,
-                                     ConvolutionArgs{stride, padding, dilation, groups},
-                                     precision, ops);
-        };
-        fusion::after_convolution(input, output, plan, std::move(recompute));
-        return output;
-      },
-      [&] { return Wrapped::stock(input, weight, bias, stride, padding, dilation, groups); });
+  if (why != Fallback::none) return stock(why);
+  try {
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    at::Tensor output;
+    if (!fusion::enabled()) {
+      output = convolution_forward(input, weight, bias, args, precision);
+    } else {
+      fusion::ConvolutionPlan plan = fusion::plan_convolution(weight);
+      ConvolutionPostOps post_ops;
+      if (plan.fuse) {
+        post_ops.batch_norm = plan.fold_batch_norm ? &plan.batch_norm : nullptr;
+        post_ops.relu = plan.relu != fusion::Relu::none;
+      }
+      dnnl::memory::desc kept;
+      ConvolutionHandoff handoff{input_layout, plan.keep_layout, &kept};
+      output = convolution_forward(input, weight, bias, args, precision, post_ops, handoff);
+      if (input_layout) fusion::consumed(input);
+      const bool was_kept = plan.keep_layout && kept.get_size() > 0;
+      // What a repair of a failed prediction recomputes: the same call, other post-ops,
+      // from the input as the program sees it.
+      const bool handed_over = input_layout != nullptr;
+      fusion::Recompute recompute = [input, weight, bias, stride = stride.vec(),
+                                     padding = padding.vec(), dilation = dilation.vec(), groups,
+                                     precision, handed_over](const ConvolutionPostOps& ops) {
+        if (handed_over) fusion::settle(input);  // its bytes back in the program's layout
+        return convolution_forward(input, weight, bias,
+                                   ConvolutionArgs{stride, padding, dilation, groups},
+                                   precision, ops);
+      };
+      fusion::after_convolution(input, output, plan, std::move(recompute),
+                                was_kept ? &kept : nullptr);
+    }
+    Wrapped::stats().count(path_for(precision));
+    return output;
+  } catch (const std::exception& error) {
+    report_kernel_error(op_display_name<Op>(), error);
+    return stock(Fallback::kernel_error);
+  }
 }
 
 template <class Op>

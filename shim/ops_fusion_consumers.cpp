@@ -52,11 +52,11 @@ Result relu_common(Input input) {
   const uint32_t version_before = learn ? input._version() : 0;
   if constexpr (kind == fusion::Relu::in_place) {
     Wrapped::pass_through(input);
-    if (learn) fusion::after_relu(input, kind, version_before);
+    if (learn) fusion::after_relu(input, input, kind, version_before);
     return input;
   } else {
     at::Tensor output = Wrapped::pass_through(input);
-    if (learn) fusion::after_relu(input, kind, version_before);
+    if (learn) fusion::after_relu(input, output, kind, version_before);
     return output;
   }
 }

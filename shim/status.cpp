@@ -63,6 +63,7 @@ std::string status_json() {
   status["fusion"] = {{"enabled", fusion::enabled()},
                       {"fused_convolutions", fused.fused_convolutions},
                       {"fused_linears", fused.fused_linears},
+                      {"handoffs", fused.handoffs},
                       {"mispredictions", fused.mispredictions},
                       {"repairs", fused.repairs},
                       {"sites", fused.sites},

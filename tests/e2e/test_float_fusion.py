@@ -96,7 +96,7 @@ def test_linear_activations_are_fused_and_failures_detected(runs, mode):
 @pytest.mark.parametrize("mode", ["fp32", "bf16"])
 def test_conv_relu_without_batch_norm_is_fused_and_failure_detected(runs, mode):
     counters = runs[mode][0]["counters"]
-    before, plain, twice = (counters["hook_reads_conv_output"], counters["conv_relu"],
+    before, plain, twice = (counters["handoff_other_consumer"], counters["conv_relu"],
                             counters["conv_relu_output_used_twice"])
     assert plain["fused_convolutions"] - before["fused_convolutions"] == 2, (before, plain)
     assert plain["mispredictions"] == before["mispredictions"], (before, plain)
@@ -137,3 +137,21 @@ def test_fusion_in_concurrent_threads_matches_the_unfused_pass(run_py, mode):
     assert max(report["errors"]) <= TOLERANCE[mode], report
     assert report["fusion"]["fused_convolutions"] == 12 * 20, report["fusion"]
     assert report["fusion"]["mispredictions"] == 0, report["fusion"]
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_handoff_between_convolutions_and_its_failures(runs, mode):
+    """conv->bn->relu_->conv: from pass 2 the first chain's result reaches the second conv in
+    oneDNN's layout (a handoff); reading it afterwards, or giving it to another op instead,
+    gets it repaired (values checked against stock in the first test)."""
+    counters = runs[mode][0]["counters"]
+    before = counters["hook_reads_conv_output"]
+    plain = counters["handoff"]
+    assert plain["handoffs"] - before["handoffs"] == 2, (before, plain)  # passes 2 and 3
+    assert plain["mispredictions"] == before["mispredictions"], (before, plain)
+    read_after = counters["handoff_read_after"]
+    assert read_after["handoffs"] - plain["handoffs"] >= 1, (plain, read_after)
+    assert read_after["repairs"] > plain["repairs"], (plain, read_after)
+    other = counters["handoff_other_consumer"]
+    assert other["repairs"] > read_after["repairs"], (read_after, other)
+    assert other["handoffs"] == read_after["handoffs"], (read_after, other)

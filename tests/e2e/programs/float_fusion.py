@@ -70,6 +70,43 @@ def run_mlp(activation, variant_after_learning):
     return outputs
 
 
+class TwoConvs(nn.Module):
+    """conv -> bn -> relu_ -> conv: the first chain hands its result to the second conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+        self.variant = "plain"
+
+    def forward(self, x):
+        b = self.relu(self.bn1(self.conv1(x)))
+        if self.variant == "other_consumer":
+            return torch.nn.functional.avg_pool2d(b, 2)   # not the learned convolution
+        y = self.conv2(b)
+        if self.variant == "read_after_handoff":
+            return y + b.mean()                          # reads the handed-over tensor
+        return y
+
+
+def run_two_convs(variant_after_learning):
+    torch.manual_seed(0)
+    model = TwoConvs()
+    with torch.no_grad():
+        model.bn1.running_mean.uniform_(-0.5, 0.5)
+        model.bn1.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    g = torch.Generator().manual_seed(4)
+    outputs = []
+    with torch.no_grad():
+        for i in range(3):
+            model.variant = "plain" if i == 0 else variant_after_learning
+            outputs.append(model(torch.randn(2, 3, 10, 10, generator=g)))
+    return outputs
+
+
 def run_conv_relu(variant_after_learning):
     """conv -> relu_ with no batch norm (VGG style); "twice" also reads the raw conv output."""
     torch.manual_seed(0)
@@ -131,6 +168,11 @@ def main():
         counters[name] = status()
     results["hook_reads_conv_output"] = run("plain", hook=True)
     counters["hook_reads_conv_output"] = status()
+    for name in ["handoff", "handoff_read_after", "handoff_other_consumer"]:
+        variant = {"handoff": "plain", "handoff_read_after": "read_after_handoff",
+                   "handoff_other_consumer": "other_consumer"}[name]
+        results[name] = run_two_convs(variant)
+        counters[name] = status()
     for name, variant in [("conv_relu", "plain"), ("conv_relu_output_used_twice", "twice")]:
         results[name] = run_conv_relu(variant)
         counters[name] = status()
