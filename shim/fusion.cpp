@@ -295,20 +295,28 @@ bool install(std::string* why) {
 
 bool enabled() { return g_enabled.load(std::memory_order_relaxed) && runtime_settings().fusion; }
 
+// The learned site of `weight`, when it is that very tensor's and still fusable; with
+// reg.mutex held. A site left by a dead tensor whose address was reused is dropped.
+const Site* live_site(Registry& reg, const at::Tensor& weight) {
+  auto it = reg.sites.find(weight.unsafeGetTensorImpl());
+  if (it == reg.sites.end()) return nullptr;
+  if (!same(it->second.weight, weight)) {
+    reg.sites.erase(it);
+    return nullptr;
+  }
+  return it->second.off ? nullptr : &it->second;
+}
+
 ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   ConvolutionPlan plan;
   plan.weight = weight;
   if (!enabled()) return plan;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.sites.find(weight.unsafeGetTensorImpl());
-  if (it == reg.sites.end()) return plan;
-  Site& site = it->second;
-  if (!same(site.weight, weight)) {  // another tensor at a recycled address: start over
-    reg.sites.erase(it);
-    return plan;
-  }
-  if (site.off || (!site.has_batch_norm && site.relu == Relu::none)) return plan;
+  const Site* found = live_site(reg, weight);
+  if (found == nullptr) return plan;
+  const Site& site = *found;
+  if (!site.has_batch_norm && site.relu == Relu::none) return plan;
   plan.relu = site.relu;
   if (!site.has_batch_norm) {  // conv -> relu
     plan.fuse = true;
@@ -492,17 +500,11 @@ LinearPlan plan_linear(const at::Tensor& weight) {
   if (!enabled()) return plan;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.sites.find(weight.unsafeGetTensorImpl());
-  if (it == reg.sites.end()) return plan;
-  if (!same(it->second.weight, weight)) {
-    reg.sites.erase(it);
-    return plan;
-  }
-  const Site& site = it->second;
-  if (site.off || site.activation == MatmulActivation::none) return plan;
+  const Site* site = live_site(reg, weight);
+  if (site == nullptr || site->activation == MatmulActivation::none) return plan;
   plan.fuse = true;
-  plan.activation = site.activation;
-  plan.relu = site.relu;
+  plan.activation = site->activation;
+  plan.relu = site->relu;
   return plan;
 }
 

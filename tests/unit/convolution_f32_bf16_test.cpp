@@ -21,13 +21,22 @@ struct ConvCase {
 
 class Convolution : public ::testing::TestWithParam<std::tuple<ConvCase, Precision>> {};
 
+// Seeded random input, weight and (if the case has one) bias for a case.
+struct ConvInputs {
+  at::Tensor input, weight;
+  c10::optional<at::Tensor> bias;
+};
+
+ConvInputs make_inputs(const ConvCase& c, uint64_t seed) {
+  at::manual_seed(seed);
+  ConvInputs made{at::randn(c.input), at::randn(c.weight), c10::nullopt};
+  if (c.bias) made.bias = at::randn({c.weight[0]});
+  return made;
+}
+
 TEST_P(Convolution, MatchesAtenReference) {
   const auto& [c, precision] = GetParam();
-  at::manual_seed(7);
-  at::Tensor input = at::randn(c.input);
-  at::Tensor weight = at::randn(c.weight);
-  c10::optional<at::Tensor> bias;
-  if (c.bias) bias = at::randn({c.weight[0]});
+  auto [input, weight, bias] = make_inputs(c, 7);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
   ASSERT_EQ(convolution_support(input, weight, bias, args), Fallback::none);
 
@@ -47,11 +56,7 @@ TEST_P(Convolution, MatchesAtenReference) {
 
 TEST_P(Convolution, ReluPostOpMatchesReluOfReference) {
   const auto& [c, precision] = GetParam();
-  at::manual_seed(8);
-  at::Tensor input = at::randn(c.input);
-  at::Tensor weight = at::randn(c.weight);
-  c10::optional<at::Tensor> bias;
-  if (c.bias) bias = at::randn({c.weight[0]});
+  auto [input, weight, bias] = make_inputs(c, 8);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
   at::Tensor expected = at::relu(at::convolution(input, weight, bias, c.stride, c.padding,
                                                  c.dilation, false,
@@ -64,11 +69,7 @@ TEST_P(Convolution, ReluPostOpMatchesReluOfReference) {
 
 TEST_P(Convolution, FoldedBatchNormMatchesConvThenBatchNorm) {
   const auto& [c, precision] = GetParam();
-  at::manual_seed(10);
-  at::Tensor input = at::randn(c.input);
-  at::Tensor weight = at::randn(c.weight);
-  c10::optional<at::Tensor> bias;
-  if (c.bias) bias = at::randn({c.weight[0]});
+  auto [input, weight, bias] = make_inputs(c, 10);
   const int64_t channels = c.weight[0];
   BatchNormFold fold{at::rand({channels}) + 0.5, at::randn({channels}), at::randn({channels}),
                      at::rand({channels}) + 0.1, 1e-3};
