@@ -4,6 +4,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/empty_strided.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
@@ -184,8 +185,15 @@ void repair(ThreadState& st, Taint* taint) {
     c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
     correct = correct_value();
   }
-  TORCH_INTERNAL_ASSERT(correct.strides() == locked->strides(),
-                        "ipex_shim fusion: repaired value has another layout");
+  if (correct.strides() != locked->strides() || correct.storage_offset() != 0) {
+    // Not expected (every correct value is made in the tensor's own layout), but the
+    // tensor's metadata must stay as the program knows it.
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    at::Tensor laid_out =
+        at::empty_strided(locked->sizes(), locked->strides(), correct.options());
+    laid_out.copy_(correct);
+    correct = laid_out;
+  }
   locked->set_storage_keep_dtype(correct.storage());
   locked->set_storage_offset(correct.storage_offset());
   g_repairs.fetch_add(1, std::memory_order_relaxed);
