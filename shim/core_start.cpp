@@ -39,8 +39,6 @@ void enable_in_new_thread() noexcept {
   }
 }
 
-bool float_kernels_mode_named(Mode mode) { return mode == Mode::fp32 || mode == Mode::bf16; }
-
 void print_summary_at_exit() {
   try {
     for (const std::string& line : summary_lines()) log_line(Severity::info, line);
@@ -144,7 +142,7 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
 
     register_introspection();
     register_overrides();
-    if (float_kernels_mode_named(settings.mode)) {
+    if (uses_float_kernels(settings.mode)) {
       apply_float_mode_config(settings_storage());
       std::string why;
       if (runtime_settings().fusion && !fusion::install(&why))

@@ -1,9 +1,7 @@
 #include "shim/fusion.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
@@ -91,6 +89,8 @@ struct Taint {
   const void* site;
   // Set when the tensor's bytes are in this oneDNN layout (handed to the next convolution).
   std::shared_ptr<const dnnl::memory::desc> layout;
+  // A fused convolution's taints: the call itself, to compute a part of its chain again.
+  Recompute convolution;
 };
 
 // What an unfused op of a site last produced, for learning who consumes it.
@@ -247,10 +247,10 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
 
 void add_taint(ThreadState& st, const at::Tensor& tensor, WeakTensor input, WeakTensor weight,
                std::function<at::Tensor()> correct, std::string allowed_op, Relu allowed_relu,
-               const void* site) {
+               const void* site, Recompute convolution = nullptr) {
   st.taints.push_back(Taint{weak(tensor), tensor.unsafeGetTensorImpl(), std::move(input),
                             std::move(weight), std::move(correct), std::move(allowed_op),
-                            allowed_relu, site});
+                            allowed_relu, site, nullptr, std::move(convolution)});
   set_observing(true);
 }
 
@@ -375,7 +375,7 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
   add_taint(st, output, weak(input), weak(plan.weight),
             [recompute] { return recompute(ConvolutionPostOps{}); },
             to_batch_norm ? "aten::batch_norm" : relu_op_name(plan.relu),
-            to_batch_norm ? Relu::none : plan.relu, site);
+            to_batch_norm ? Relu::none : plan.relu, site, recompute);
 }
 
 c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
@@ -400,38 +400,29 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
                          same_optional(site.gamma, site.has_gamma, weight) &&
                          same_optional(site.beta, site.has_beta, bias) &&
                          same_optional(site.mean, true, mean) && same_optional(site.var, true, var);
-  if (!predicted) {
+  if (!predicted || !taint->convolution) {
     check_read(st, input, "");  // repairs: the batch norm must see the raw convolution
     return c10::nullopt;
   }
   at::Tensor output = share_storage(input);
   const void* site_id = taint->site;
-  std::function<at::Tensor()> raw = taint->correct_value;
+  Recompute convolution = taint->convolution;
   WeakTensor conv_input = taint->input, conv_weight = taint->weight;
   taint->allowed_op.clear();  // from now on any read of the convolution's output repairs it
   if (site.relu != Relu::none) {
-    // The batch norm's result should not have the relu applied yet. Recompute it from the
-    // raw convolution the taint knows how to make, with the batch norm folded by stock ops.
+    // The batch norm's result should not have the relu applied yet: the same convolution
+    // with only the batch norm folded in.
     BatchNormFold fold;
     fold.mean = *mean;
     fold.var = *var;
     if (weight && weight->defined()) fold.gamma = *weight;
     if (bias && bias->defined()) fold.beta = *bias;
     fold.eps = eps;
-    auto before_relu = [raw, fold] {
-      at::Tensor conv = raw();
-      std::vector<int64_t> shape(conv.dim(), 1);
-      shape[1] = -1;
-      at::Tensor scale = (fold.var + fold.eps).rsqrt();
-      if (fold.gamma.defined()) scale = scale * fold.gamma;
-      at::Tensor shift = -fold.mean * scale;
-      if (fold.beta.defined()) shift = shift + fold.beta;
-      at::Tensor result = at::empty_like(conv);
-      result.copy_(conv * scale.reshape(shape) + shift.reshape(shape));
-      return result;
+    auto before_relu = [convolution, fold] {
+      return convolution(ConvolutionPostOps{&fold, false});
     };
     add_taint(st, output, conv_input, conv_weight, before_relu, relu_op_name(site.relu),
-              site.relu, site_id);
+              site.relu, site_id, convolution);
   } else {
     chain_ends(st, output, site_id);
   }

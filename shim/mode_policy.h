@@ -17,8 +17,7 @@ namespace ipex_shim {
 // bf16 modes, and never while torch.jit.trace records (the shim's key sits above the Tracer
 // key, so a kernel of ours would hide the op from the trace). Returns the reason otherwise.
 inline Fallback float_kernel_gate() {
-  Mode mode = runtime_settings().mode;
-  if (mode != Mode::fp32 && mode != Mode::bf16) return default_fallback_reason();
+  if (!uses_float_kernels(runtime_settings().mode)) return default_fallback_reason();
   if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) return Fallback::tracing;
   return Fallback::none;
 }
