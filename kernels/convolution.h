@@ -1,10 +1,11 @@
 // Convolution forward (1-D, 2-D, 3-D, direct or transposed; groups, stride, padding,
-// dilation, output padding, bias) on oneDNN, in fp32 or BF16, for calls that need no
+// dilation, output padding, bias) on oneDNN, in fp32, BF16 or INT8 (direct only), for calls that need no
 // gradient. Results are fp32 in the memory format stock PyTorch would return.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/int8.h"
 #include "kernels/onednn_context.h"
 #include "shim/op_stats.h"
 
@@ -32,6 +33,12 @@ struct BatchNormFold {
 struct ConvolutionPostOps {
   const BatchNormFold* batch_norm = nullptr;  // not for transposed convolutions
   bool relu = false;
+  // A tensor of the result's shape added before the relu (a residual connection). Its bytes
+  // are in `sum_layout` when given (a tensor handed over in oneDNN's layout; INT8 bytes with
+  // scale `sum_scale`), else in its strides' layout.
+  const at::Tensor* sum = nullptr;
+  const dnnl::memory::desc* sum_layout = nullptr;
+  float sum_scale = 1.f;
 };
 
 // Why a case cannot run on the kernel, or Fallback::none when it can.
@@ -42,20 +49,29 @@ Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
 //   input_layout:  the input tensor's bytes are in this layout, not in its strides' layout;
 //   keep_output_layout: write the primitive's destination bytes into the output tensor's
 //                  storage as they are (no reorder) and say their layout in output_layout.
+//   input_scale:   when the handed-over bytes are INT8, their scale (1 for floating point).
 struct ConvolutionHandoff {
   const dnnl::memory::desc* input_layout = nullptr;
+  float input_scale = 1.f;
   bool keep_output_layout = false;
   dnnl::memory::desc* output_layout = nullptr;  // set when the output was kept
 };
 
-// Reorders a tensor whose bytes are in `layout` into a new tensor of its sizes and strides.
-at::Tensor from_layout(const at::Tensor& tensor, const dnnl::memory::desc& layout);
+// Reorders a tensor whose bytes are in `layout` into a new tensor of its sizes and strides;
+// INT8 bytes (quantised with `scale`) come back as fp32 values.
+at::Tensor from_layout(const at::Tensor& tensor, const dnnl::memory::desc& layout,
+                       float scale = 1.f);
+
+// INT8: int8_convolution_support(...) must also be none; then `int8` says how to quantise
+// (kernels/int8.h) and `precision` is not used.
+Fallback int8_convolution_support(const at::Tensor& input, const ConvolutionArgs& args);
 
 // Requires convolution_support(...) == Fallback::none.
 at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight,
                                const c10::optional<at::Tensor>& bias,
                                const ConvolutionArgs& args, Precision precision,
                                const ConvolutionPostOps& post_ops = {},
-                               const ConvolutionHandoff& handoff = {});
+                               const ConvolutionHandoff& handoff = {},
+                               const Int8Spec* int8 = nullptr);
 
 }  // namespace ipex_shim

@@ -3,7 +3,10 @@
 // layout differ, an argument map, execute.
 #include "kernels/matmul.h"
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
+
+#include <stdexcept>
 
 #include "kernels/primitive_cache.h"
 #include "kernels/weight_cache.h"
@@ -57,50 +60,113 @@ Fallback linear_support(const at::Tensor& input, const at::Tensor& weight,
 
 at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                           const c10::optional<at::Tensor>& bias, Precision precision,
-                          MatmulActivation activation) {
+                          MatmulActivation activation, const Int8Spec* int8) {
   static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
   const int64_t in_features = weight.size(1);
   const int64_t out_features = weight.size(0);
   const bool has_bias = bias && bias->defined();
 
-  // src: x viewed as (M, K), in the compute precision.
-  at::Tensor src_tensor = in_precision(input.reshape({-1, in_features}).contiguous(), precision);
+  // src: x viewed as (M, K), in the compute precision (INT8: quantised below).
+  at::Tensor src_tensor = input.reshape({-1, in_features}).contiguous();
+  if (!int8) src_tensor = in_precision(src_tensor, precision);
   const int64_t rows = src_tensor.size(0);
 
-  KeyBuilder key;
-  key.add(rows).add(in_features).add(out_features).add(has_bias).add(precision).add(activation);
-  auto matmul = primitives->get(key.take(), [&] {
-    const dt compute = to_dnnl(precision);
-    auto src_md = dnnl::memory::desc({rows, in_features}, compute, tag::ab);
-    auto weights_md = dnnl::memory::desc({in_features, out_features}, compute, tag::any);
+  KeyBuilder shape_key;
+  shape_key.add(rows).add(in_features).add(out_features).add(has_bias).add(precision);
+  shape_key.add(activation).add(int8 != nullptr);
+  if (int8) shape_key.add(int8->input_uint8);
+  std::string key = shape_key.take();
+  auto make = [&](const std::vector<float>& output_scales) {
+    const dt src_type = int8 ? activation_type(int8->input_uint8) : to_dnnl(precision);
+    const dt weights_type = int8 ? dt::s8 : to_dnnl(precision);
+    auto src_md = dnnl::memory::desc({rows, in_features}, src_type, tag::ab);
+    auto weights_md = dnnl::memory::desc({in_features, out_features}, weights_type, tag::any);
     auto bias_md = dnnl::memory::desc({1, out_features}, dt::f32, tag::ab);
     auto dst_md = dnnl::memory::desc({rows, out_features}, dt::f32, tag::ab);
     auto desc = has_bias ? dnnl::matmul::desc(src_md, weights_md, bias_md, dst_md)
                          : dnnl::matmul::desc(src_md, weights_md, dst_md);
-    auto pd = dnnl::matmul::primitive_desc(desc, attr_for(activation, 1.f), cpu_engine());
+    dnnl::primitive_attr attr = attr_for(activation, 1.f);
+    if (!output_scales.empty())
+      attr.set_output_scales(output_scales.size() > 1 ? 1 << 1 : 0, output_scales);
+    auto pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
     return MatmulPrimitive{pd, dnnl::matmul(pd)};
-  });
+  };
 
-  // weights: W^T (K, N) is W read with swapped strides; packed once per layout.
-  const dnnl::memory::desc weights_desc = matmul->pd.weights_desc();
-  PackedWeight packed = weight_cache().get(weight, KeyBuilder().add(weights_desc).take(), {}, [&] {
+  // weights: W^T (K, N) is W read with swapped strides; packed once per layout. INT8: the
+  // layout comes from a primitive without scales, the scales from the packed weights.
+  dnnl::memory::desc weights_desc;
+  std::shared_ptr<const MatmulPrimitive> matmul;
+  if (int8) {
+    weights_desc = primitives->get(key + "layout", [&] { return make({}); })->pd.weights_desc();
+  } else {
+    matmul = primitives->get(key, [&] { return make({}); });
+    weights_desc = matmul->pd.weights_desc();
+  }
+  KeyBuilder variant;
+  variant.add(weights_desc);
+  std::vector<at::Tensor> depends_on;
+  if (int8) {
+    variant.add(int8->input_scale).add(int8->weight_per_channel);
+    if (has_bias) depends_on.push_back(*bias);
+  }
+  PackedWeight packed = weight_cache().get(weight, variant.take(), depends_on, [&] {
     dnnl::memory::desc user({in_features, out_features}, dt::f32,
                             {weight.stride(1), weight.stride(0)});
-    Reordered out = reorder_to(wrap(weight, user), weights_desc);
-    return PackedWeight{out.storage, out.memory};
+    if (!int8) {
+      Reordered out = reorder_to(wrap(weight, user), weights_desc);
+      return PackedWeight{out.storage, out.memory};
+    }
+    at::Tensor scales = weight_scales(weight, int8->weight_per_channel);
+    const float* values = scales.data_ptr<float>();
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(1 << 1, std::vector<float>(values, values + scales.numel()));
+    // Quantised into a plain s8 matrix first, then packed: oneDNN has no single reorder from
+    // a transposed f32 view to the packed s8 layout with compensation (s8 sources need it).
+    Reordered plain = allocate(dnnl::memory::desc({in_features, out_features}, dt::s8, tag::ab));
+    dnnl::memory from = wrap(weight, user);
+    dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), user, cpu_engine(),
+                                                plain.memory.get_desc(), attr))
+        .execute(thread_stream(), from, plain.memory);
+    Reordered out = allocate(weights_desc);
+    dnnl::reorder(plain.memory, out.memory).execute(thread_stream(), plain.memory, out.memory);
+    thread_stream().wait();
+    at::Tensor bias_units;
+    if (has_bias) bias_units = (*bias * (scales * int8->input_scale)).contiguous();
+    return PackedWeight{out.storage, out.memory, bias_units, scales};
   });
+
+  Reordered quantised;
+  if (int8) {
+    const float* values = packed.scales.data_ptr<float>();
+    std::vector<float> output_scales;
+    bool uniform = true;
+    for (int64_t n = 0; n < out_features; ++n) {
+      output_scales.push_back(1.f / (int8->input_scale * values[n]));
+      uniform = uniform && output_scales.back() == output_scales.front();
+    }
+    if (uniform) output_scales.resize(1);
+    KeyBuilder scaled;
+    scaled.add_range(output_scales);
+    matmul = primitives->get(key + scaled.take(), [&] { return make(output_scales); });
+    if (matmul->pd.weights_desc() != weights_desc)
+      throw std::runtime_error("INT8 linear: weights layout differs with scales");
+    quantised = allocate(matmul->pd.src_desc());
+    dnnl::memory from = wrap(src_tensor, strided_desc(src_tensor));
+    cached_scaled_reorder(from.get_desc(), matmul->pd.src_desc(), int8->input_scale)
+        ->execute(thread_stream(), from, quantised.memory);
+  }
 
   std::vector<int64_t> output_sizes = input.sizes().vec();
   output_sizes.back() = out_features;
   at::Tensor output = at::empty(output_sizes, at::TensorOptions(at::kFloat));
 
   std::unordered_map<int, dnnl::memory> arguments = {
-      {DNNL_ARG_SRC, wrap(src_tensor, matmul->pd.src_desc())},
+      {DNNL_ARG_SRC, int8 ? quantised.memory : wrap(src_tensor, matmul->pd.src_desc())},
       {DNNL_ARG_WEIGHTS, packed.memory},
       {DNNL_ARG_DST, wrap(output, matmul->pd.dst_desc())}};
   at::Tensor bias_contiguous;
   if (has_bias) {
-    bias_contiguous = bias->contiguous();
+    bias_contiguous = int8 ? packed.bias : bias->contiguous();
     arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, matmul->pd.bias_desc()));
   }
   execute(matmul->primitive, matmul->pd, std::move(arguments));
@@ -170,6 +236,52 @@ at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision pr
       {DNNL_ARG_DST, wrap(output, dst_md)}};
   if (bias.defined()) arguments.emplace(DNNL_ARG_BIAS, wrap(bias_tensor, bias_md));
   execute(matmul->primitive, matmul->pd, std::move(arguments));
+  return output;
+}
+
+namespace {
+
+// A copy of `tensor` quantised with `scale` into a contiguous s8/u8 tensor.
+at::Tensor quantise(const at::Tensor& tensor, float scale, bool uint8) {
+  at::Tensor out = at::empty(tensor.sizes(), at::TensorOptions(uint8 ? at::kByte : at::kChar));
+  dnnl::memory from = wrap(tensor, strided_desc(tensor));
+  dnnl::memory to = wrap(out, strided_desc(out));
+  cached_scaled_reorder(from.get_desc(), to.get_desc(), scale)
+      ->execute(thread_stream(), from, to);
+  thread_stream().wait();
+  return out;
+}
+
+}  // namespace
+
+at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
+                               const Int8MatmulSpec& spec) {
+  static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
+  at::Tensor qa = quantise(a, spec.a_scale, spec.a_uint8);
+  at::Tensor qb = quantise(b, spec.b_scale, false);
+  std::vector<int64_t> output_sizes;
+  for (int64_t d = 0; d < a.dim() - 2; ++d) output_sizes.push_back(std::max(a.size(d), b.size(d)));
+  output_sizes.push_back(a.size(-2));
+  output_sizes.push_back(b.size(-1));
+  at::Tensor output = at::empty(output_sizes, at::TensorOptions(at::kFloat));
+  // Batch dimensions of size 1 broadcast (oneDNN's matmul repeats them).
+  auto src_md = strided_desc(qa);
+  auto weights_md = strided_desc(qb);
+  auto dst_md = strided_desc(output);
+  const float output_scale = 1.f / (spec.a_scale * spec.b_scale);
+  KeyBuilder key;
+  key.add(src_md).add(weights_md).add(dst_md).add(output_scale);
+  auto matmul = primitives->get(key.take(), [&] {
+    dnnl::primitive_attr attr = base_attr();
+    attr.set_output_scales(0, {output_scale});
+    auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), attr,
+                                           cpu_engine());
+    return MatmulPrimitive{pd, dnnl::matmul(pd)};
+  });
+  execute(matmul->primitive, matmul->pd,
+          {{DNNL_ARG_SRC, wrap(qa, src_md)},
+           {DNNL_ARG_WEIGHTS, wrap(qb, weights_md)},
+           {DNNL_ARG_DST, wrap(output, dst_md)}});
   return output;
 }
 

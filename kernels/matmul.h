@@ -1,4 +1,4 @@
-// Matrix products on oneDNN's matmul primitive, in fp32 or BF16, for calls that need no
+// Matrix products on oneDNN's matmul primitive, in fp32 or BF16 (linear also INT8), for calls that need no
 // gradient; results are fp32 and contiguous, as stock PyTorch returns them.
 //   linear_forward:  y = x W^T + b, the weight packed once through the weight cache.
 //   batched_matmul:  C = A B for two activations of equal rank >= 2, batch dimensions equal
@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/int8.h"
 #include "kernels/onednn_context.h"
 #include "shim/op_stats.h"
 
@@ -19,7 +20,8 @@ Fallback linear_support(const at::Tensor& input, const at::Tensor& weight,
 
 at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                           const c10::optional<at::Tensor>& bias, Precision precision,
-                          MatmulActivation activation = MatmulActivation::none);
+                          MatmulActivation activation = MatmulActivation::none,
+                          const Int8Spec* int8 = nullptr);
 
 Fallback batched_matmul_support(const at::Tensor& a, const at::Tensor& b);
 
@@ -27,5 +29,10 @@ Fallback batched_matmul_support(const at::Tensor& a, const at::Tensor& b);
 // (shape (N), (1, N) or C's shape). alpha must not be 0 when a bias is given.
 at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision precision,
                           float alpha = 1.f, const at::Tensor& bias = at::Tensor());
+
+// C = A B in INT8: A and B quantised with the spec's scales (any strides), s32 products,
+// fp32 result. Same shapes as batched_matmul (without alpha and bias).
+at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
+                               const Int8MatmulSpec& spec);
 
 }  // namespace ipex_shim

@@ -29,6 +29,7 @@ struct PackedWeight {
   at::Tensor storage;     // owns the packed bytes
   dnnl::memory memory;    // describes them in the primitive's layout
   at::Tensor bias;        // a bias computed with the weight (a folded batch norm's), if any
+  at::Tensor scales;      // INT8: the weight's quantisation scales per output channel
 };
 
 class WeightCache {

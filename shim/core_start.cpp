@@ -10,6 +10,8 @@
 #include "config/json_file.h"
 #include "shim/dispatch_key.h"
 #include "shim/fusion.h"
+#include "shim/int8_calibration.h"
+#include "shim/int8_inference.h"
 #include "shim/log.h"
 #include "shim/registration.h"
 #include "shim/runtime.h"
@@ -91,7 +93,8 @@ const std::string& config_state() { return config_state_storage(); }
 void set_runtime_settings(const Settings& settings) { settings_storage() = settings; }
 
 const std::vector<Mode>& implemented_modes() {
-  static const std::vector<Mode> modes = {Mode::fp32, Mode::bf16};
+  static const std::vector<Mode> modes = {Mode::fp32, Mode::bf16, Mode::calibration,
+                                          Mode::int8};
   return modes;
 }
 
@@ -138,12 +141,28 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
 
     // DESIGN.md fact 7: torch 1.13 defaults to half the hardware threads and oneDNN follows
     // OpenMP's setting, so use every CPU we may run on unless the user chose.
-    if (!settings.threads_from_env) at::set_num_threads(settings.num_threads);
+    // Calibration keeps stock's thread count: its results must be bit-identical to stock's
+    // (a reduction split over more threads rounds differently).
+    if (!settings.threads_from_env && settings.mode != Mode::calibration)
+      at::set_num_threads(settings.num_threads);
 
     register_introspection();
     register_overrides();
-    if (uses_float_kernels(settings.mode)) {
+    if (settings.mode == Mode::fp32 || settings.mode == Mode::bf16)
       apply_float_mode_config(settings_storage());
+    if (settings.mode == Mode::int8)
+      set_config_state(int8::load_config(settings, &input_problem));
+    if (settings.mode == Mode::calibration) {
+      std::string why;
+      if (calibration::start(settings, &why)) {
+        set_config_state("to be written at exit");
+      } else {
+        input_problem(settings, "calibration does not start: " + why +
+                                    (settings.strict ? "" : "; the program runs on stock PyTorch"));
+        set_config_state("not used: " + why);
+      }
+    }
+    if (uses_float_kernels(settings.mode)) {
       std::string why;
       if (runtime_settings().fusion && !fusion::install(&why))
         log_line(Severity::warning, "fusion is off: " + why);

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <stdexcept>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -51,6 +52,11 @@ struct Site {
   Relu relu = Relu::none;
   MatmulActivation activation = MatmulActivation::none;  // linear sites
   bool feeds_convolution = false;  // the chain's result goes straight into a conv2d
+  WeakTensor next_weight = nothing();  // that conv2d's weight
+  // INT8: `out += identity` after the batch norm, the identity being the input of the
+  // convolution `sum_from` (in the same pass); `relu` is then the relu after the add.
+  bool has_sum = false;
+  const void* sum_from = nullptr;
   bool off = false;  // a prediction failed here: never fuse this site again
 };
 
@@ -89,6 +95,9 @@ struct Taint {
   const void* site;
   // Set when the tensor's bytes are in this oneDNN layout (handed to the next convolution).
   std::shared_ptr<const dnnl::memory::desc> layout;
+  float layout_scale = 1.f;  // INT8 bytes: their scale
+  WeakTensor sum_other = nothing();  // a fused add's other operand (allowed_op "aten::add_")
+  uint32_t sum_version = 0;          // its version when the convolution added it
   // A fused convolution's taints: the call itself, to compute a part of its chain again.
   Recompute convolution;
 };
@@ -120,8 +129,17 @@ struct ThreadState {
   std::vector<Taint> taints;
   Produced convolution, batch_norm, linear;
   Produced chain_end;  // the last result of a convolution's chain (for the handoff)
+  Produced sum;        // a batch norm's result after `+= identity` (INT8 learning)
+  // Per convolution site, the input of its last call in this thread: the identity a later
+  // convolution of the same residual block adds.
+  std::unordered_map<const void*, WeakTensor> last_input;
   // Storage of fused convolution outputs written in oneDNN's layout, and that layout.
-  std::vector<std::pair<c10::weak_intrusive_ptr<c10::StorageImpl>, dnnl::memory::desc>> kept;
+  struct Kept {
+    c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+    dnnl::memory::desc layout;
+    float scale;  // INT8: the bytes' scale; 1 for floating point
+  };
+  std::vector<Kept> kept;
 };
 
 ThreadState& state() {
@@ -229,7 +247,20 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
   if (!st.taints.empty()) {
     const std::string& name = op.schema().name();
     const size_t count = op.schema().arguments().size();
+    // The fused `out += identity`: the identity is read by the convolution that fused it,
+    // not by this add_ (which the shim answers), so it must not be repaired here.
+    const at::Tensor* skip = nullptr;
+    if (name == "aten::add_" && count >= 2) {
+      auto args = torch::jit::last(*stack, count);
+      if (args[0].isTensor() && args[1].isTensor()) {
+        Taint* self = find_taint(st, args[0].toTensor());
+        if (self && self->allowed_op == "aten::add_" && same(self->sum_other, args[1].toTensor()) &&
+            args[1].toTensor()._version() == self->sum_version)
+          skip = &args[1].toTensor();
+      }
+    }
     for (const c10::IValue& value : torch::jit::last(*stack, count)) {
+      if (skip && value.isTensor() && value.toTensor().is_same(*skip)) continue;
       if (value.isTensor()) {
         check_read(st, value.toTensor(), name);
       } else if (value.isTensorList()) {
@@ -250,7 +281,8 @@ void add_taint(ThreadState& st, const at::Tensor& tensor, WeakTensor input, Weak
                const void* site, Recompute convolution = nullptr) {
   st.taints.push_back(Taint{weak(tensor), tensor.unsafeGetTensorImpl(), std::move(input),
                             std::move(weight), std::move(correct), std::move(allowed_op),
-                            allowed_relu, site, nullptr, std::move(convolution)});
+                            allowed_relu, site, nullptr, 1.f, nothing(), 0,
+                            std::move(convolution)});
   set_observing(true);
 }
 
@@ -269,16 +301,18 @@ void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site) {
   st.chain_end.record(tensor, nothing(), site);
   const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
   for (size_t i = 0; i < st.kept.size(); ++i) {
-    if (st.kept[i].first.lock().get() != storage) continue;
-    auto layout = std::make_shared<const dnnl::memory::desc>(st.kept[i].second);
+    if (st.kept[i].storage.lock().get() != storage) continue;
+    auto layout = std::make_shared<const dnnl::memory::desc>(st.kept[i].layout);
+    const float scale = st.kept[i].scale;
     st.kept.erase(st.kept.begin() + static_cast<long>(i));
     WeakTensor self = weak(tensor);
     st.taints.push_back(Taint{self, tensor.unsafeGetTensorImpl(), nothing(), nothing(),
-                              [self, layout] {
+                              [self, layout, scale] {
                                 auto locked = self.lock();
-                                return from_layout(at::Tensor(locked), *layout);
+                                return from_layout(at::Tensor(locked), *layout, scale);
                               },
-                              "aten::conv2d", Relu::none, site, layout});
+                              "aten::conv2d", Relu::none, site, layout, scale, nothing(), 0,
+                              nullptr});
     set_observing(true);
     return;
   }
@@ -326,6 +360,21 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   const Site& site = *found;
   if (!site.has_batch_norm && site.relu == Relu::none) return plan;
   plan.relu = site.relu;
+  if (site.feeds_convolution) {
+    if (auto next = site.next_weight.lock()) plan.next_weight = at::Tensor(next);
+  }
+  if (site.has_sum) {
+    // The relu comes after the add: without the identity, only the batch norm is fused.
+    plan.relu = Relu::none;
+    ThreadState& st = state();
+    auto found = st.last_input.find(site.sum_from);
+    if (found != st.last_input.end()) {
+      if (auto identity = found->second.lock()) {
+        plan.sum = at::Tensor(identity);
+        plan.relu = site.relu;
+      }
+    }
+  }
   if (!site.has_batch_norm) {  // conv -> relu
     plan.fuse = true;
     plan.keep_layout = site.feeds_convolution;
@@ -342,21 +391,28 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   if (site.has_gamma) plan.batch_norm.gamma = at::Tensor(gamma);
   if (site.has_beta) plan.batch_norm.beta = at::Tensor(beta);
   plan.batch_norm.eps = site.eps;
-  plan.relu = site.relu;
   return plan;
 }
 
 void after_convolution(const at::Tensor& input, const at::Tensor& output,
                        const ConvolutionPlan& plan, Recompute recompute,
-                       const dnnl::memory::desc* kept_layout) {
+                       const dnnl::memory::desc* kept_layout, float kept_scale) {
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
+  if (st.last_input.size() > 256) {
+    for (auto it = st.last_input.begin(); it != st.last_input.end();)
+      it = it->second.expired() ? st.last_input.erase(it) : std::next(it);
+  }
+  st.last_input.insert_or_assign(site, weak(input));
   if (const void* producer = st.chain_end.take_if_consumed_by(input, input._version())) {
     if (input.dim() == 4) {  // the handoff is taught for conv2d consumers
       Registry& reg = registry();
       std::lock_guard<std::mutex> lock(reg.mutex);
       auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
-      if (it != reg.sites.end() && !it->second.off) it->second.feeds_convolution = true;
+      if (it != reg.sites.end() && !it->second.off) {
+        it->second.feeds_convolution = true;
+        it->second.next_weight = weak(plan.weight);
+      }
     }
   }
   if (!plan.fuse) {
@@ -364,7 +420,7 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
     return;
   }
   if (kept_layout) {
-    st.kept.emplace_back(output.storage().getWeakStorageImpl(), *kept_layout);
+    st.kept.push_back({output.storage().getWeakStorageImpl(), *kept_layout, kept_scale});
     if (st.kept.size() > 64) st.kept.erase(st.kept.begin());  // chains that never ended
   }
   g_fused.fetch_add(1, std::memory_order_relaxed);
@@ -376,6 +432,10 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
             [recompute] { return recompute(ConvolutionPostOps{}); },
             to_batch_norm ? "aten::batch_norm" : relu_op_name(plan.relu),
             to_batch_norm ? Relu::none : plan.relu, site, recompute);
+  if (plan.sum.defined()) {
+    st.taints.back().sum_other = weak(plan.sum);
+    st.taints.back().sum_version = plan.sum._version();
+  }
 }
 
 c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
@@ -408,8 +468,25 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
   const void* site_id = taint->site;
   Recompute convolution = taint->convolution;
   WeakTensor conv_input = taint->input, conv_weight = taint->weight;
+  WeakTensor sum_other = taint->sum_other;
+  const uint32_t sum_version = taint->sum_version;
   taint->allowed_op.clear();  // from now on any read of the convolution's output repairs it
-  if (site.relu != Relu::none) {
+  if (!sum_other.expired()) {
+    // Next comes `out += identity`, which the convolution already did.
+    BatchNormFold fold;
+    fold.mean = *mean;
+    fold.var = *var;
+    if (weight && weight->defined()) fold.gamma = *weight;
+    if (bias && bias->defined()) fold.beta = *bias;
+    fold.eps = eps;
+    auto before_add = [convolution, fold] {
+      return convolution(ConvolutionPostOps{&fold, false});
+    };
+    add_taint(st, output, conv_input, conv_weight, before_add, "aten::add_", Relu::none,
+              site_id, convolution);
+    st.taints.back().sum_other = sum_other;
+    st.taints.back().sum_version = sum_version;
+  } else if (site.relu != Relu::none && !site.has_sum) {
     // The batch norm's result should not have the relu applied yet: the same convolution
     // with only the batch norm folded in.
     BatchNormFold fold;
@@ -455,8 +532,88 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   site.var = weak(*var);
   site.eps = eps;
   site.relu = Relu::none;
+  site.has_sum = false;  // learned again by after_add
   st.batch_norm.record(output, conv_weight, site_id);
   st.chain_end.record(output, nothing(), site_id);
+}
+
+bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return false;
+  Taint* taint = find_taint(st, self);
+  if (taint == nullptr || taint->allowed_op != "aten::add_") return false;
+  // The identity must be the one added, unchanged since (an in-place update in between
+  // would make the fused sum stale).
+  if (!same(taint->sum_other, other) || other._version() != taint->sum_version ||
+      alpha.isComplex() || alpha.toDouble() != 1.0) {
+    check_read(st, self, "");  // another add than the one fused: repair first
+    return false;
+  }
+  Relu relu = Relu::none;
+  {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(taint->site));
+    if (it != reg.sites.end()) relu = it->second.relu;
+  }
+  const void* site = taint->site;
+  if (relu == Relu::none) {
+    erase_taint(st, taint);
+    chain_ends(st, self, site);
+    return true;
+  }
+  // Before the relu: the batch norm's value plus the identity's.
+  std::function<at::Tensor()> before_add = std::move(taint->correct_value);
+  WeakTensor identity = taint->sum_other;
+  taint->correct_value = [before_add, identity] {
+    at::Tensor value = before_add();
+    auto locked = identity.lock();
+    if (!locked) throw std::runtime_error("the fused add's identity is gone");
+    at::Tensor addend(locked);
+    settle(addend);  // its values, not bytes handed over in oneDNN's layout
+    return value.add_(addend);
+  };
+  taint->allowed_op = relu_op_name(relu);
+  taint->allowed_relu = relu;
+  taint->sum_other = nothing();
+  return true;
+}
+
+void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
+               uint32_t version_before) {
+  if (!enabled()) return;
+  ThreadState& st = state();
+  const WeakTensor conv_weight = st.batch_norm.weight;
+  const void* site_id = st.batch_norm.take_if_consumed_by(self, version_before);
+  if (site_id == nullptr || alpha.isComplex() || alpha.toDouble() != 1.0) return;
+  if (!other.sizes().equals(self.sizes()) || other.scalar_type() != self.scalar_type()) return;
+  const void* from = nullptr;
+  for (const auto& [conv_site, input] : st.last_input)
+    if (same(input, other)) from = conv_site;
+  if (from == nullptr) return;  // not a block's input: computed later, cannot be fused
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
+  if (it == reg.sites.end() || it->second.off || !it->second.has_batch_norm) return;
+  it->second.has_sum = true;
+  it->second.sum_from = from;
+  it->second.relu = Relu::none;
+  st.sum.record(self, conv_weight, site_id);
+  st.chain_end.record(self, nothing(), site_id);
+}
+
+const dnnl::memory::desc* addend_layout(const at::Tensor& tensor, float* scale) {
+  *scale = 1.f;
+  ThreadState& st = state();
+  if (st.taints.empty()) return nullptr;
+  Taint* taint = find_taint(st, tensor);
+  if (taint == nullptr) return nullptr;
+  if (!taint->layout) {  // a fused value that is not yet right for this tensor
+    repair(st, taint);
+    return nullptr;
+  }
+  *scale = taint->layout_scale;
+  return taint->layout.get();
 }
 
 c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
@@ -570,6 +727,15 @@ void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
     st.chain_end.record(output, nothing(), conv_site);
     return;
   }
+  // INT8: `out = bn(out); out += identity; relu_(out)`, the add learned by after_add.
+  if (const void* sum_site = st.sum.take_if_consumed_by(input, version_before)) {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(sum_site));
+    if (it != reg.sites.end() && !it->second.off && it->second.has_sum) it->second.relu = kind;
+    st.chain_end.record(output, nothing(), sum_site);
+    return;
+  }
   // `out = bn(out); out += identity; relu_(out)` is not bn -> relu: the add changed it.
   const void* site_id = st.batch_norm.take_if_consumed_by(input, version_before);
   const bool follows = site_id != nullptr;
@@ -589,9 +755,16 @@ const dnnl::memory::desc* layout_of(const at::Tensor& input) {
   return taint->layout.get();
 }
 
-void consumed(const at::Tensor& input) {
+float layout_scale(const at::Tensor& input) {
   ThreadState& st = state();
-  if (Taint* taint = find_taint(st, input)) taint->allowed_op.clear();
+  if (st.taints.empty()) return 1.f;
+  Taint* taint = find_taint(st, input);
+  return taint == nullptr || !taint->layout ? 1.f : taint->layout_scale;
+}
+
+void consumed(const at::Tensor& input) {
+  // Other conv2d calls may read it as it is too (a residual block's first convolution and
+  // its downsample both read the block's input); any other op gets it repaired.
   g_handoffs.fetch_add(1, std::memory_order_relaxed);
 }
 

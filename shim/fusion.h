@@ -55,6 +55,10 @@ struct ConvolutionPlan {
   BatchNormFold batch_norm;
   Relu relu = Relu::none;
   bool keep_layout = false;  // the chain's result goes to a conv2d: keep oneDNN's layout
+  at::Tensor next_weight;    // that conv2d's weight, when it is alive (INT8 asks its scale)
+  // INT8 mode: `out = bn(conv(x)); out += identity; relu_(out)` with the identity available
+  // now (the input of an earlier convolution, as learned): added inside the convolution.
+  at::Tensor sum;
   at::Tensor weight;  // the site: a convolution is known by its weight tensor
 };
 
@@ -66,14 +70,17 @@ using Recompute = std::function<at::Tensor(const ConvolutionPostOps&)>;
 
 // The convolution wrapper, after computing `output` from `input` as `plan` said;
 // `kept_layout`: the layout of the output's bytes when the kernel kept oneDNN's layout.
+// `kept_scale`: the INT8 scale of the kept bytes (1 when they are floating point).
 void after_convolution(const at::Tensor& input, const at::Tensor& output,
                        const ConvolutionPlan& plan, Recompute recompute,
-                       const dnnl::memory::desc* kept_layout);
+                       const dnnl::memory::desc* kept_layout, float kept_scale = 1.f);
 
 // The handoff between convolutions. layout_of: the oneDNN layout `input`'s bytes are in
-// when it was handed over for this convolution, else nullptr. consumed: the convolution read
-// it; any later reader gets it repaired. settle: repair it now (before stock reads it).
+// when it was handed over for convolutions, else nullptr. consumed: a convolution read it
+// (counted; further conv2d calls may read it as it is, any other op gets it repaired).
+// settle: repair it now (before stock reads it).
 const dnnl::memory::desc* layout_of(const at::Tensor& input);
+float layout_scale(const at::Tensor& input);  // INT8 bytes' scale; 1 otherwise
 void consumed(const at::Tensor& input);
 void settle(const at::Tensor& input);
 
@@ -105,6 +112,16 @@ void after_linear(const at::Tensor& input, const at::Tensor& output, const Linea
 
 c10::optional<at::Tensor> answer_gelu(const at::Tensor& input, c10::string_view approximate);
 void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t version_before);
+
+// add_ wrapper (INT8 mode): `self += other` answered by a convolution that already added
+// `other`; else nullopt, and after_add learns (version_before: self's before the add).
+bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
+void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
+               uint32_t version_before);
+
+// The bytes of a tensor added by a convolution: their layout when handed over in oneDNN's
+// layout (with their INT8 scale), else nullptr (then they are the tensor's values).
+const dnnl::memory::desc* addend_layout(const at::Tensor& tensor, float* scale);
 
 c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind);
 // `version_before`: the input's version counter before the relu ran.

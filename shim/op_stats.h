@@ -32,6 +32,7 @@ enum class Fallback : int {
   config_mismatch,     // the INT8 config entry does not match this op
   kernel_error,        // oneDNN refused or failed; answered by stock
   tracing,             // torch.jit.trace is recording: it must see the stock ops
+  no_int8_isa,         // INT8 needs VNNI or AMX, which this CPU (or ONEDNN_MAX_CPU_ISA) lacks
   count_,
 };
 

@@ -14,6 +14,7 @@
 
 #include "kernels/convolution.h"
 #include "shim/fusion.h"
+#include "shim/int8_modes.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
 
@@ -32,6 +33,20 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     if (input_layout) fusion::settle(input);
     return Wrapped::stock_because(why, input, weight, bias, stride, padding, dilation, groups);
   };
+  if (int8::calibrating()) {
+    const int64_t op = int8::identify_weighted(
+        int8::Kind::convolution, weight,
+        int8::convolution_signature(weight, stride, padding, dilation, groups,
+                                    bias && bias->defined()));
+    calibration::observe_inputs(op, {&input});
+    at::Tensor output = Wrapped::stock(input, weight, bias, stride, padding, dilation, groups);
+    Wrapped::stats().count(Path::observed);
+    calibration::observe_output(op, output);
+    calibration::keep_convolution_sample(op, input, weight, bias, stride, padding, dilation,
+                                         groups);
+    int8::produced(op, output);
+    return output;
+  }
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none) return stock(gate);
   const Precision precision = lower_precision(Wrapped::stats());
   if (needs_grad(input, weight, bias)) {
@@ -42,13 +57,33 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
                          dilation, groups);
   }
   ConvolutionArgs args{stride, padding, dilation, groups};
+  // INT8: the op's entry decides; an op without a usable one runs in fp32.
+  int64_t op = int8::kNoOp;
+  Int8Spec spec;
+  const Int8Spec* int8 = nullptr;
+  Fallback int8_why = Fallback::none;
+  if (int8::tracking()) {
+    op = int8::identify_weighted(
+        int8::Kind::convolution, weight,
+        int8::convolution_signature(weight, stride, padding, dilation, groups,
+                                    bias && bias->defined()));
+    if (int8::spec_for(op, &spec, &int8_why)) {
+      int8_why = int8_convolution_support(input, args);
+      if (int8_why == Fallback::none) int8 = &spec;
+    }
+  }
   const Fallback why = convolution_support(input, weight, bias, args);
-  if (why != Fallback::none) return stock(why);
+  if (why != Fallback::none) {
+    at::Tensor output = stock(why);
+    int8::produced(op, output);
+    return output;
+  }
   try {
     c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
     at::Tensor output;
     if (!fusion::enabled()) {
-      output = convolution_forward(input, weight, bias, args, precision);
+      if (input_layout) fusion::settle(input);
+      output = convolution_forward(input, weight, bias, args, precision, {}, {}, int8);
     } else {
       fusion::ConvolutionPlan plan = fusion::plan_convolution(weight);
       ConvolutionPostOps post_ops;
@@ -56,9 +91,24 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
         post_ops.batch_norm = plan.fold_batch_norm ? &plan.batch_norm : nullptr;
         post_ops.relu = plan.relu != fusion::Relu::none;
       }
+      // `out += identity` inside the convolution (learned for INT8 residual blocks).
+      if (plan.sum.defined() && plan.fuse && plan.fold_batch_norm) {
+        post_ops.sum = &plan.sum;
+        post_ops.sum_layout = fusion::addend_layout(plan.sum, &post_ops.sum_scale);
+      }
+      // INT8 handed to a quantised convolution: written in that convolution's input scale.
+      if (int8 && plan.keep_layout) {
+        Int8Spec next;
+        Fallback next_why;
+        if (int8::spec_for(int8::known_weighted(plan.next_weight), &next, &next_why)) {
+          spec.output_scale = next.input_scale;
+          spec.output_uint8 = next.input_uint8;
+        }
+      }
       dnnl::memory::desc kept;
-      ConvolutionHandoff handoff{input_layout, plan.keep_layout, &kept};
-      output = convolution_forward(input, weight, bias, args, precision, post_ops, handoff);
+      ConvolutionHandoff handoff{input_layout, fusion::layout_scale(input), plan.keep_layout,
+                                 &kept};
+      output = convolution_forward(input, weight, bias, args, precision, post_ops, handoff, int8);
       if (input_layout) fusion::consumed(input);
       const bool was_kept = plan.keep_layout && kept.get_size() > 0;
       // What a repair of a failed prediction recomputes: the same call, other post-ops,
@@ -73,9 +123,16 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
                                    precision, ops);
       };
       fusion::after_convolution(input, output, plan, std::move(recompute),
-                                was_kept ? &kept : nullptr);
+                                was_kept ? &kept : nullptr,
+                                was_kept && int8 && spec.output_scale > 0.f ? spec.output_scale
+                                                                            : 1.f);
     }
-    Wrapped::stats().count(path_for(precision));
+    if (int8) {
+      Wrapped::stats().count(Path::onednn_int8);
+    } else {
+      Wrapped::stats().count(path_for(precision), int8_why);
+    }
+    int8::produced(op, output);
     return output;
   } catch (const std::exception& error) {
     report_kernel_error(op_display_name<Op>(), error);

@@ -3,11 +3,14 @@
 // (shim/fusion.h).
 #include "shim/ops_fusion_consumers.h"
 
+#include <ATen/ops/add_ops.h>
 #include <ATen/ops/batch_norm_ops.h>
 #include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/relu_ops.h>
 
 #include "shim/fusion.h"
+#include "shim/int8_modes.h"
+#include "shim/ops_observed.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
 
@@ -19,12 +22,25 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
                                const c10::optional<at::Tensor>& running_var, bool training,
                                double momentum, double eps, bool cudnn_enabled) {
   using Wrapped = Intercept<at::_ops::batch_norm>;
+  const int64_t op = int8::tracking()
+                         ? int8::identify_anchored(int8::Kind::batch_norm, {&input})
+                         : int8::kNoOp;
+  if (int8::calibrating()) {
+    calibration::observe_inputs(op, {&input});
+    at::Tensor output = Wrapped::stock(input, weight, bias, running_mean, running_var, training,
+                                       momentum, eps, cudnn_enabled);
+    Wrapped::stats().count(Path::observed);
+    calibration::observe_output(op, output);
+    int8::produced(op, output);
+    return output;
+  }
   const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
                      !needs_grad(input, weight, bias);
   if (learn) {
     if (auto answer = fusion::answer_batch_norm(input, weight, bias, running_mean, running_var,
                                                 training, eps)) {
       Wrapped::stats().count(Path::fused);
+      int8::produced(op, *answer);
       return *answer;
     }
   }
@@ -34,12 +50,29 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
     fusion::after_batch_norm(input, output, weight, bias, running_mean, running_var, training,
                              eps);
   }
+  int8::produced(op, output);
   return output;
 }
 
 template <class Op, fusion::Relu kind, class Result, class Input>
 Result relu_common(Input input) {
   using Wrapped = Intercept<Op>;
+  const int64_t op =
+      int8::tracking() ? int8::identify_anchored(int8::Kind::relu, {&input}) : int8::kNoOp;
+  if (int8::calibrating()) {
+    calibration::observe_inputs(op, {&input});
+    Wrapped::stats().count(Path::observed);
+    if constexpr (kind == fusion::Relu::in_place) {
+      Wrapped::stock(input);
+      calibration::observe_output(op, input);
+      return input;
+    } else {
+      at::Tensor output = Wrapped::stock(input);
+      calibration::observe_output(op, output);
+      int8::produced(op, output);
+      return output;
+    }
+  }
   const bool learn =
       float_kernel_gate() == Fallback::none && fusion::enabled() && !needs_grad(input);
   if (learn) {
@@ -57,6 +90,7 @@ Result relu_common(Input input) {
   } else {
     at::Tensor output = Wrapped::pass_through(input);
     if (learn) fusion::after_relu(input, output, kind, version_before);
+    int8::produced(op, output);
     return output;
   }
 }
@@ -75,6 +109,24 @@ at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate) 
   at::Tensor output = Wrapped::pass_through(input, approximate);
   if (learn) fusion::after_gelu(input, approximate, version_before);
   return output;
+}
+
+at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
+  using Wrapped = Intercept<at::_ops::add__Tensor>;
+  if (!int8::quantising()) return Observed<at::_ops::add__Tensor, int8::Kind::add>::call(self, other, alpha);
+  const int64_t op = int8::identify_anchored(int8::Kind::add, {&self, &other});
+  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
+                     !needs_grad(self, other);
+  if (learn && fusion::answer_add(self, other, alpha)) {
+    Wrapped::stats().count(Path::fused);
+    int8::produced(op, self);
+    return self;
+  }
+  const uint32_t version_before = self._version();
+  Wrapped::pass_through(self, other, alpha);
+  if (learn) fusion::after_add(self, other, alpha, version_before);
+  int8::produced(op, self);
+  return self;
 }
 
 at::Tensor relu_override(const at::Tensor& input) {

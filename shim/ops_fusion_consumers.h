@@ -14,5 +14,7 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
 at::Tensor relu_override(const at::Tensor& input);
 at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate);
 at::Tensor& relu__override(at::Tensor& input);
+// add_ (INT8 mode): `out += identity` answered by a convolution that fused it.
+at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
 
 }  // namespace ipex_shim

@@ -13,6 +13,7 @@
 
 #include "kernels/matmul.h"
 #include "shim/fusion.h"
+#include "shim/int8_modes.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
 
@@ -50,6 +51,17 @@ Fallback scaled_product_support(const at::Tensor& self, const at::Tensor& a, con
 at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
                            const c10::optional<at::Tensor>& bias) {
   using Op = at::_ops::linear;
+  if (int8::calibrating()) {
+    const int64_t op = int8::identify_weighted(
+        int8::Kind::linear, weight, int8::linear_signature(weight, bias && bias->defined()));
+    calibration::observe_inputs(op, {&input});
+    at::Tensor output = Intercept<Op>::stock(input, weight, bias);
+    Intercept<Op>::stats().count(Path::observed);
+    calibration::observe_output(op, output);
+    calibration::keep_linear_sample(op, input, weight, bias);
+    int8::produced(op, output);
+    return output;
+  }
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Intercept<Op>::stock_because(gate, input, weight, bias);
   if (needs_grad(input, weight, bias)) {
@@ -58,22 +70,84 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
     return with_grad<Op>(to_bf16(input), to_bf16(weight), to_bf16(bias));
   }
   const Precision precision = lower_precision(Intercept<Op>::stats());
-  return run_or_stock<Op>(
-      linear_support(input, weight, bias), precision,
-      [&] {
-        if (!fusion::enabled()) return linear_forward(input, weight, bias, precision);
-        fusion::LinearPlan plan = fusion::plan_linear(weight);
-        at::Tensor output = linear_forward(input, weight, bias, precision, plan.activation);
-        fusion::after_linear(input, output, plan, [input, weight, bias, precision] {
-          return linear_forward(input, weight, bias, precision);
-        });
-        return output;
-      },
-      [&] { return Intercept<Op>::stock(input, weight, bias); });
+  // INT8: the op's entry decides; an op without a usable one runs in fp32.
+  int64_t op = int8::kNoOp;
+  Int8Spec spec;
+  const Int8Spec* int8 = nullptr;
+  Fallback int8_why = Fallback::none;
+  if (int8::tracking()) {
+    op = int8::identify_weighted(int8::Kind::linear, weight,
+                                 int8::linear_signature(weight, bias && bias->defined()));
+    if (int8::spec_for(op, &spec, &int8_why)) int8 = &spec;
+  }
+  auto kernel = [&] {
+    if (!fusion::enabled()) return linear_forward(input, weight, bias, precision,
+                                                  MatmulActivation::none, int8);
+    fusion::LinearPlan plan = fusion::plan_linear(weight);
+    at::Tensor output = linear_forward(input, weight, bias, precision, plan.activation, int8);
+    fusion::after_linear(input, output, plan, [input, weight, bias, precision] {
+      return linear_forward(input, weight, bias, precision);
+    });
+    return output;
+  };
+  at::Tensor output;
+  const Fallback support = linear_support(input, weight, bias);
+  if (int8 && support == Fallback::none) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      output = kernel();
+      Intercept<Op>::stats().count(Path::onednn_int8);
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      output = Intercept<Op>::stock_because(Fallback::kernel_error, input, weight, bias);
+    }
+  } else {
+    output = run_or_stock<Op>(
+        support, precision, kernel, [&] { return Intercept<Op>::stock(input, weight, bias); },
+        int8_why);
+  }
+  int8::produced(op, output);
+  return output;
 }
 
 template <class Op>
+at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback shape_check);
+
+template <class Op>
 at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback shape_check) {
+  const int64_t op =
+      int8::tracking() ? int8::identify_anchored(int8::Kind::matmul, {&a, &b}) : int8::kNoOp;
+  if (int8::calibrating()) {
+    calibration::observe_inputs(op, {&a, &b});
+    at::Tensor output = Intercept<Op>::stock(a, b);
+    Intercept<Op>::stats().count(Path::observed);
+    calibration::observe_output(op, output);
+    int8::produced(op, output);
+    return output;
+  }
+  at::Tensor output;
+  Int8MatmulSpec spec;
+  Fallback why = Fallback::none;
+  if (int8::quantising() && int8::matmul_spec_for(op, &spec, &why) &&
+      float_kernel_gate() == Fallback::none && !needs_grad(a, b) &&
+      shape_check == Fallback::none && batched_matmul_support(a, b) == Fallback::none) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      output = batched_matmul_int8(a, b, spec);
+      Intercept<Op>::stats().count(Path::onednn_int8);
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      output = Intercept<Op>::stock_because(Fallback::kernel_error, a, b);
+    }
+  } else {
+    output = product_compute<Op>(a, b, shape_check);
+  }
+  int8::produced(op, output);
+  return output;
+}
+
+template <class Op>
+at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback shape_check) {
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Intercept<Op>::stock_because(gate, a, b);
   if (needs_grad(a, b)) {

@@ -41,6 +41,7 @@
 #include "shim/ops_convolution.h"
 #include "shim/ops_fusion_consumers.h"
 #include "shim/ops_matmul.h"
+#include "shim/ops_observed.h"
 #include "shim/status.h"
 
 namespace ipex_shim {
@@ -81,6 +82,11 @@ void add(torch::Library& library, Policy policy) {
 #define SHIM_KERNEL(op, policy, kernel) \
   add<at::_ops::op>(library, Policy::policy, TORCH_FN(kernel))
 
+using ObservedAdd = Observed<at::_ops::add_Tensor, int8::Kind::add>;
+using ObservedMaxPool = Observed<at::_ops::max_pool2d, int8::Kind::max_pool>;
+using ObservedAvgPool = Observed<at::_ops::avg_pool2d, int8::Kind::avg_pool>;
+using ObservedAdaptivePool = Observed<at::_ops::adaptive_avg_pool2d, int8::Kind::adaptive_pool>;
+
 void fill_table(torch::Library& library) {
   // Policy::lower_precision
   SHIM_KERNEL(conv1d, lower_precision, convolution_override<at::_ops::conv1d>);
@@ -108,16 +114,16 @@ void fill_table(torch::Library& library) {
   SHIM_OP(softmax_int, fp32);
 
   // Policy::promote
-  SHIM_OP(add_Tensor, promote);
-  SHIM_OP(add__Tensor, promote);
+  SHIM_KERNEL(add_Tensor, promote, ObservedAdd::call);
+  SHIM_KERNEL(add__Tensor, promote, add__override);
 
   // Policy::observe
   SHIM_KERNEL(relu, observe, relu_override);
   SHIM_KERNEL(relu_, observe, relu__override);
   SHIM_KERNEL(gelu, observe, gelu_override);
-  SHIM_OP(max_pool2d, observe);
-  SHIM_OP(avg_pool2d, observe);
-  SHIM_OP(adaptive_avg_pool2d, observe);
+  SHIM_KERNEL(max_pool2d, observe, ObservedMaxPool::call);
+  SHIM_KERNEL(avg_pool2d, observe, ObservedAvgPool::call);
+  SHIM_KERNEL(adaptive_avg_pool2d, observe, ObservedAdaptivePool::call);
 }
 
 #undef SHIM_OP
@@ -139,6 +145,7 @@ void register_introspection() {
       new torch::Library(torch::Library::DEF, "ipex_shim", c10::nullopt, __FILE__, __LINE__);
   library->def("status() -> str", &status_json);
   library->def("reset_stats() -> ()", &reset_stats);
+  library->def("write_config() -> str", &calibration::write_now);
 }
 
 const std::vector<TableEntry>& override_table() { return table_storage(); }

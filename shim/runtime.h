@@ -16,8 +16,11 @@ void set_runtime_settings(const Settings& settings);
 // What became of IPEX_CONFIG: "none", "applied", "applied in part (...)", "not used: why".
 const std::string& config_state();
 
-// fp32 and bf16: the modes that run the shim's floating-point kernels.
-inline bool uses_float_kernels(Mode mode) { return mode == Mode::fp32 || mode == Mode::bf16; }
+// fp32, bf16 and int8 (for the ops its config does not quantise): the modes that run the
+// shim's floating-point kernels.
+inline bool uses_float_kernels(Mode mode) {
+  return mode == Mode::fp32 || mode == Mode::bf16 || mode == Mode::int8;
+}
 
 // Modes whose own kernels exist in this build; the others are accepted and run stock.
 const std::vector<Mode>& implemented_modes();

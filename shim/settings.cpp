@@ -31,6 +31,12 @@ const std::vector<EnvVar>& environment_table() {
       {"IPEX_FUSION", "1", "0, 1", "0 turns off fusion of neighbouring ops"},
       {"IPEX_STRICT", "0", "0, 1",
        "1: a bad IPEX_CONFIG stops the program (exit code 2) instead of being ignored"},
+      {"IPEX_INT8_ALGORITHM", "min_max", "min_max, percentile",
+       "calibration: how activation ranges are taken; percentile clips the rarest 0.01%"},
+      {"IPEX_INT8_GRANULARITY", "per_channel", "per_channel, per_tensor",
+       "calibration: how convolution and linear weights are quantised"},
+      {"IPEX_INT8_MIN_SQNR", "15", "a number of dB (0 to 100)",
+       "calibration: ops whose estimated INT8 signal-to-noise is lower are written quantized: false"},
       {"OMP_NUM_THREADS", "(unset)", "a positive integer",
        "threads for the shim's kernels; unset: every CPU in the affinity mask"},
   };
@@ -118,6 +124,34 @@ Settings parse_settings(EnvLookup lookup, int cpus, std::vector<std::string>* pr
 
   settings.fusion = parse_switch(lookup, "IPEX_FUSION", true, problems);
   settings.strict = parse_switch(lookup, "IPEX_STRICT", false, problems);
+
+  if (const char* text = lookup("IPEX_INT8_ALGORITHM")) {
+    if (std::strcmp(text, "min_max") == 0 || std::strcmp(text, "percentile") == 0) {
+      settings.int8_algorithm = text;
+    } else {
+      problems->push_back(invalid("IPEX_INT8_ALGORITHM", text, "min_max, percentile", "min_max"));
+    }
+  }
+  if (const char* text = lookup("IPEX_INT8_GRANULARITY")) {
+    if (std::strcmp(text, "per_channel") == 0 || std::strcmp(text, "per_tensor") == 0) {
+      settings.int8_granularity = text;
+    } else {
+      problems->push_back(
+          invalid("IPEX_INT8_GRANULARITY", text, "per_channel, per_tensor", "per_channel"));
+    }
+  }
+  if (const char* text = lookup("IPEX_INT8_MIN_SQNR")) {
+    char* end = nullptr;
+    errno = 0;
+    const double value = std::strtod(text, &end);
+    const bool number = *text != '\0' && !std::isspace(static_cast<unsigned char>(*text)) &&
+                        errno == 0 && *end == '\0';
+    if (number && value >= 0.0 && value <= 100.0) {
+      settings.int8_min_sqnr_db = value;
+    } else {
+      problems->push_back(invalid("IPEX_INT8_MIN_SQNR", text, "a number of dB from 0 to 100", "15"));
+    }
+  }
 
   settings.num_threads = cpus > 0 ? cpus : 1;
   if (const char* text = lookup("OMP_NUM_THREADS")) {

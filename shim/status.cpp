@@ -10,6 +10,8 @@
 #include "shim/cpu_features.h"
 #include "shim/dispatch_key.h"
 #include "shim/fusion.h"
+#include "shim/int8_calibration.h"
+#include "shim/int8_inference.h"
 #include "shim/op_stats.h"
 #include "shim/registration.h"
 #include "shim/runtime.h"
@@ -68,6 +70,17 @@ std::string status_json() {
                       {"repairs", fused.repairs},
                       {"sites", fused.sites},
                       {"sites_off", fused.sites_off}};
+  if (settings.mode == Mode::int8) {
+    int8::Int8Summary summary = int8::int8_summary();
+    status["int8"] = {{"entries", summary.entries},
+                      {"matched", summary.matched},
+                      {"mismatched", summary.mismatched},
+                      {"not_quantized", summary.not_quantized},
+                      {"identified_ops", int8::op_count()}};
+  } else if (settings.mode == Mode::calibration) {
+    status["int8"] = {{"calibrating", calibration::active()},
+                      {"identified_ops", int8::op_count()}};
+  }
   status["strict"] = settings.strict;
   status["verbose"] = settings.verbose;
   status["pid"] = static_cast<long>(getpid());

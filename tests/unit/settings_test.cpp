@@ -146,11 +146,39 @@ TEST_F(EnvTest, InvalidOmpNumThreadsUsesAffinityMask) {
   }
 }
 
+TEST_F(EnvTest, Int8CalibrationChoicesAreParsedStrictly) {
+  fake_env()["IPEX_INT8_ALGORITHM"] = "percentile";
+  fake_env()["IPEX_INT8_GRANULARITY"] = "per_tensor";
+  fake_env()["IPEX_INT8_MIN_SQNR"] = "22.5";
+  Settings s = parse(2);
+  EXPECT_EQ(s.int8_algorithm, "percentile");
+  EXPECT_EQ(s.int8_granularity, "per_tensor");
+  EXPECT_DOUBLE_EQ(s.int8_min_sqnr_db, 22.5);
+  EXPECT_TRUE(problems.empty());
+  for (const char* bad : {"entropy", "MIN_MAX", ""}) {
+    problems.clear();
+    fake_env()["IPEX_INT8_ALGORITHM"] = bad;
+    EXPECT_EQ(parse(2).int8_algorithm, "min_max") << bad;
+    ASSERT_EQ(problems.size(), 1u) << bad;
+    EXPECT_NE(problems[0].find("IPEX_INT8_ALGORITHM"), std::string::npos);
+  }
+  fake_env().erase("IPEX_INT8_ALGORITHM");
+  for (const char* bad : {"-1", "101", "nan", "inf", " 20", "20dB", ""}) {
+    problems.clear();
+    fake_env()["IPEX_INT8_MIN_SQNR"] = bad;
+    EXPECT_DOUBLE_EQ(parse(2).int8_min_sqnr_db, 15.0) << bad;
+    ASSERT_EQ(problems.size(), 1u) << bad;
+    EXPECT_NE(problems[0].find("IPEX_INT8_MIN_SQNR"), std::string::npos) << bad;
+  }
+}
+
 TEST(EnvTable, ListsEveryVariableTheParserReads) {
   std::vector<std::string> names;
   for (const EnvVar& var : environment_table()) names.push_back(var.name);
-  const std::vector<std::string> expected = {"IPEX_MODE",   "IPEX_CONFIG", "IPEX_VERBOSE",
-                                             "IPEX_FUSION", "IPEX_STRICT", "OMP_NUM_THREADS"};
+  const std::vector<std::string> expected = {
+      "IPEX_MODE",           "IPEX_CONFIG",           "IPEX_VERBOSE",       "IPEX_FUSION",
+      "IPEX_STRICT",         "IPEX_INT8_ALGORITHM",   "IPEX_INT8_GRANULARITY",
+      "IPEX_INT8_MIN_SQNR",  "OMP_NUM_THREADS"};
   EXPECT_EQ(names, expected);
 }
 

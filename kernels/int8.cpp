@@ -1,0 +1,39 @@
+#include "kernels/int8.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/amax.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/where.h>
+
+#include "kernels/onednn_context.h"
+#include "kernels/primitive_cache.h"
+
+namespace ipex_shim {
+
+at::Tensor weight_scales(const at::Tensor& weight, bool per_channel) {
+  at::Tensor magnitude = weight.detach().abs().reshape({weight.size(0), -1});
+  at::Tensor largest = per_channel ? at::amax(magnitude, {1})
+                                   : at::amax(magnitude).expand({weight.size(0)});
+  at::Tensor scales = 127.0 / largest;
+  // A channel of zeros: any finite scale gives the right (zero) result.
+  scales = at::where(largest > 0, scales, at::ones_like(scales));
+  return scales.to(at::kFloat).contiguous();
+}
+
+dnnl::memory::data_type activation_type(bool uint8) {
+  return uint8 ? dnnl::memory::data_type::u8 : dnnl::memory::data_type::s8;
+}
+
+std::shared_ptr<const dnnl::reorder> cached_scaled_reorder(const dnnl::memory::desc& from,
+                                                           const dnnl::memory::desc& to,
+                                                           float scale) {
+  if (scale == 1.f) return cached_reorder(from, to);
+  static PrimitiveCache<dnnl::reorder>* cache = new PrimitiveCache<dnnl::reorder>();
+  return cache->get(KeyBuilder().add(from).add(to).add(scale).take(), [&] {
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {scale});
+    return dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to, attr));
+  });
+}
+
+}  // namespace ipex_shim

@@ -1,0 +1,48 @@
+// INT8 arithmetic shared by the quantised kernels. Quantisation is symmetric (zero point 0)
+// and a scale is a multiplier, as in the seed's config: q = round(x * scale), saturated to
+// [-128, 127] (s8) or [0, 255] (u8). A convolution or linear then computes
+//   acc[oc] = sum q_x * q_w            (s32, on VNNI/AMX)
+//   y[oc]   = (acc[oc] + bias[oc] * s_x * s_w[oc]) / (s_x * s_w[oc])
+// and, when its result is handed to the next quantised op, requantises y with that op's
+// input scale inside the same primitive.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <dnnl.hpp>
+#include <memory>
+#include <vector>
+
+namespace ipex_shim {
+
+struct Int8Spec {
+  float input_scale = 1.f;  // q = round(x * input_scale)
+  bool input_uint8 = false;  // the input is never negative: u8 (full 8 bits) instead of s8
+  bool weight_per_channel = true;  // a scale per output channel, else one for the tensor
+  // The result: 0 -> fp32 values (the program's tensor); > 0 -> quantised with this scale
+  // (only for a result handed over in oneDNN's layout to the next quantised op).
+  float output_scale = 0.f;
+  bool output_uint8 = false;
+};
+
+// Both operands of a product of two activations (matmul): A may be u8 when never negative;
+// B is always s8 (oneDNN's matmul takes s8 weights): a u8-calibrated B scale is halved.
+struct Int8MatmulSpec {
+  float a_scale = 1.f;
+  bool a_uint8 = false;
+  float b_scale = 1.f;
+};
+
+// 127 / max|w| over each output channel (dim 0 of `weight`), or over the whole tensor
+// repeated per channel; a channel of zeros gets 1. A float tensor of size weight.size(0).
+at::Tensor weight_scales(const at::Tensor& weight, bool per_channel);
+
+dnnl::memory::data_type activation_type(bool uint8);
+
+// A cached reorder that multiplies by `scale` on the way (quantise: scale = s; dequantise:
+// 1 / s; requantise: s_to / s_from). scale 1 is a plain reorder.
+std::shared_ptr<const dnnl::reorder> cached_scaled_reorder(const dnnl::memory::desc& from,
+                                                           const dnnl::memory::desc& to,
+                                                           float scale);
+
+}  // namespace ipex_shim

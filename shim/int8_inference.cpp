@@ -1,0 +1,203 @@
+#include "shim/int8_inference.h"
+
+#include <dnnl.h>
+
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "config/int8_config.h"
+#include "config/json_file.h"
+#include "shim/log.h"
+#include "shim/runtime.h"
+
+namespace ipex_shim::int8 {
+namespace {
+
+struct Resolved {
+  bool done = false;
+  bool usable = false;
+  Fallback why = Fallback::none;
+  Int8Spec spec;
+  std::vector<float> input_scales;
+  std::vector<bool> input_uint8;
+};
+
+struct State {
+  std::mutex mutex;
+  Int8Config config;
+  bool loaded = false;
+  bool isa_ok = true;  // oneDNN has VNNI or AMX INT8 kernels here
+  bool keyed = false;  // the shim's format: match by key; else the seed's: by id and name
+  std::string where;   // "IPEX_CONFIG=<path>"
+  std::unordered_map<std::string, size_t> by_key;
+  std::unordered_map<int64_t, size_t> by_id;
+  std::vector<Resolved> resolved;  // by op index
+  Int8Summary summary;
+};
+
+State& state() {
+  static State* instance = new State();
+  return *instance;
+}
+
+std::string describe(const Int8Entry& entry, size_t position) {
+  return "entry " + std::to_string(position) + " (id " + std::to_string(entry.id) + ", \"" +
+         entry.name + "\")";
+}
+
+// Decides, once per op, which entry it uses; with st.mutex held.
+Resolved resolve(State& st, int64_t index) {
+  Resolved result;
+  result.done = true;
+  result.why = Fallback::config_mismatch;
+  const OpInfo info = op_info(index);
+  const std::string op = std::string(kind_name(info.kind)) + " " + info.key;
+  auto mismatch = [&](const std::string& text) {
+    log_limited("int8-mismatch", 20, Severity::warning,
+                st.where + ": " + text + "; this op runs in fp32");
+    ++st.summary.mismatched;
+    return result;
+  };
+  if (!st.loaded) return result;  // said at start
+  if (!st.isa_ok) {
+    result.why = Fallback::no_int8_isa;
+    return result;
+  }
+  size_t position = 0;
+  if (st.keyed) {
+    auto found = st.by_key.find(info.key);
+    if (found == st.by_key.end()) {
+      return mismatch("no entry for op " + std::to_string(index) + ", " + op +
+                      " (calibrated on another model, other weights, or an op calibration "
+                      "never saw)");
+    }
+    position = found->second;
+  } else {
+    auto found = st.by_id.find(index);
+    if (found == st.by_id.end())
+      return mismatch("no entry with id " + std::to_string(index) + " for " + op +
+                      " (the program runs more quantisable ops than the config has)");
+    position = found->second;
+  }
+  const Int8Entry& entry = st.config.entries[position];
+  if (!entry.valid)
+    return mismatch(describe(entry, position) + " failed validation (reported at start)");
+  if (entry.name != kind_name(info.kind))
+    return mismatch(describe(entry, position) + " is a " + entry.name + " but the program's op " +
+                    std::to_string(index) + " is " + op);
+  if (entry.inputs_scale.empty())
+    return mismatch(describe(entry, position) + " has no input scale");
+  ++st.summary.matched;
+  if (!entry.quantized) {
+    ++st.summary.not_quantized;
+    result.why = Fallback::policy_fp32;
+    return result;
+  }
+  result.usable = true;
+  result.why = Fallback::none;
+  result.spec.input_scale = static_cast<float>(entry.inputs_scale[0]);
+  result.spec.input_uint8 =
+      !entry.inputs_uint8_used.empty() && entry.inputs_uint8_used[0];
+  result.spec.weight_per_channel = entry.weight_granularity == Granularity::per_channel;
+  for (size_t i = 0; i < entry.inputs_scale.size(); ++i) {
+    result.input_scales.push_back(static_cast<float>(entry.inputs_scale[i]));
+    result.input_uint8.push_back(i < entry.inputs_uint8_used.size() && entry.inputs_uint8_used[i]);
+  }
+  return result;
+}
+
+}  // namespace
+
+std::string load_config(const Settings& settings,
+                        void (*report)(const Settings&, const std::string&)) {
+  State& st = state();
+  st.where = "IPEX_CONFIG=" + settings.config_path;
+  // Without VNNI, oneDNN's INT8 kernels saturate 16-bit partial sums or drop a weight bit
+  // (measured: 20-27 dB against fp32 instead of 38+), so they are not used.
+  switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx2_vnni:
+    case dnnl_cpu_isa_avx512_core_vnni:
+    case dnnl_cpu_isa_avx512_core_bf16:
+    case dnnl_cpu_isa_avx512_core_amx:
+      break;
+    default:
+      st.isa_ok = false;
+      log_line(Severity::warning,
+               "INT8 needs VNNI or AMX, and oneDNN here uses " + onednn_isa() +
+                   "; every op runs in fp32");
+  }
+  if (settings.config_path.empty()) {
+    report(settings, "IPEX_MODE=int8 needs IPEX_CONFIG=<file written by IPEX_MODE=calibration>; "
+                     "every op runs in fp32");
+    return "not used: IPEX_CONFIG is not set";
+  }
+  JsonFile file = read_json_file(settings.config_path);
+  if (!file.ok) {
+    report(settings, st.where + ": " + file.error + "; every op runs in fp32");
+    return "not used: " + file.error;
+  }
+  std::vector<std::string> problems;
+  Int8Config config;
+  if (!parse_int8_config(file.value, &config, &problems)) {
+    for (const std::string& problem : problems) report(settings, st.where + ": " + problem);
+    return "not used: " + (problems.empty() ? std::string("unusable") : problems.front());
+  }
+  for (const std::string& problem : problems) report(settings, st.where + ": " + problem);
+  std::lock_guard<std::mutex> lock(st.mutex);
+  st.config = std::move(config);
+  st.loaded = true;
+  st.summary.entries = static_cast<int64_t>(st.config.entries.size());
+  for (size_t i = 0; i < st.config.entries.size(); ++i) {
+    const Int8Entry& entry = st.config.entries[i];
+    if (!entry.key.empty()) {
+      st.keyed = true;
+      st.by_key.emplace(entry.key, i);
+    }
+    st.by_id.emplace(entry.id, i);
+  }
+  return problems.empty() ? "applied"
+                          : "applied in part (" + std::to_string(problems.size()) +
+                                " problems reported)";
+}
+
+bool spec_for(int64_t index, Int8Spec* spec, Fallback* why) {
+  if (index == kNoOp) {
+    *why = Fallback::config_mismatch;
+    return false;
+  }
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  if (static_cast<int64_t>(st.resolved.size()) <= index) st.resolved.resize(index + 1);
+  Resolved& resolved = st.resolved[index];
+  if (!resolved.done) resolved = resolve(st, index);
+  *why = resolved.why;
+  if (resolved.usable) *spec = resolved.spec;
+  return resolved.usable;
+}
+
+bool matmul_spec_for(int64_t index, Int8MatmulSpec* spec, Fallback* why) {
+  Int8Spec first;
+  if (!spec_for(index, &first, why)) return false;
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  const Resolved& resolved = st.resolved[index];
+  if (resolved.input_scales.size() < 2) {
+    *why = Fallback::config_mismatch;
+    return false;
+  }
+  spec->a_scale = resolved.input_scales[0];
+  spec->a_uint8 = resolved.input_uint8[0];
+  // B is quantised as s8: a scale calibrated for u8 (255 / max) becomes 127 / max.
+  spec->b_scale = resolved.input_uint8[1] ? resolved.input_scales[1] * 127.f / 255.f
+                                          : resolved.input_scales[1];
+  return true;
+}
+
+Int8Summary int8_summary() {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  return st.summary;
+}
+
+}  // namespace ipex_shim::int8

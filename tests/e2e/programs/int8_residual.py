@@ -1,0 +1,98 @@
+"""Residual blocks for the INT8 `out += identity` fusion (shim/fusion.h).
+
+Usage: int8_residual.py OUT.pt
+Runs a small residual network (three blocks, the first with a downsample) on seeded inputs,
+three passes per scenario; on pass 3 some scenarios use the block's tensors differently
+from what passes 1 and 2 taught. Saves {"results": {scenario: output of pass 3},
+"counters": {scenario: status()["fusion"] after it}} (counters only under the shim).
+"""
+import json
+import sys
+
+import torch
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+        self.twist = None  # set by a scenario for pass 3
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        if self.twist == "identity_changed":
+            identity.mul_(0.5)  # in place, after the convolution that would add it
+        if self.twist == "identity_read":
+            self.seen = identity.sum().item()
+        if self.twist == "other_addend":
+            out += torch.ones_like(out)
+        else:
+            out += identity
+        out = self.relu(out)
+        return out
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(Block(16, 32, 2), Block(32, 32, 1), Block(32, 32, 1))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return self.head(x.mean((2, 3)))
+
+
+def build():
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net
+
+
+def main():
+    out_path = sys.argv[1]
+    x = torch.randn(4, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    try:
+        status = torch.ops.ipex_shim.status
+    except (RuntimeError, AttributeError):
+        status = None  # stock PyTorch, no preload
+    results, counters = {}, {}
+    net = None
+    for scenario in ["plain", "identity_changed", "identity_read", "other_addend"]:
+        net = None  # each scenario learns on a network of its own (same weights)
+        net = build()
+        with torch.no_grad():
+            for _ in range(2):
+                net(x)
+            net.blocks[1].twist = None if scenario == "plain" else scenario
+            net.blocks[2].twist = None if scenario == "plain" else scenario
+            results[scenario] = net(x).clone()
+        if status is not None:
+            counters[scenario] = json.loads(status())["fusion"]
+    torch.save({"results": results, "counters": counters}, out_path)
+
+
+if __name__ == "__main__":
+    main()

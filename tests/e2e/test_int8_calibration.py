@@ -1,0 +1,394 @@
+"""IPEX_MODE=calibration: stock results, what the written config records, and when and by whom
+it is written (at exit, atomically, only by the process that started calibration, once for a
+torchrun job).
+
+The programs are programs/int8cfg_*.py; their models are small and seeded
+(int8cfg_common.py). Model "a" is conv -> bn -> relu -> maxpool -> conv -> relu -> adaptive
+pool -> linear; model "full" adds a 1x1 conv in a residual add, an average pool and a matmul.
+"""
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import DEFAULT_TIMEOUT, describe, parse_report, shim_lines
+
+MARKER = "INT8CFG-PROGRAM-STARTS"
+MODEL_A_NAMES = sorted(["Convolution", "BatchNorm", "Relu", "MaxPooling", "Convolution", "Relu",
+                        "AdaptivePooling", "Linear"])
+# What a directory holds before calibration: arbitrary bytes calibration must leave alone
+# unless it writes a complete config.
+OLD_BYTES = b'[{"id": 0, "note": "a previous config that a killed run must not damage"}]\n'
+
+
+def entry_with_key(entries, prefix):
+    found = [e for e in entries if e["key"].startswith(prefix)]
+    assert len(found) == 1, (prefix, [e["key"] for e in entries])
+    return found[0]
+
+
+def is_complete_model_a_config(text):
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(entries, list) and sorted(e.get("name") for e in entries) == MODEL_A_NAMES
+
+
+# --- 8. results and recorded ranges ----------------------------------------------------------
+
+FULL = ("--arch", "full")
+
+
+@pytest.fixture(scope="module")
+def full_model(run_py, shim, tmp_path_factory):
+    """Model "full" run without the shim, and under calibration (default environment)."""
+    workdir = tmp_path_factory.mktemp("calibration_full")
+    program = shim.program("int8cfg_model.py")
+    stock = run_py(program, preload=False, args=(workdir / "stock.pt", *FULL))
+    assert stock.returncode == 0, describe(stock)
+    config = workdir / "full.json"
+    proc = run_py(program, mode="calibration", env={"IPEX_CONFIG": str(config)},
+                  args=(workdir / "calibration.pt", *FULL))
+    assert proc.returncode == 0, describe(proc)
+    assert shim_lines(proc.stderr) == [f"ipex_shim: calibration: wrote 13 entries to {config}"], \
+        describe(proc)
+    return {
+        "stock": (parse_report(stock.stdout), torch.load(workdir / "stock.pt")),
+        "calibration": (parse_report(proc.stdout), torch.load(workdir / "calibration.pt")),
+        "entries": json.loads(config.read_text()),
+    }
+
+
+def _differences(got, want):
+    return {name: (got["seen"][name] - want["seen"][name]).abs().max().item()
+            for name in want["seen"] if not torch.equal(got["seen"][name], want["seen"][name])}
+
+
+def test_calibration_results_equal_stock(full_model):
+    """The program as the user runs it, with and without the shim: bit-identical results."""
+    (stock_report, want), (report, got) = full_model["stock"], full_model["calibration"]
+    assert torch.equal(got["out"], want["out"]), (
+        f"calibration changed the program's results: max difference "
+        f"{(got['out'] - want['out']).abs().max().item()}, intermediate tensors that differ "
+        f"{_differences(got, want)}; stock ran with {stock_report['threads']} threads, "
+        f"calibration with {report['threads']}")
+
+
+def test_calibration_results_equal_stock_with_same_threads(run_py, shim, tmp_path):
+    """Observing changes nothing: with OMP_NUM_THREADS fixed for both runs (the shim otherwise
+    picks its own thread count), the results are bit-identical."""
+    program = shim.program("int8cfg_model.py")
+    env = {"OMP_NUM_THREADS": "2"}
+    stock = run_py(program, preload=False, env=env, args=(tmp_path / "stock.pt", *FULL))
+    assert stock.returncode == 0, describe(stock)
+    proc = run_py(program, mode="calibration",
+                  env={**env, "IPEX_CONFIG": str(tmp_path / "c.json")},
+                  args=(tmp_path / "calibration.pt", *FULL))
+    assert proc.returncode == 0, describe(proc)
+    got, want = torch.load(tmp_path / "calibration.pt"), torch.load(tmp_path / "stock.pt")
+    assert torch.equal(got["out"], want["out"]), _differences(got, want)
+    assert not _differences(got, want)
+
+
+def test_calibration_records_every_op_kind_and_its_ranges(full_model):
+    report, _ = full_model["calibration"]
+    entries = full_model["entries"]
+    names = {e["name"] for e in entries}
+    assert names >= {"Convolution", "BatchNorm", "Relu", "MaxPooling", "AvgPooling",
+                     "AdaptivePooling", "Add", "Linear", "Matmul"}, names
+    assert all(e["calls"] == 1 for e in entries), [(e["key"], e["calls"]) for e in entries]
+
+    # u8 exactly where the observed minimum is >= 0, and the scale maps the range's extreme
+    # to 255 (u8) or 127 (s8).
+    for entry in entries:
+        for side in ("inputs", "outputs"):
+            for i, (low, high) in enumerate(zip(entry[f"{side}_min"], entry[f"{side}_max"])):
+                flag = entry[f"{side}_uint8_used"][i]
+                assert flag == (low >= 0), (entry["key"], side, i, low, flag)
+                magnitude = max(abs(low), abs(high))
+                want_scale = (255.0 if flag else 127.0) / magnitude if magnitude > 0 else 1.0
+                assert entry[f"{side}_scale"][i] == pytest.approx(want_scale, rel=1e-12), \
+                    (entry["key"], side, i)
+
+    # The recorded ranges are the tensors' own (as Python computed them in the program).
+    ranges = report["ranges"]
+    conv1_key = report["signatures"][0] + "#"
+    conv1 = entry_with_key(entries, conv1_key)
+    assert [conv1["inputs_min"][0], conv1["inputs_max"][0]] == ranges["conv1_input"]
+    assert conv1["inputs_uint8_used"] == [False]
+    relu1 = entry_with_key(entries, "Relu@" + conv1_key)
+    assert relu1["outputs_min"] == [0.0] and relu1["outputs_uint8_used"] == [True], relu1
+    assert relu1["inputs_uint8_used"] == [False], relu1  # bn's output has negative values
+    pool1 = entry_with_key(entries, "MaxPooling@" + conv1_key)
+    assert [pool1["outputs_min"][0], pool1["outputs_max"][0]] == ranges["relu1_output"]
+    assert pool1["inputs_uint8_used"] == [True] and pool1["outputs_uint8_used"] == [True]
+    add = entry_with_key(entries, "Add@")
+    assert len(add["inputs_scale"]) == 2
+    assert add["inputs_uint8_used"] == [True, False], add  # relu(conv2) + conv3
+    matmul = entry_with_key(entries, "Matmul@")
+    assert len(matmul["inputs_scale"]) == 2
+    # (These two depend on the 1x1 conv's result, which the thread count can change in the
+    # last bit: compare with the calibration run's own tensors.)
+    assert [add["outputs_min"][0], add["outputs_max"][0]] == ranges["add_output"]
+    assert [matmul["outputs_min"][0], matmul["outputs_max"][0]] == ranges["matmul_output"]
+
+
+# --- 9. SIGKILL never damages the config ------------------------------------------------------
+
+class Running:
+    """A calibration run of int8cfg_model.py with --progress; its output is read as it comes."""
+
+    def __init__(self, shim, config, workdir, passes):
+        self.lines = queue.Queue()
+        self.seen = []
+        self.process = subprocess.Popen(
+            shim.python_argv(shim.program("int8cfg_model.py"),
+                             (workdir / "out.pt", "--progress", "--passes", passes)),
+            env=shim.env(mode="calibration", env={"IPEX_CONFIG": str(config)}),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=workdir)
+        self.stderr = []
+        threading.Thread(target=self._drain, args=(self.process.stdout, self.lines.put),
+                         daemon=True).start()
+        threading.Thread(target=self._drain, args=(self.process.stderr, self.stderr.append),
+                         daemon=True).start()
+
+    @staticmethod
+    def _drain(stream, put):
+        for line in stream:
+            put(line.rstrip("\n"))
+        put(None)
+
+    def wait_for(self, wanted, timeout=DEFAULT_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"the program ended before printing {wanted!r}: " \
+                                     f"{self.seen[-5:]}, stderr {self.stderr}"
+            self.seen.append(line)
+            if line == wanted:
+                return
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        return self.process.wait(timeout=30)
+
+
+KILL_POINTS = {
+    # name: (passes, line to wait for, extra random delay in seconds)
+    "right_after_import": ("100000", MARKER, 0.0),
+    "after_first_pass": ("100000", "PASS 0", 0.0),
+    "mid_run_random": ("100000", "PASS 50", 0.3),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_during_the_run_leaves_the_old_config(shim, torch_available, tmp_path, point):
+    passes, wanted, delay = KILL_POINTS[point]
+    config = tmp_path / "config.json"
+    config.write_bytes(OLD_BYTES)
+    run = Running(shim, config, tmp_path, passes)
+    run.wait_for(wanted)
+    pause = random.uniform(0, delay)
+    time.sleep(pause)
+    assert run.process.poll() is None, "the run ended before it could be killed"
+    assert run.kill() == -signal.SIGKILL
+    where = f"killed at {point} (+{pause:.3f}s), last lines {run.seen[-2:]}"
+    assert config.read_bytes() == OLD_BYTES, where
+    assert sorted(os.listdir(tmp_path)) == ["config.json"], where  # no temporary file left
+
+
+@pytest.mark.parametrize("delay", [(0.0, 0.0), (0.0, 0.25), (0.25, 0.6)],
+                         ids=["at_end", "early_exit", "late_exit"])
+def test_sigkill_at_exit_leaves_old_or_complete_config(shim, torch_available, tmp_path, delay):
+    """Killed after the program's last line, while Python shuts down and the config is written
+    (that takes 0.3-0.8 s here): the file is the old bytes or a complete config; only the
+    writer's temporary file may remain beside it."""
+    config = tmp_path / "config.json"
+    config.write_bytes(OLD_BYTES)
+    run = Running(shim, config, tmp_path, "3")
+    run.wait_for("END")
+    pause = random.uniform(*delay)
+    time.sleep(pause)
+    code = run.kill()
+    text = config.read_bytes()
+    where = f"killed {pause:.3f}s after END, exit status {code}, stderr {run.stderr}"
+    assert text == OLD_BYTES or is_complete_model_a_config(text), (where, text[:200])
+    left = sorted(n for n in os.listdir(tmp_path) if n not in ("config.json", "out.pt"))
+    assert all(n.startswith(f"config.json.tmp.{run.process.pid}.") for n in left), (where, left)
+
+
+def test_uninterrupted_run_replaces_the_config(shim, torch_available, tmp_path):
+    """The control for the kills: the same run, not killed, does replace the old bytes."""
+    config = tmp_path / "config.json"
+    config.write_bytes(OLD_BYTES)
+    run = Running(shim, config, tmp_path, "3")
+    run.wait_for("END")
+    assert run.process.wait(timeout=DEFAULT_TIMEOUT) == 0
+    assert is_complete_model_a_config(config.read_text()), config.read_text()[:300]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "out.pt"]
+
+
+# --- 10. start-time problems -----------------------------------------------------------------
+
+def _unwritable_directory(tmp_path):
+    """A directory where no file can be created: a read-only one, or (for root, who may write
+    there anyway) /sys when that refuses too; None when neither works."""
+    directory = tmp_path / "read_only"
+    directory.mkdir()
+    directory.chmod(0o555)
+    for candidate in (directory, "/sys"):
+        probe = os.path.join(candidate, f"ipex_int8cfg_probe.{os.getpid()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError:
+            return str(candidate)
+        os.unlink(probe)
+    return None
+
+
+@pytest.mark.parametrize("case", ["missing_config", "missing_directory",
+                                  "unwritable_directory"])
+def test_calibration_that_cannot_write_says_so_at_start(run_py, shim, tmp_path, case):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {}
+    if case == "missing_config":
+        path = None
+        problem = "IPEX_MODE=calibration needs IPEX_CONFIG=<file to write>; nothing would " \
+                  "be written"
+    elif case == "missing_directory":
+        directory = tmp_path / "no" / "such"
+        path = directory / "config.json"
+        problem = f"cannot write {path}: directory {directory}: No such file or directory"
+    else:
+        directory = _unwritable_directory(tmp_path)
+        if directory is None:
+            pytest.skip("no directory refuses new files here (root, and /sys accepts them)")
+        path = os.path.join(directory, "ipex_int8cfg_config.json")
+        problem = f"cannot write {path}: cannot create temporary file in {directory}: "
+    if path is not None:
+        env["IPEX_CONFIG"] = str(path)
+    out = tmp_path / "out.pt"
+    proc = run_py(shim.program("int8cfg_model.py"), mode="calibration", env=env, args=(out,),
+                  cwd=cwd, stderr=subprocess.STDOUT)
+    assert proc.returncode == 0, describe(proc)
+    lines = proc.stdout.splitlines()
+    said = [i for i, l in enumerate(lines) if l.startswith("ipex_shim:")]
+    assert len(said) == 1, describe(proc)
+    message = lines[said[0]]
+    assert message.startswith("ipex_shim: warning: calibration does not start: " + problem), \
+        message
+    assert message.endswith("; the program runs on stock PyTorch"), message
+    assert said[0] < lines.index(MARKER), "the problem must be said before the program starts"
+    status = parse_report(proc.stdout)["status"]
+    assert status["int8"]["calibrating"] is False
+    assert status["config_state"].startswith("not used: "), status["config_state"]
+    assert all(set(v) <= {"stock", "fallback_reasons"} for v in status["ops"].values()), status
+    assert os.listdir(cwd) == []
+    if path is not None:
+        assert not os.path.exists(path)
+        if os.path.isdir(os.path.dirname(path)) and str(tmp_path) in str(path):
+            assert os.listdir(os.path.dirname(path)) == []
+    stock = run_py(shim.program("int8cfg_model.py"), preload=False,
+                   args=(tmp_path / "stock.pt",))
+    assert stock.returncode == 0, describe(stock)
+    assert torch.equal(torch.load(out)["out"], torch.load(tmp_path / "stock.pt")["out"])
+
+
+def test_strict_calibration_without_config_stops_before_the_program(run_py, shim, tmp_path):
+    proc = run_py(shim.program("int8cfg_model.py"), mode="calibration",
+                  env={"IPEX_STRICT": "1"}, args=(tmp_path / "out.pt",), cwd=tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    assert MARKER not in proc.stdout, describe(proc)
+    assert shim_lines(proc.stderr) == [
+        "ipex_shim: error: calibration does not start: IPEX_MODE=calibration needs "
+        "IPEX_CONFIG=<file to write>; nothing would be written",
+        "ipex_shim: error: IPEX_STRICT=1: stopping (exit code 2)",
+    ], describe(proc)
+    assert os.listdir(tmp_path) == []
+
+
+# --- 11. DataLoader workers ------------------------------------------------------------------
+
+def test_dataloader_workers_do_not_write(run_py, shim, tmp_path):
+    directory = tmp_path / "config"
+    directory.mkdir()
+    config = directory / "config.json"
+    proc = run_py(shim.program("int8cfg_dataloader.py"), mode="calibration",
+                  env={"IPEX_CONFIG": str(config)}, args=(tmp_path / "out.pt",))
+    assert proc.returncode == 0, describe(proc)
+    report = parse_report(proc.stdout)
+    assert len(report["workers"]) == 2 and report["pid"] not in report["workers"], report
+    wrote = [l for l in shim_lines(proc.stderr) if "calibration: wrote" in l]
+    assert wrote == [f"ipex_shim: calibration: wrote 8 entries to {config}"], describe(proc)
+    assert shim_lines(proc.stderr) == wrote, describe(proc)
+    assert os.listdir(directory) == ["config.json"]
+    entries = json.loads(config.read_text())
+    assert sorted(e["name"] for e in entries) == MODEL_A_NAMES
+    for signature in report["signatures"]:
+        entry = entry_with_key(entries, signature + "#")
+        assert entry["calls"] == report["batches"] == 2, entry
+    # The workers' own conv (3x3x1x1) ran only in the workers: not in the config.
+    assert not any("w=3x3x1x1" in e["key"] for e in entries), [e["key"] for e in entries]
+
+
+# --- 12. torchrun ----------------------------------------------------------------------------
+
+def torchrun_argv(shim, program, *args):
+    # torch 1.13's torchrun on Python >= 3.11 fails with the default --redirects/--tee "0"
+    # (Std.from_str("0") returns None: 3.11's Flag iteration skips the zero member); "1"
+    # (stdout only) parses on every version and still shows the ranks' stdout.
+    return [shim.python, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--standalone", "--redirects", "1", "--tee", "1", program, *map(str, args)]
+
+
+def test_torchrun_ranks_merge_into_one_config(run_cmd, shim, torch_available, tmp_path):
+    directory = tmp_path / "config"
+    reports = tmp_path / "reports"
+    directory.mkdir()
+    reports.mkdir()
+    config = directory / "config.json"
+    argv = torchrun_argv(shim, shim.program("int8cfg_ranks.py"), reports)
+    proc = run_cmd(argv, mode="calibration", env={"IPEX_CONFIG": str(config)}, cwd=tmp_path,
+                   timeout=240)
+    if proc.returncode != 0:
+        bare = run_cmd(argv, preload=False, cwd=tmp_path, timeout=240)
+        if bare.returncode != 0:
+            pytest.skip("torchrun cannot run here, even without the shim: "
+                        + (bare.stderr.strip().splitlines() or ["(no output)"])[-1])
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.count(MARKER) == 2, describe(proc)
+    ranks = [json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    lines = shim_lines(proc.stderr)
+    merged = [l for l in lines if "(merged from 2 ranks)" in l]
+    assert merged == [f"ipex_shim: calibration: wrote 8 entries to {config} "
+                      "(merged from 2 ranks)"], describe(proc)
+    assert sum("observations saved" in l for l in lines) == 1, describe(proc)
+    # Nothing but the merge writes the config: not the torchrun agent (which has the preload
+    # and the variables too) nor a rank.
+    writes = [l for l in lines if "calibration: wrote" in l]
+    assert writes == merged, f"other processes wrote {config} after the merge: {writes}"
+
+    left = sorted(os.listdir(directory))
+    assert not [n for n in left if ".part." in n or ".tmp." in n], left
+    assert set(left) <= {"config.json", "config.json.lock"}, left
+    entries = json.loads(config.read_text())
+    assert sorted(e["name"] for e in entries) == MODEL_A_NAMES, entries
+    conv1 = entry_with_key(entries, ranks[0]["signatures"][0] + "#")
+    assert conv1["inputs_max"][0] == max(r["input_max"] for r in ranks), (conv1, ranks)
+    assert conv1["inputs_min"][0] == min(r["input_min"] for r in ranks), (conv1, ranks)
+    assert ranks[1]["input_max"] > 5 * ranks[0]["input_max"]  # rank 1's data is x10
+    assert conv1["inputs_scale"][0] == pytest.approx(
+        127.0 / max(abs(conv1["inputs_min"][0]), conv1["inputs_max"][0]), rel=1e-12)
+    for entry in entries:
+        assert entry["calls"] == sum(r["passes"] for r in ranks), entry
