@@ -1,5 +1,6 @@
 // The one call between the preloaded bootstrap (no libtorch) and the core (libtorch): a C
-// interface, so that the two libraries share no C++ types across the boundary.
+// interface, so that the two libraries share no C++ types across the boundary. Every field
+// of Settings crosses it (tests/unit/settings_test.cpp checks the round trip).
 #pragma once
 
 #include "shim/settings.h"
@@ -12,6 +13,9 @@ struct IpexShimCoreSettings {
   int verbose;
   int fusion;
   int strict;
+  const char* int8_algorithm;
+  const char* int8_granularity;
+  double int8_min_sqnr_db;
   int num_threads;
   int threads_from_env;
 };
@@ -33,7 +37,8 @@ namespace ipex_shim {
 
 inline IpexShimCoreSettings to_core_settings(const Settings& settings) {
   return {static_cast<int>(settings.mode), settings.config_path.c_str(), settings.verbose,
-          settings.fusion ? 1 : 0, settings.strict ? 1 : 0, settings.num_threads,
+          settings.fusion ? 1 : 0, settings.strict ? 1 : 0, settings.int8_algorithm.c_str(),
+          settings.int8_granularity.c_str(), settings.int8_min_sqnr_db, settings.num_threads,
           settings.threads_from_env ? 1 : 0};
 }
 
@@ -44,6 +49,9 @@ inline Settings from_core_settings(const IpexShimCoreSettings& core) {
   settings.verbose = core.verbose;
   settings.fusion = core.fusion != 0;
   settings.strict = core.strict != 0;
+  if (core.int8_algorithm) settings.int8_algorithm = core.int8_algorithm;
+  if (core.int8_granularity) settings.int8_granularity = core.int8_granularity;
+  settings.int8_min_sqnr_db = core.int8_min_sqnr_db;
   settings.num_threads = core.num_threads;
   settings.threads_from_env = core.threads_from_env != 0;
   return settings;

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "shim/core_interface.h"
 #include "shim/settings.h"
 
 namespace ipex_shim {
@@ -170,6 +171,39 @@ TEST_F(EnvTest, Int8CalibrationChoicesAreParsedStrictly) {
     ASSERT_EQ(problems.size(), 1u) << bad;
     EXPECT_NE(problems[0].find("IPEX_INT8_MIN_SQNR"), std::string::npos) << bad;
   }
+}
+
+// A field missing from the C struct between bootstrap and core arrives as its default: the
+// core would silently ignore that variable.
+TEST_F(EnvTest, EverySettingCrossesToTheCore) {
+  fake_env()["IPEX_MODE"] = "calibration";
+  fake_env()["IPEX_CONFIG"] = "/tmp/x.json";
+  fake_env()["IPEX_VERBOSE"] = "2";
+  fake_env()["IPEX_FUSION"] = "0";
+  fake_env()["IPEX_STRICT"] = "1";
+  fake_env()["IPEX_INT8_ALGORITHM"] = "percentile";
+  fake_env()["IPEX_INT8_GRANULARITY"] = "per_tensor";
+  fake_env()["IPEX_INT8_MIN_SQNR"] = "31.5";
+  fake_env()["OMP_NUM_THREADS"] = "3";
+  const Settings sent = parse(2);
+  ASSERT_TRUE(problems.empty());
+  const IpexShimCoreSettings wire = to_core_settings(sent);
+  const Settings got = from_core_settings(wire);
+  EXPECT_EQ(got.mode, Mode::calibration);
+  EXPECT_EQ(got.config_path, "/tmp/x.json");
+  EXPECT_EQ(got.verbose, 2);
+  EXPECT_FALSE(got.fusion);
+  EXPECT_TRUE(got.strict);
+  EXPECT_EQ(got.int8_algorithm, "percentile");
+  EXPECT_EQ(got.int8_granularity, "per_tensor");
+  EXPECT_DOUBLE_EQ(got.int8_min_sqnr_db, 31.5);
+  EXPECT_EQ(got.num_threads, 3);
+  EXPECT_TRUE(got.threads_from_env);
+  // Each of these differs from its default, so a dropped field fails above.
+  const Settings defaults;
+  EXPECT_NE(sent.int8_algorithm, defaults.int8_algorithm);
+  EXPECT_NE(sent.int8_granularity, defaults.int8_granularity);
+  EXPECT_NE(sent.int8_min_sqnr_db, defaults.int8_min_sqnr_db);
 }
 
 TEST(EnvTable, ListsEveryVariableTheParserReads) {
