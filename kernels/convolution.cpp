@@ -126,7 +126,12 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
   if (post_ops.relu || post_ops.sum) {
     dnnl::post_ops ops;
     // The destination is filled with the addend before the primitive runs.
-    if (post_ops.sum) ops.append_sum(1.f);
+    const bool int8_result = int8 && int8->output_scale > 0.f;
+    if (post_ops.sum && int8_result && post_ops.sum_s8_scale > 0.f) {
+      ops.append_sum(int8->output_scale / post_ops.sum_s8_scale, 0, dt::s8);
+    } else if (post_ops.sum) {
+      ops.append_sum(1.f);
+    }
     if (post_ops.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(ops);
   }
@@ -244,6 +249,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   shape_key.add(channels_last(weight)).add(has_bias).add_range(args.stride);
   shape_key.add_range(args.padding).add_range(args.dilation).add(args.groups);
   shape_key.add(precision).add(post_ops.relu).add(post_ops.sum != nullptr).add(args.transposed);
+  shape_key.add(post_ops.sum ? post_ops.sum_s8_scale : 0.f);
   shape_key.add_range(args.output_padding).add(int8 != nullptr);
   if (int8) {
     shape_key.add(int8->input_uint8).add(int8->output_scale > 0.f).add(int8->output_uint8);
@@ -381,10 +387,20 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
     // The addend goes into the destination in the destination's layout, type and scale.
     const dnnl::memory::desc given =
         post_ops.sum_layout ? *post_ops.sum_layout : strided_desc(*post_ops.sum);
-    const float dst_scale = int8 && int8->output_scale > 0.f ? int8->output_scale : 1.f;
+    const bool int8_result = int8 && int8->output_scale > 0.f;
     dnnl::memory addend = wrap(*post_ops.sum, given);
-    cached_scaled_reorder(given, dst.get_desc(), dst_scale / post_ops.sum_scale)
-        ->execute(thread_stream(), addend, dst);
+    if (int8_result && post_ops.sum_s8_scale > 0.f) {
+      // s8 bytes over the destination's buffer, in its layout (the sum reads them as s8).
+      dnnl::memory::desc as_s8 = dst.get_desc();
+      as_s8.data.data_type = dnnl_s8;
+      dnnl::memory target(as_s8, cpu_engine(), dst.get_data_handle());
+      cached_scaled_reorder(given, as_s8, post_ops.sum_s8_scale / post_ops.sum_scale)
+          ->execute(thread_stream(), addend, target);
+    } else {
+      const float dst_scale = int8_result ? int8->output_scale : 1.f;
+      cached_scaled_reorder(given, dst.get_desc(), dst_scale / post_ops.sum_scale)
+          ->execute(thread_stream(), addend, dst);
+    }
   }
   std::unordered_map<int, dnnl::memory> arguments = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, dst}};

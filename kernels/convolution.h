@@ -39,6 +39,10 @@ struct ConvolutionPostOps {
   const at::Tensor* sum = nullptr;
   const dnnl::memory::desc* sum_layout = nullptr;
   float sum_scale = 1.f;
+  // INT8 result: an addend that may be negative, or wider than the result's scale allows, is
+  // stored as s8 with this (calibrated) scale and rescaled by the sum; 0: stored in the
+  // result's own type and scale.
+  float sum_s8_scale = 0.f;
 };
 
 // Why a case cannot run on the kernel, or Fallback::none when it can.

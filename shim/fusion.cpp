@@ -57,6 +57,11 @@ struct Site {
   // convolution `sum_from` (in the same pass); `relu` is then the relu after the add.
   bool has_sum = false;
   const void* sum_from = nullptr;
+  // false: the addend is `sum_from`'s input and this chain's result is add_'s self (a block
+  // without downsample). true: the addend is `sum_from`'s batch-norm result, computed
+  // earlier, and is add_'s self, while this chain's result is its `other` (the downsample of
+  // a block: `out += downsample(x)`); the fused result then moves into self.
+  bool sum_of_earlier_result = false;
   bool off = false;  // a prediction failed here: never fuse this site again
 };
 
@@ -98,6 +103,7 @@ struct Taint {
   float layout_scale = 1.f;  // INT8 bytes: their scale
   WeakTensor sum_other = nothing();  // a fused add's other operand (allowed_op "aten::add_")
   uint32_t sum_version = 0;          // its version when the convolution added it
+  bool sum_into_other = false;       // this tensor is add_'s other; sum_other is its self
   // A fused convolution's taints: the call itself, to compute a part of its chain again.
   Recompute convolution;
 };
@@ -133,6 +139,9 @@ struct ThreadState {
   // Per convolution site, the input of its last call in this thread: the identity a later
   // convolution of the same residual block adds.
   std::unordered_map<const void*, WeakTensor> last_input;
+  // Per convolution site with a batch norm, the batch norm's last result in this thread: the
+  // addend of a downsample's fused add.
+  std::unordered_map<const void*, WeakTensor> last_output;
   // Storage of fused convolution outputs written in oneDNN's layout, and that layout.
   struct Kept {
     c10::weak_intrusive_ptr<c10::StorageImpl> storage;
@@ -281,7 +290,7 @@ void add_taint(ThreadState& st, const at::Tensor& tensor, WeakTensor input, Weak
                const void* site, Recompute convolution = nullptr) {
   st.taints.push_back(Taint{weak(tensor), tensor.unsafeGetTensorImpl(), std::move(input),
                             std::move(weight), std::move(correct), std::move(allowed_op),
-                            allowed_relu, site, nullptr, 1.f, nothing(), 0,
+                            allowed_relu, site, nullptr, 1.f, nothing(), 0, false,
                             std::move(convolution)});
   set_observing(true);
 }
@@ -312,7 +321,7 @@ void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site) {
                                 return from_layout(at::Tensor(locked), *layout, scale);
                               },
                               "aten::conv2d", Relu::none, site, layout, scale, nothing(), 0,
-                              nullptr});
+                              false, nullptr});
     set_observing(true);
     return;
   }
@@ -367,8 +376,9 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
     // The relu comes after the add: without the identity, only the batch norm is fused.
     plan.relu = Relu::none;
     ThreadState& st = state();
-    auto found = st.last_input.find(site.sum_from);
-    if (found != st.last_input.end()) {
+    auto& sources = site.sum_of_earlier_result ? st.last_output : st.last_input;
+    auto found = sources.find(site.sum_from);
+    if (found != sources.end()) {
       if (auto identity = found->second.lock()) {
         plan.sum = at::Tensor(identity);
         plan.relu = site.relu;
@@ -435,6 +445,10 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
   if (plan.sum.defined()) {
     st.taints.back().sum_other = weak(plan.sum);
     st.taints.back().sum_version = plan.sum._version();
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+    st.taints.back().sum_into_other = it != reg.sites.end() && it->second.sum_of_earlier_result;
   }
 }
 
@@ -470,6 +484,12 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
   WeakTensor conv_input = taint->input, conv_weight = taint->weight;
   WeakTensor sum_other = taint->sum_other;
   const uint32_t sum_version = taint->sum_version;
+  const bool sum_into_other = taint->sum_into_other;
+  if (st.last_output.size() > 256) {
+    for (auto it = st.last_output.begin(); it != st.last_output.end();)
+      it = it->second.expired() ? st.last_output.erase(it) : std::next(it);
+  }
+  st.last_output.insert_or_assign(site_id, weak(output));
   taint->allowed_op.clear();  // from now on any read of the convolution's output repairs it
   if (!sum_other.expired()) {
     // Next comes `out += identity`, which the convolution already did.
@@ -486,6 +506,7 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
               site_id, convolution);
     st.taints.back().sum_other = sum_other;
     st.taints.back().sum_version = sum_version;
+    st.taints.back().sum_into_other = sum_into_other;
   } else if (site.relu != Relu::none && !site.has_sum) {
     // The batch norm's result should not have the relu applied yet: the same convolution
     // with only the batch norm folded in.
@@ -533,13 +554,56 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   site.eps = eps;
   site.relu = Relu::none;
   site.has_sum = false;  // learned again by after_add
+  site.sum_of_earlier_result = false;
   st.batch_norm.record(output, conv_weight, site_id);
+  st.last_output.insert_or_assign(site_id, weak(output));
   st.chain_end.record(output, nothing(), site_id);
+}
+
+// `self += other` where `other` is a downsample's fused chain that already added self: the
+// fused result moves into self's TensorImpl (which must be self's storage's only user, so
+// no view of the old storage misses the update), and self's old values are kept for a
+// repair.
+bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
+                          const at::Tensor& other, const at::Scalar& alpha) {
+  if (!same(taint->sum_other, self) || self._version() != taint->sum_version ||
+      alpha.isComplex() || alpha.toDouble() != 1.0 || self.storage().use_count() != 1 ||
+      self.storage_offset() != 0 || !self.strides().equals(other.strides()) ||
+      !self.sizes().equals(other.sizes()) || other.storage_offset() != 0) {
+    check_read(st, other, "");  // not the add that was fused: repair first
+    return false;
+  }
+  Relu relu = Relu::none;
+  {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(taint->site));
+    if (it != reg.sites.end()) relu = it->second.relu;
+  }
+  const void* site = taint->site;
+  at::Tensor old_self = share_storage(self);  // self's values before the add
+  std::function<at::Tensor()> before_add = taint->correct_value;
+  taint->allowed_op.clear();  // other keeps its own (unsummed) value for any reader
+  taint->sum_other = nothing();
+  c10::TensorImpl* impl = self.unsafeGetTensorImpl();
+  impl->set_storage_keep_dtype(other.storage());
+  impl->set_storage_offset(0);
+  if (relu == Relu::none) {
+    chain_ends(st, self, site);
+    return true;
+  }
+  add_taint(st, self, nothing(), nothing(),
+            [before_add, old_self] { return before_add().add_(old_self); }, relu_op_name(relu),
+            relu, site);
+  return true;
 }
 
 bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
   ThreadState& st = state();
   if (st.taints.empty()) return false;
+  if (Taint* into = find_taint(st, other);
+      into != nullptr && into->allowed_op == "aten::add_" && into->sum_into_other)
+    return answer_add_into_self(st, into, self, other, alpha);
   Taint* taint = find_taint(st, self);
   if (taint == nullptr || taint->allowed_op != "aten::add_") return false;
   // The identity must be the one added, unchanged since (an in-place update in between
@@ -583,20 +647,32 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
                uint32_t version_before) {
   if (!enabled()) return;
   ThreadState& st = state();
-  const WeakTensor conv_weight = st.batch_norm.weight;
-  const void* site_id = st.batch_norm.take_if_consumed_by(self, version_before);
-  if (site_id == nullptr || alpha.isComplex() || alpha.toDouble() != 1.0) return;
+  if (alpha.isComplex() || alpha.toDouble() != 1.0) return;
   if (!other.sizes().equals(self.sizes()) || other.scalar_type() != self.scalar_type()) return;
+  // Which operand is the batch norm's untouched result decides the fusion's shape.
+  Produced batch_norm = st.batch_norm;
+  const WeakTensor conv_weight = batch_norm.weight;
+  const void* site_id = st.batch_norm.take_if_consumed_by(self, version_before);
   const void* from = nullptr;
-  for (const auto& [conv_site, input] : st.last_input)
-    if (same(input, other)) from = conv_site;
-  if (from == nullptr) return;  // not a block's input: computed later, cannot be fused
+  bool earlier_result = false;
+  if (site_id != nullptr) {
+    // `out = bn(conv(...)); out += x`: x must be the input of an earlier convolution.
+    for (const auto& [conv_site, input] : st.last_input)
+      if (same(input, other)) from = conv_site;
+  } else if ((site_id = batch_norm.take_if_consumed_by(other, other._version())) != nullptr) {
+    // `out += downsample(x)`: out must be an earlier site's batch-norm result.
+    for (const auto& [conv_site, output] : st.last_output)
+      if (conv_site != site_id && same(output, self)) from = conv_site;
+    earlier_result = true;
+  }
+  if (site_id == nullptr || from == nullptr) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
   if (it == reg.sites.end() || it->second.off || !it->second.has_batch_norm) return;
   it->second.has_sum = true;
   it->second.sum_from = from;
+  it->second.sum_of_earlier_result = earlier_result;
   it->second.relu = Relu::none;
   st.sum.record(self, conv_weight, site_id);
   st.chain_end.record(self, nothing(), site_id);

@@ -27,6 +27,7 @@ struct WeightSeen {
 struct StorageAnchor {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;
   int64_t anchor;
+  int64_t producer;
 };
 
 struct Registry {
@@ -87,16 +88,21 @@ int64_t add_op(Registry& reg, Kind kind, const std::string& key, int64_t anchor)
   return index;
 }
 
-int64_t anchor_of_tensor(Registry& reg, const at::Tensor& tensor) {
-  if (!tensor.defined() || !tensor.has_storage()) return kNoOp;
+const StorageAnchor* storage_record(Registry& reg, const at::Tensor& tensor) {
+  if (!tensor.defined() || !tensor.has_storage()) return nullptr;
   const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
   auto it = reg.storages.find(storage);
-  if (it == reg.storages.end()) return kNoOp;
+  if (it == reg.storages.end()) return nullptr;
   if (it->second.storage.lock().get() != storage) {  // a dead storage's address, reused
     reg.storages.erase(it);
-    return kNoOp;
+    return nullptr;
   }
-  return it->second.anchor;
+  return &it->second;
+}
+
+int64_t anchor_of_tensor(Registry& reg, const at::Tensor& tensor) {
+  const StorageAnchor* record = storage_record(reg, tensor);
+  return record ? record->anchor : kNoOp;
 }
 
 }  // namespace
@@ -219,7 +225,15 @@ void produced(int64_t index, const at::Tensor& output) {
   }
   const c10::Storage& storage = output.storage();
   reg.storages.insert_or_assign(storage.unsafeGetStorageImpl(),
-                                StorageAnchor{storage.getWeakStorageImpl(), reg.anchor_of[index]});
+                                StorageAnchor{storage.getWeakStorageImpl(), reg.anchor_of[index],
+                                              index});
+}
+
+int64_t producer_of(const at::Tensor& tensor) {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  const StorageAnchor* record = storage_record(reg, tensor);
+  return record ? record->producer : kNoOp;
 }
 
 OpInfo op_info(int64_t index) {

@@ -59,6 +59,9 @@ int64_t identify_anchored(Kind kind, const std::vector<const at::Tensor*>& input
 // `output` (and every view or in-place update of its storage) comes from op `index`.
 void produced(int64_t index, const at::Tensor& output);
 
+// The op whose result `tensor`'s storage last received (through produced()); kNoOp if none.
+int64_t producer_of(const at::Tensor& tensor);
+
 struct OpInfo {
   Kind kind = Kind::convolution;
   std::string key;

@@ -21,6 +21,8 @@ struct Resolved {
   Int8Spec spec;
   std::vector<float> input_scales;
   std::vector<bool> input_uint8;
+  float output_scale = 0.f;
+  bool output_uint8 = false;
 };
 
 struct State {
@@ -100,6 +102,10 @@ Resolved resolve(State& st, int64_t index) {
   result.spec.input_uint8 =
       !entry.inputs_uint8_used.empty() && entry.inputs_uint8_used[0];
   result.spec.weight_per_channel = entry.weight_granularity == Granularity::per_channel;
+  if (!entry.outputs_scale.empty()) {
+    result.output_scale = static_cast<float>(entry.outputs_scale[0]);
+    result.output_uint8 = !entry.outputs_uint8_used.empty() && entry.outputs_uint8_used[0];
+  }
   for (size_t i = 0; i < entry.inputs_scale.size(); ++i) {
     result.input_scales.push_back(static_cast<float>(entry.inputs_scale[i]));
     result.input_uint8.push_back(i < entry.inputs_uint8_used.size() && entry.inputs_uint8_used[i]);
@@ -174,6 +180,19 @@ bool spec_for(int64_t index, Int8Spec* spec, Fallback* why) {
   *why = resolved.why;
   if (resolved.usable) *spec = resolved.spec;
   return resolved.usable;
+}
+
+bool output_quantisation(int64_t index, float* scale, bool* uint8) {
+  Int8Spec ignored;
+  Fallback why;
+  if (!spec_for(index, &ignored, &why)) return false;
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  const Resolved& resolved = st.resolved[index];
+  if (!(resolved.output_scale > 0.f)) return false;
+  *scale = resolved.output_scale;
+  *uint8 = resolved.output_uint8;
+  return true;
 }
 
 bool matmul_spec_for(int64_t index, Int8MatmulSpec* spec, Fallback* why) {

@@ -26,6 +26,10 @@ std::string load_config(const Settings& settings,
 // with *why = config_mismatch (no usable entry) or policy_fp32 (quantized: false).
 bool spec_for(int64_t index, Int8Spec* spec, Fallback* why);
 
+// The calibrated quantisation of op `index`'s result (its entry's outputs_scale), when the
+// entry is usable and quantized.
+bool output_quantisation(int64_t index, float* scale, bool* uint8);
+
 // The same for a product of two activations (an entry with two input scales).
 bool matmul_spec_for(int64_t index, Int8MatmulSpec* spec, Fallback* why);
 

@@ -104,6 +104,24 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
           spec.output_scale = next.input_scale;
           spec.output_uint8 = next.input_uint8;
         }
+        // oneDNN adds an addend in the destination's own type: an fp32 (possibly negative)
+        // addend or one of the other 8-bit type would saturate there, so such a result is
+        // kept in fp32 instead.
+        const auto addend_type = post_ops.sum_layout ? post_ops.sum_layout->data_type()
+                                                     : dnnl::memory::data_type::f32;
+        if (post_ops.sum && spec.output_scale > 0.f &&
+            addend_type != activation_type(spec.output_uint8)) {
+          // ... unless the addend's own calibrated range is known (the batch norm that made
+          // it): then it is stored as s8 with that scale and the sum rescales it.
+          float addend_scale = 0.f;
+          bool addend_uint8 = false;
+          if (int8::output_quantisation(int8::producer_of(plan.sum), &addend_scale,
+                                        &addend_uint8)) {
+            post_ops.sum_s8_scale = addend_uint8 ? addend_scale * 127.f / 255.f : addend_scale;
+          } else {
+            spec.output_scale = 0.f;
+          }
+        }
       }
       dnnl::memory::desc kept;
       ConvolutionHandoff handoff{input_layout, fusion::layout_scale(input), plan.keep_layout,

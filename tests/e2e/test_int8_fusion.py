@@ -3,8 +3,9 @@ INT8 convolution with the identity added inside it, and block outputs handed fro
 block in oneDNN's INT8 layout (shim/fusion.h).
 
 The scenarios of programs/int8_residual.py change, on their last pass, what the program does
-with the identity after the convolution that would add it: changes it in place, reads it,
-adds something else. The results must still be those of the program as written (against
+with the addends after the convolution that would add them: the identity of a plain block
+changed in place, read, or replaced by another addend; in the downsample block (whose add
+moves the fused result into `out`), `out` changed in place or viewed before the add. The results must still be those of the program as written (against
 stock PyTorch on the same weights and inputs, to INT8 accuracy), which a stale or skipped
 fused add would break by far more than INT8's error.
 """
@@ -42,8 +43,11 @@ def runs(tmp_path_factory, shim, torch_available):
     return out
 
 
-@pytest.mark.parametrize("scenario", ["plain", "identity_changed", "identity_read",
-                                      "other_addend"])
+SCENARIOS = ["plain", "identity_changed", "identity_read", "other_addend", "out_changed",
+             "out_viewed"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_int8_results_follow_the_program_in_every_scenario(runs, scenario):
     stock = runs["stock"]["results"][scenario]
     fused = runs["fused"]["results"][scenario]
@@ -56,7 +60,7 @@ def test_int8_results_follow_the_program_in_every_scenario(runs, scenario):
 
 def test_the_scenarios_differ_enough_to_catch_a_stale_sum(runs):
     stock = runs["stock"]["results"]
-    for scenario in ["identity_changed", "other_addend"]:
+    for scenario in ["identity_changed", "other_addend", "out_changed"]:
         assert rel(stock[scenario], stock["plain"]) > 0.2, scenario
 
 
@@ -70,8 +74,7 @@ def test_the_plain_blocks_are_fused_without_mispredictions(runs):
 def test_changed_programs_are_detected(runs):
     # Counters are cumulative; each scenario runs on a network of its own.
     counters = runs["fused"]["counters"]
-    order = ["plain", "identity_changed", "identity_read", "other_addend"]
-    for before, scenario in zip(order, order[1:]):
+    for before, scenario in zip(SCENARIOS, SCENARIOS[1:]):
         assert counters[scenario]["repairs"] > counters[before]["repairs"], (scenario, counters)
         assert counters[scenario]["mispredictions"] > counters[before]["mispredictions"], (
             scenario, counters)

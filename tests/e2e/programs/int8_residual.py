@@ -35,6 +35,10 @@ class Block(nn.Module):
             identity = self.downsample(x)
         if self.twist == "identity_changed":
             identity.mul_(0.5)  # in place, after the convolution that would add it
+        if self.twist == "out_changed":
+            out.mul_(-2.0)  # the addend of the downsample's fused add, changed after it ran
+        if self.twist == "out_viewed":
+            self.view = out[:, :4]  # a view that must see the add
         if self.twist == "identity_read":
             self.seen = identity.sum().item()
         if self.twist == "other_addend":
@@ -80,15 +84,20 @@ def main():
         status = None  # stock PyTorch, no preload
     results, counters = {}, {}
     net = None
-    for scenario in ["plain", "identity_changed", "identity_read", "other_addend"]:
+    for scenario in ["plain", "identity_changed", "identity_read", "other_addend",
+                     "out_changed", "out_viewed"]:
         net = None  # each scenario learns on a network of its own (same weights)
         net = build()
         with torch.no_grad():
             for _ in range(2):
                 net(x)
-            net.blocks[1].twist = None if scenario == "plain" else scenario
-            net.blocks[2].twist = None if scenario == "plain" else scenario
-            results[scenario] = net(x).clone()
+            downsample_block = scenario.startswith("out_")
+            for i, block in enumerate(net.blocks):
+                block.twist = scenario if (i == 0) == downsample_block else None
+            result = net(x).clone()
+            if scenario == "out_viewed":  # the view holds the block's output, after relu
+                result = torch.cat([result.flatten(), net.blocks[0].view.flatten()])
+            results[scenario] = result
         if status is not None:
             counters[scenario] = json.loads(status())["fusion"]
     torch.save({"results": results, "counters": counters}, out_path)
