@@ -299,7 +299,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
       dnnl::memory user = wrap(source, weight_user_desc(source, args));
       if (!int8) {
         Reordered out = reorder_to(user, weights_desc);
-        return PackedWeight{out.storage, out.memory, folded_bias};
+        return PackedWeight{out.storage, out.memory, folded_bias, at::Tensor()};
       }
       at::Tensor scales = weight_scales(source, int8->weight_per_channel);
       const float* values = scales.data_ptr<float>();

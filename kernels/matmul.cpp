@@ -114,7 +114,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                             {weight.stride(1), weight.stride(0)});
     if (!int8) {
       Reordered out = reorder_to(wrap(weight, user), weights_desc);
-      return PackedWeight{out.storage, out.memory};
+      return PackedWeight{out.storage, out.memory, at::Tensor(), at::Tensor()};
     }
     at::Tensor scales = weight_scales(weight, int8->weight_per_channel);
     const float* values = scales.data_ptr<float>();

@@ -52,6 +52,7 @@ struct Site {
   Relu relu = Relu::none;
   MatmulActivation activation = MatmulActivation::none;  // linear sites
   bool feeds_convolution = false;  // the chain's result goes straight into a conv2d
+  int64_t feeds_pool = -1;  // INT8: ... or into this max pool op, which hands it on
   WeakTensor next_weight = nothing();  // that conv2d's weight
   // INT8: `out += identity` after the batch norm, the identity being the input of the
   // convolution `sum_from` (in the same pass); `relu` is then the relu after the add.
@@ -244,6 +245,9 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   }
   Taint* taint = find_taint(st, tensor);
   if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
+  // Bytes handed over in oneDNN's layout: the max pool wrapper reads them as they are, or
+  // settles them first.
+  if (taint->layout && taint->allowed_op == "aten::conv2d" && op == "aten::max_pool2d") return;
   g_mispredictions.fetch_add(1, std::memory_order_relaxed);
   switch_off(taint->site);
   repair(st, taint);
@@ -372,6 +376,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   if (site.feeds_convolution) {
     if (auto next = site.next_weight.lock()) plan.next_weight = at::Tensor(next);
   }
+  if (site.feeds_pool >= 0 && !site.feeds_convolution) plan.next_pool = site.feeds_pool;
   if (site.has_sum) {
     // The relu comes after the add: without the identity, only the batch norm is fused.
     plan.relu = Relu::none;
@@ -387,7 +392,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   }
   if (!site.has_batch_norm) {  // conv -> relu
     plan.fuse = true;
-    plan.keep_layout = site.feeds_convolution;
+    plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0;
     return plan;
   }
   auto gamma = site.gamma.lock(), beta = site.beta.lock(), mean = site.mean.lock(),
@@ -395,7 +400,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   if (!mean || !var || (site.has_gamma && !gamma) || (site.has_beta && !beta)) return plan;
   plan.fuse = true;
   plan.fold_batch_norm = true;
-  plan.keep_layout = site.feeds_convolution;
+  plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0;
   plan.batch_norm.mean = at::Tensor(mean);
   plan.batch_norm.var = at::Tensor(var);
   if (site.has_gamma) plan.batch_norm.gamma = at::Tensor(gamma);
@@ -560,6 +565,16 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   st.chain_end.record(output, nothing(), site_id);
 }
 
+namespace {
+
+// The relu a site learned to fuse (none for a site that is gone).
+Relu learned_relu(const void* site) {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+  return it != reg.sites.end() ? it->second.relu : Relu::none;
+}
+
 // `self += other` where `other` is a downsample's fused chain that already added self: the
 // fused result moves into self's TensorImpl (which must be self's storage's only user, so
 // no view of the old storage misses the update), and self's old values are kept for a
@@ -573,13 +588,7 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
     check_read(st, other, "");  // not the add that was fused: repair first
     return false;
   }
-  Relu relu = Relu::none;
-  {
-    Registry& reg = registry();
-    std::lock_guard<std::mutex> lock(reg.mutex);
-    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(taint->site));
-    if (it != reg.sites.end()) relu = it->second.relu;
-  }
+  const Relu relu = learned_relu(taint->site);
   const void* site = taint->site;
   at::Tensor old_self = share_storage(self);  // self's values before the add
   std::function<at::Tensor()> before_add = taint->correct_value;
@@ -598,6 +607,8 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
   return true;
 }
 
+}  // namespace
+
 bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
   ThreadState& st = state();
   if (st.taints.empty()) return false;
@@ -613,13 +624,7 @@ bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scala
     check_read(st, self, "");  // another add than the one fused: repair first
     return false;
   }
-  Relu relu = Relu::none;
-  {
-    Registry& reg = registry();
-    std::lock_guard<std::mutex> lock(reg.mutex);
-    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(taint->site));
-    if (it != reg.sites.end()) relu = it->second.relu;
-  }
+  const Relu relu = learned_relu(taint->site);
   const void* site = taint->site;
   if (relu == Relu::none) {
     erase_taint(st, taint);
@@ -676,6 +681,35 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
   it->second.relu = Relu::none;
   st.sum.record(self, conv_weight, site_id);
   st.chain_end.record(self, nothing(), site_id);
+}
+
+void after_max_pool(const at::Tensor& input, int64_t pool_op) {
+  if (!enabled() || pool_op < 0) return;
+  ThreadState& st = state();
+  const void* producer = st.chain_end.take_if_consumed_by(input, input._version());
+  if (producer == nullptr || input.dim() != 4) return;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
+  if (it != reg.sites.end() && !it->second.off) it->second.feeds_pool = pool_op;
+}
+
+void handed_on(const at::Tensor& input, const at::Tensor& output,
+               const dnnl::memory::desc& layout, float scale) {
+  ThreadState& st = state();
+  Taint* source = find_taint(st, input);
+  const void* site = source ? source->site : nullptr;
+  auto kept = std::make_shared<const dnnl::memory::desc>(layout);
+  WeakTensor self = weak(output);
+  st.taints.push_back(Taint{self, output.unsafeGetTensorImpl(), nothing(), nothing(),
+                            [self, kept, scale] {
+                              auto locked = self.lock();
+                              return from_layout(at::Tensor(locked), *kept, scale);
+                            },
+                            "aten::conv2d", Relu::none, site, kept, scale, nothing(), 0, false,
+                            nullptr});
+  set_observing(true);
+  g_handoffs.fetch_add(1, std::memory_order_relaxed);
 }
 
 const dnnl::memory::desc* addend_layout(const at::Tensor& tensor, float* scale) {

@@ -56,6 +56,7 @@ struct ConvolutionPlan {
   Relu relu = Relu::none;
   bool keep_layout = false;  // the chain's result goes to a conv2d: keep oneDNN's layout
   at::Tensor next_weight;    // that conv2d's weight, when it is alive (INT8 asks its scale)
+  int64_t next_pool = -1;    // INT8: the result goes to this max pool op (shim/int8_identity.h)
   // INT8 mode: `out = bn(conv(x)); out += identity; relu_(out)` with the identity available
   // now (the input of an earlier convolution, as learned): added inside the convolution.
   at::Tensor sum;
@@ -118,6 +119,13 @@ void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t 
 bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
 void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
                uint32_t version_before);
+
+// max_pool2d (INT8 mode). after_max_pool learns that the chain ending in `input` feeds
+// the max pool `pool_op`, so later passes hand it over in INT8; handed_on taints a pooled
+// result whose bytes are in `layout` (scale `scale`) for the convolutions that read it next.
+void after_max_pool(const at::Tensor& input, int64_t pool_op);
+void handed_on(const at::Tensor& input, const at::Tensor& output,
+               const dnnl::memory::desc& layout, float scale);
 
 // The bytes of a tensor added by a convolution: their layout when handed over in oneDNN's
 // layout (with their INT8 scale), else nullptr (then they are the tensor's values).

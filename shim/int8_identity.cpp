@@ -20,7 +20,7 @@ using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorIm
 struct WeightSeen {
   WeakImpl impl;
   const void* data;
-  uint32_t version;
+  int64_t version;
   int64_t index;
 };
 

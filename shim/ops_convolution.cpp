@@ -100,7 +100,10 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
       if (int8 && plan.keep_layout) {
         Int8Spec next;
         Fallback next_why;
-        if (int8::spec_for(int8::known_weighted(plan.next_weight), &next, &next_why)) {
+        const int64_t next_op = plan.next_weight.defined()
+                                    ? int8::known_weighted(plan.next_weight)
+                                    : plan.next_pool;
+        if (int8::spec_for(next_op, &next, &next_why)) {
           spec.output_scale = next.input_scale;
           spec.output_uint8 = next.input_uint8;
         }

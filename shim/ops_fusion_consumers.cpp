@@ -5,9 +5,11 @@
 
 #include <ATen/ops/add_ops.h>
 #include <ATen/ops/batch_norm_ops.h>
+#include <ATen/ops/max_pool2d_ops.h>
 #include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/relu_ops.h>
 
+#include "kernels/pooling.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
 #include "shim/ops_observed.h"
@@ -127,6 +129,62 @@ at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::S
   if (learn) fusion::after_add(self, other, alpha, version_before);
   int8::produced(op, self);
   return self;
+}
+
+namespace {
+
+// max_pool2d's int[2] arguments as PyTorch reads them: one value stands for both, and an
+// empty stride means the kernel size.
+std::vector<int64_t> pair_of(c10::IntArrayRef values, c10::IntArrayRef when_empty) {
+  if (values.empty()) return when_empty.vec();
+  if (values.size() == 1) return {values[0], values[0]};
+  return values.vec();
+}
+
+}  // namespace
+
+at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_size,
+                               c10::IntArrayRef stride, c10::IntArrayRef padding,
+                               c10::IntArrayRef dilation, bool ceil_mode) {
+  using Op = at::_ops::max_pool2d;
+  // The observer lets max_pool2d read bytes handed over in oneDNN's layout; every path but
+  // the INT8 kernel below needs their values first.
+  const dnnl::memory::desc* layout = fusion::layout_of(self);
+  if (!int8::quantising()) {
+    if (layout) fusion::settle(self);
+    return Observed<Op, int8::Kind::max_pool>::call(self, kernel_size, stride, padding,
+                                                    dilation, ceil_mode);
+  }
+  const int64_t op = int8::identify_anchored(int8::Kind::max_pool, {&self});
+  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
+                     !needs_grad(self);
+  if (learn && layout && layout->data_type() != dnnl::memory::data_type::f32) {
+    const std::vector<int64_t> kernel = pair_of(kernel_size, {});
+    const std::vector<int64_t> strides = pair_of(stride, kernel);
+    const std::vector<int64_t> pads = pair_of(padding, {0, 0});
+    const std::vector<int64_t> dilations = pair_of(dilation, {1, 1});
+    if (max_pool_support(self, kernel, strides, pads, dilations) == Fallback::none) {
+      try {
+        c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+        dnnl::memory::desc pooled_layout;
+        at::Tensor output = max_pool_handed_over(self, *layout, kernel, strides, pads,
+                                                 dilations, ceil_mode, &pooled_layout);
+        fusion::handed_on(self, output, pooled_layout, fusion::layout_scale(self));
+        fusion::consumed(self);
+        Intercept<Op>::stats().count(Path::onednn_int8);
+        int8::produced(op, output);
+        return output;
+      } catch (const std::exception& error) {
+        report_kernel_error(op_display_name<Op>(), error);
+      }
+    }
+  }
+  if (layout) fusion::settle(self);  // stock reads values
+  at::Tensor output =
+      Intercept<Op>::pass_through(self, kernel_size, stride, padding, dilation, ceil_mode);
+  if (learn) fusion::after_max_pool(self, op);
+  int8::produced(op, output);
+  return output;
 }
 
 at::Tensor relu_override(const at::Tensor& input) {

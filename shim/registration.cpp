@@ -83,7 +83,6 @@ void add(torch::Library& library, Policy policy) {
   add<at::_ops::op>(library, Policy::policy, TORCH_FN(kernel))
 
 using ObservedAdd = Observed<at::_ops::add_Tensor, int8::Kind::add>;
-using ObservedMaxPool = Observed<at::_ops::max_pool2d, int8::Kind::max_pool>;
 using ObservedAvgPool = Observed<at::_ops::avg_pool2d, int8::Kind::avg_pool>;
 using ObservedAdaptivePool = Observed<at::_ops::adaptive_avg_pool2d, int8::Kind::adaptive_pool>;
 
@@ -121,7 +120,7 @@ void fill_table(torch::Library& library) {
   SHIM_KERNEL(relu, observe, relu_override);
   SHIM_KERNEL(relu_, observe, relu__override);
   SHIM_KERNEL(gelu, observe, gelu_override);
-  SHIM_KERNEL(max_pool2d, observe, ObservedMaxPool::call);
+  SHIM_KERNEL(max_pool2d, observe, max_pool2d_override);
   SHIM_KERNEL(avg_pool2d, observe, ObservedAvgPool::call);
   SHIM_KERNEL(adaptive_avg_pool2d, observe, ObservedAdaptivePool::call);
 }

@@ -5,7 +5,8 @@ block in oneDNN's INT8 layout (shim/fusion.h).
 The scenarios of programs/int8_residual.py change, on their last pass, what the program does
 with the addends after the convolution that would add them: the identity of a plain block
 changed in place, read, or replaced by another addend; in the downsample block (whose add
-moves the fused result into `out`), `out` changed in place or viewed before the add. The results must still be those of the program as written (against
+moves the fused result into `out`), `out` changed in place or viewed before the add; the
+stem's max pool (which pools the INT8 bytes and hands them on) read by the program. The results must still be those of the program as written (against
 stock PyTorch on the same weights and inputs, to INT8 accuracy), which a stale or skipped
 fused add would break by far more than INT8's error.
 """
@@ -44,7 +45,7 @@ def runs(tmp_path_factory, shim, torch_available):
 
 
 SCENARIOS = ["plain", "identity_changed", "identity_read", "other_addend", "out_changed",
-             "out_viewed"]
+             "out_viewed", "pooled_read"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -62,6 +63,14 @@ def test_the_scenarios_differ_enough_to_catch_a_stale_sum(runs):
     stock = runs["stock"]["results"]
     for scenario in ["identity_changed", "other_addend", "out_changed"]:
         assert rel(stock[scenario], stock["plain"]) > 0.2, scenario
+
+
+def test_the_max_pool_runs_on_int8_bytes(runs):
+    # Pass 1 learns; passes 2 and 3 pool the stem's INT8 result as it is.
+    paths = runs["fused"]["counters"]["plain"]["max_pool2d"]
+    assert paths.get("onednn_int8") == 2 and paths.get("stock") == 1, paths
+    unfused = runs["unfused"]["counters"]["plain"]["max_pool2d"]
+    assert "onednn_int8" not in unfused, unfused
 
 
 def test_the_plain_blocks_are_fused_without_mispredictions(runs):

@@ -10,14 +10,7 @@
 namespace ipex_shim {
 namespace {
 
-struct ConvCase {
-  const char* name;
-  std::vector<int64_t> input;   // N, C, spatial...
-  std::vector<int64_t> weight;  // O, C/groups, kernel...
-  std::vector<int64_t> stride, padding, dilation;
-  int64_t groups;
-  bool bias;
-};
+using testing::ConvCase;
 
 class Convolution : public ::testing::TestWithParam<std::tuple<ConvCase, Precision>> {};
 

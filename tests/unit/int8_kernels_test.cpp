@@ -121,15 +121,7 @@ at::Tensor int8_linear(const at::Tensor& input, const at::Tensor& weight,
   return linear_forward(input, weight, bias, Precision::fp32, activation, &spec);
 }
 
-struct Int8ConvCase {
-  const char* name;
-  std::vector<int64_t> input;   // N, C, spatial...
-  std::vector<int64_t> weight;  // O, C/groups, kernel...
-  std::vector<int64_t> stride, padding, dilation;
-  int64_t groups;
-  bool bias;
-};
-void PrintTo(const Int8ConvCase& c, std::ostream* os) { *os << c.name; }
+using Int8ConvCase = testing::ConvCase;
 
 class Int8Convolution : public ::testing::TestWithParam<
                             std::tuple<Int8ConvCase, bool /*uint8*/, bool /*per_channel*/>> {};

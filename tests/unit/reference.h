@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <ostream>
+#include <vector>
+
 #include "kernels/onednn_context.h"
 
 namespace ipex_shim::testing {
@@ -19,6 +22,17 @@ inline double relative_error(const at::Tensor& actual, const at::Tensor& expecte
 // BF16 keeps 8 bits of mantissa: inputs and weights are rounded to ~0.4% each, and the
 // accumulation is fp32, so the result is within about 1% of the largest output.
 inline double tolerance(Precision precision) { return precision == Precision::bf16 ? 1.5e-2 : 1e-5; }
+
+// A convolution's shapes and arguments, for parameterised kernel tests.
+struct ConvCase {
+  const char* name;
+  std::vector<int64_t> input;   // N, C, spatial...
+  std::vector<int64_t> weight;  // O, C/groups, kernel...
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups;
+  bool bias;
+};
+inline void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name; }
 
 inline void expect_close(const at::Tensor& actual, const at::Tensor& expected, Precision precision) {
   ASSERT_EQ(actual.sizes(), expected.sizes());

@@ -4,7 +4,8 @@ Usage: int8_residual.py OUT.pt
 Runs a small residual network (three blocks, the first with a downsample) on seeded inputs,
 three passes per scenario; on pass 3 some scenarios use the block's tensors differently
 from what passes 1 and 2 taught. Saves {"results": {scenario: output of pass 3},
-"counters": {scenario: status()["fusion"] after it}} (counters only under the shim).
+"counters": {scenario: status()["fusion"] and the max pool's paths after it}} (counters
+only under the shim).
 """
 import json
 import sys
@@ -54,11 +55,16 @@ class Net(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
                                   nn.ReLU(inplace=True))
+        self.pool = nn.MaxPool2d(3, 2, 1)
         self.blocks = nn.Sequential(Block(16, 32, 2), Block(32, 32, 1), Block(32, 32, 1))
         self.head = nn.Linear(32, 10)
+        self.twist = None
 
     def forward(self, x):
-        x = self.blocks(self.stem(x))
+        x = self.pool(self.stem(x))
+        if self.twist == "pooled_read":
+            self.seen = x.sum().item()  # the pooled result, handed over in INT8, read
+        x = self.blocks(x)
         return self.head(x.mean((2, 3)))
 
 
@@ -85,7 +91,7 @@ def main():
     results, counters = {}, {}
     net = None
     for scenario in ["plain", "identity_changed", "identity_read", "other_addend",
-                     "out_changed", "out_viewed"]:
+                     "out_changed", "out_viewed", "pooled_read"]:
         net = None  # each scenario learns on a network of its own (same weights)
         net = build()
         with torch.no_grad():
@@ -94,12 +100,16 @@ def main():
             downsample_block = scenario.startswith("out_")
             for i, block in enumerate(net.blocks):
                 block.twist = scenario if (i == 0) == downsample_block else None
+            net.twist = scenario if scenario == "pooled_read" else None
             result = net(x).clone()
+            if scenario == "pooled_read":
+                result = torch.cat([result.flatten(), torch.tensor([net.seen])])
             if scenario == "out_viewed":  # the view holds the block's output, after relu
                 result = torch.cat([result.flatten(), net.blocks[0].view.flatten()])
             results[scenario] = result
         if status is not None:
-            counters[scenario] = json.loads(status())["fusion"]
+            report = json.loads(status())
+            counters[scenario] = dict(report["fusion"], max_pool2d=report["ops"]["max_pool2d"])
     torch.save({"results": results, "counters": counters}, out_path)
 
 

@@ -1,0 +1,82 @@
+#include "kernels/pooling.h"
+
+#include <ATen/ops/empty.h>
+
+#include "kernels/onednn_context.h"
+#include "kernels/primitive_cache.h"
+
+namespace ipex_shim {
+namespace {
+
+struct PoolPrimitive {
+  dnnl::pooling_v2_forward::primitive_desc pd;
+  dnnl::pooling_v2_forward primitive;
+  std::vector<int64_t> output_sizes;
+};
+
+// PyTorch's output size, ceil_mode included (a last window must start inside the input or
+// its left padding).
+int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+                    bool ceil_mode) {
+  const int64_t span = dilation * (kernel - 1) + 1;
+  const int64_t numerator = in + 2 * pad - span + (ceil_mode ? stride - 1 : 0);
+  int64_t out = numerator / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+}  // namespace
+
+Fallback max_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
+                          c10::IntArrayRef stride, c10::IntArrayRef padding,
+                          c10::IntArrayRef dilation) {
+  if (input.dim() != 4) return Fallback::unsupported_shape;
+  if (kernel.size() != 2 || stride.size() != 2 || padding.size() != 2 || dilation.size() != 2)
+    return Fallback::unsupported_shape;
+  for (size_t d = 0; d < 2; ++d) {
+    if (kernel[d] < 1 || stride[d] < 1 || dilation[d] < 1 || padding[d] < 0 ||
+        2 * padding[d] > kernel[d])
+      return Fallback::unsupported_shape;
+  }
+  return Fallback::none;
+}
+
+at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::desc& layout,
+                                c10::IntArrayRef kernel, c10::IntArrayRef stride,
+                                c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                bool ceil_mode, dnnl::memory::desc* output_layout) {
+  static PrimitiveCache<PoolPrimitive>* primitives = new PrimitiveCache<PoolPrimitive>();
+  KeyBuilder key;
+  key.add(layout).add_range(kernel).add_range(stride).add_range(padding).add_range(dilation);
+  key.add(ceil_mode);
+  auto pool = primitives->get(key.take(), [&] {
+    std::vector<int64_t> output_sizes = {input.size(0), input.size(1)};
+    dnnl::memory::dims strides, kernel_dims, dilates, padding_l, padding_r;
+    for (int64_t d = 0; d < 2; ++d) {
+      const int64_t in = input.size(d + 2);
+      const int64_t out =
+          pooled_size(in, kernel[d], stride[d], padding[d], dilation[d], ceil_mode);
+      output_sizes.push_back(out);
+      strides.push_back(stride[d]);
+      kernel_dims.push_back(kernel[d]);
+      dilates.push_back(dilation[d] - 1);
+      padding_l.push_back(padding[d]);
+      padding_r.push_back((out - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1 - in -
+                          padding[d]);
+    }
+    auto dst_md = dnnl::memory::desc(to_dims(output_sizes), layout.data_type(),
+                                     dnnl::memory::format_tag::acdb);
+    dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                        dnnl::algorithm::pooling_max, layout, dst_md, strides,
+                                        kernel_dims, dilates, padding_l, padding_r);
+    dnnl::pooling_v2_forward::primitive_desc pd(desc, base_attr(), cpu_engine());
+    return PoolPrimitive{pd, dnnl::pooling_v2_forward(pd), output_sizes};
+  });
+  at::Tensor output = at::empty(pool->output_sizes, input.options());
+  *output_layout = pool->pd.dst_desc();
+  execute(pool->primitive, pool->pd,
+          {{DNNL_ARG_SRC, wrap(input, layout)}, {DNNL_ARG_DST, wrap(output, *output_layout)}});
+  return output;
+}
+
+}  // namespace ipex_shim
