@@ -53,6 +53,9 @@ struct Site {
   MatmulActivation activation = MatmulActivation::none;  // linear sites
   bool feeds_convolution = false;  // the chain's result goes straight into a conv2d
   int64_t feeds_pool = -1;  // INT8: ... or into this max pool op, which hands it on
+  // INT8: the chain's result is the addend of a downsample's fused add (and then add_'s
+  // self): kept as s8 in oneDNN's layout with the output scale of this op (its batch norm).
+  int64_t keeps_for_sum = -1;
   WeakTensor next_weight = nothing();  // that conv2d's weight
   // INT8: `out += identity` after the batch norm, the identity being the input of the
   // convolution `sum_from` (in the same pass); `relu` is then the relu after the add.
@@ -267,9 +270,15 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
       auto args = torch::jit::last(*stack, count);
       if (args[0].isTensor() && args[1].isTensor()) {
         Taint* self = find_taint(st, args[0].toTensor());
+        Taint* other = find_taint(st, args[1].toTensor());
         if (self && self->allowed_op == "aten::add_" && same(self->sum_other, args[1].toTensor()) &&
             args[1].toTensor()._version() == self->sum_version)
           skip = &args[1].toTensor();
+        // A downsample's fused add: self's bytes (kept in INT8) were read by the convolution.
+        if (other && other->allowed_op == "aten::add_" && other->sum_into_other &&
+            same(other->sum_other, args[0].toTensor()) &&
+            args[0].toTensor()._version() == other->sum_version)
+          skip = &args[0].toTensor();
       }
     }
     for (const c10::IValue& value : torch::jit::last(*stack, count)) {
@@ -377,6 +386,8 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
     if (auto next = site.next_weight.lock()) plan.next_weight = at::Tensor(next);
   }
   if (site.feeds_pool >= 0 && !site.feeds_convolution) plan.next_pool = site.feeds_pool;
+  if (site.keeps_for_sum >= 0 && !site.feeds_convolution && site.feeds_pool < 0)
+    plan.keep_for_op = site.keeps_for_sum;
   if (site.has_sum) {
     // The relu comes after the add: without the identity, only the batch norm is fused.
     plan.relu = Relu::none;
@@ -392,7 +403,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   }
   if (!site.has_batch_norm) {  // conv -> relu
     plan.fuse = true;
-    plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0;
+    plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0 || site.keeps_for_sum >= 0;
     return plan;
   }
   auto gamma = site.gamma.lock(), beta = site.beta.lock(), mean = site.mean.lock(),
@@ -400,7 +411,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   if (!mean || !var || (site.has_gamma && !gamma) || (site.has_beta && !beta)) return plan;
   plan.fuse = true;
   plan.fold_batch_norm = true;
-  plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0;
+  plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0 || site.keeps_for_sum >= 0;
   plan.batch_norm.mean = at::Tensor(mean);
   plan.batch_norm.var = at::Tensor(var);
   if (site.has_gamma) plan.batch_norm.gamma = at::Tensor(gamma);
@@ -590,7 +601,19 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
   }
   const Relu relu = learned_relu(taint->site);
   const void* site = taint->site;
-  at::Tensor old_self = share_storage(self);  // self's values before the add
+  at::Tensor old_self = share_storage(self);  // self's values (or INT8 bytes) before the add
+  std::shared_ptr<const dnnl::memory::desc> old_layout;
+  float old_scale = 1.f;
+  if (Taint* kept = find_taint(st, self)) {
+    if (!kept->layout) {  // a fused value that is not yet self's: not the predicted add
+      check_read(st, other, "");
+      return false;
+    }
+    old_layout = kept->layout;
+    old_scale = kept->layout_scale;
+    erase_taint(st, kept);  // self gets other's storage below
+    taint = find_taint(st, other);  // the list changed
+  }
   std::function<at::Tensor()> before_add = taint->correct_value;
   taint->allowed_op.clear();  // other keeps its own (unsummed) value for any reader
   taint->sum_other = nothing();
@@ -602,8 +625,12 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
     return true;
   }
   add_taint(st, self, nothing(), nothing(),
-            [before_add, old_self] { return before_add().add_(old_self); }, relu_op_name(relu),
-            relu, site);
+            [before_add, old_self, old_layout, old_scale] {
+              at::Tensor old_value =
+                  old_layout ? from_layout(old_self, *old_layout, old_scale) : old_self;
+              return before_add().add_(old_value);
+            },
+            relu_op_name(relu), relu, site);
   return true;
 }
 
@@ -649,7 +676,7 @@ bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scala
 }
 
 void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
-               uint32_t version_before) {
+               uint32_t version_before, int64_t self_producer) {
   if (!enabled()) return;
   ThreadState& st = state();
   if (alpha.isComplex() || alpha.toDouble() != 1.0) return;
@@ -679,6 +706,11 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
   it->second.sum_from = from;
   it->second.sum_of_earlier_result = earlier_result;
   it->second.relu = Relu::none;
+  if (earlier_result && self_producer >= 0) {
+    auto earlier = reg.sites.find(static_cast<const c10::TensorImpl*>(from));
+    if (earlier != reg.sites.end() && !earlier->second.off)
+      earlier->second.keeps_for_sum = self_producer;
+  }
   st.sum.record(self, conv_weight, site_id);
   st.chain_end.record(self, nothing(), site_id);
 }

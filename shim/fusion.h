@@ -57,6 +57,8 @@ struct ConvolutionPlan {
   bool keep_layout = false;  // the chain's result goes to a conv2d: keep oneDNN's layout
   at::Tensor next_weight;    // that conv2d's weight, when it is alive (INT8 asks its scale)
   int64_t next_pool = -1;    // INT8: the result goes to this max pool op (shim/int8_identity.h)
+  // INT8: the result is a downsample's fused addend: kept as s8 with this op's output scale.
+  int64_t keep_for_op = -1;
   // INT8 mode: `out = bn(conv(x)); out += identity; relu_(out)` with the identity available
   // now (the input of an earlier convolution, as learned): added inside the convolution.
   at::Tensor sum;
@@ -117,8 +119,10 @@ void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t 
 // add_ wrapper (INT8 mode): `self += other` answered by a convolution that already added
 // `other`; else nullopt, and after_add learns (version_before: self's before the add).
 bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
+// `self_producer`: the INT8 op whose result self is (its calibrated scale lets the earlier
+// chain keep self in INT8 for a downsample's fused add), or -1.
 void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
-               uint32_t version_before);
+               uint32_t version_before, int64_t self_producer = -1);
 
 // max_pool2d (INT8 mode). after_max_pool learns that the chain ending in `input` feeds
 // the max pool `pool_op`, so later passes hand it over in INT8; handed_on taints a pooled

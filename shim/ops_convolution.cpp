@@ -103,7 +103,15 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
         const int64_t next_op = plan.next_weight.defined()
                                     ? int8::known_weighted(plan.next_weight)
                                     : plan.next_pool;
-        if (int8::spec_for(next_op, &next, &next_why)) {
+        if (plan.keep_for_op >= 0) {
+          // A downsample's addend: s8 with its batch norm's calibrated scale.
+          float kept_scale = 0.f;
+          bool kept_uint8 = false;
+          if (int8::output_quantisation(plan.keep_for_op, &kept_scale, &kept_uint8)) {
+            spec.output_scale = kept_uint8 ? kept_scale * 127.f / 255.f : kept_scale;
+            spec.output_uint8 = false;
+          }
+        } else if (int8::spec_for(next_op, &next, &next_why)) {
           spec.output_scale = next.input_scale;
           spec.output_uint8 = next.input_uint8;
         }

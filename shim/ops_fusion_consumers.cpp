@@ -126,7 +126,7 @@ at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::S
   }
   const uint32_t version_before = self._version();
   Wrapped::pass_through(self, other, alpha);
-  if (learn) fusion::after_add(self, other, alpha, version_before);
+  if (learn) fusion::after_add(self, other, alpha, version_before, int8::producer_of(self));
   int8::produced(op, self);
   return self;
 }
