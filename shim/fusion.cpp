@@ -507,35 +507,26 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
   }
   st.last_output.insert_or_assign(site_id, weak(output));
   taint->allowed_op.clear();  // from now on any read of the convolution's output repairs it
+  // The batch norm's own result (before an add or a relu the convolution also did): the
+  // same convolution with only the batch norm folded in.
+  BatchNormFold fold;
+  fold.mean = *mean;
+  fold.var = *var;
+  if (weight && weight->defined()) fold.gamma = *weight;
+  if (bias && bias->defined()) fold.beta = *bias;
+  fold.eps = eps;
+  auto batch_norm_value = [convolution, fold] {
+    return convolution(ConvolutionPostOps{&fold, false});
+  };
   if (!sum_other.expired()) {
     // Next comes `out += identity`, which the convolution already did.
-    BatchNormFold fold;
-    fold.mean = *mean;
-    fold.var = *var;
-    if (weight && weight->defined()) fold.gamma = *weight;
-    if (bias && bias->defined()) fold.beta = *bias;
-    fold.eps = eps;
-    auto before_add = [convolution, fold] {
-      return convolution(ConvolutionPostOps{&fold, false});
-    };
-    add_taint(st, output, conv_input, conv_weight, before_add, "aten::add_", Relu::none,
+    add_taint(st, output, conv_input, conv_weight, batch_norm_value, "aten::add_", Relu::none,
               site_id, convolution);
     st.taints.back().sum_other = sum_other;
     st.taints.back().sum_version = sum_version;
     st.taints.back().sum_into_other = sum_into_other;
   } else if (site.relu != Relu::none && !site.has_sum) {
-    // The batch norm's result should not have the relu applied yet: the same convolution
-    // with only the batch norm folded in.
-    BatchNormFold fold;
-    fold.mean = *mean;
-    fold.var = *var;
-    if (weight && weight->defined()) fold.gamma = *weight;
-    if (bias && bias->defined()) fold.beta = *bias;
-    fold.eps = eps;
-    auto before_relu = [convolution, fold] {
-      return convolution(ConvolutionPostOps{&fold, false});
-    };
-    add_taint(st, output, conv_input, conv_weight, before_relu, relu_op_name(site.relu),
+    add_taint(st, output, conv_input, conv_weight, batch_norm_value, relu_op_name(site.relu),
               site.relu, site_id, convolution);
   } else {
     chain_ends(st, output, site_id);
