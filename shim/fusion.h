@@ -29,6 +29,14 @@
 // computes from changed inputs. A tainted tensor that dies unread (the usual case: `out = bn(out)`
 // rebinds the name) costs nothing. Reads that bypass the dispatcher (.numpy() of an inner
 // tensor, a forward hook using data_ptr) can see fused values: IPEX_FUSION=0 turns fusion off.
+//
+// INT8 mode adds three things. Handed-over bytes are INT8, written in the next op's input
+// scale. A residual block's `out = bn(conv(...)); out += identity; relu_(out)` is one
+// convolution with a sum post-op: when the identity is the block's input (learned as the
+// input of an earlier convolution), the convolution adds it and add_ is answered; when it is
+// computed later (`out += downsample(x)`), the downsample convolution adds `out` (kept in
+// INT8 by its own convolution) and add_ moves the result into out's TensorImpl. And a
+// max_pool2d after a fused chain pools the INT8 bytes and hands its result on.
 #pragma once
 
 #include <ATen/core/Tensor.h>

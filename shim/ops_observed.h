@@ -1,7 +1,8 @@
-// Pooling and add: stock PyTorch computes them in every mode. In the INT8 modes they are
-// followed so that op identities downstream come out the same in calibration and inference
-// (shim/int8_identity.h), and in calibration their inputs and results are observed, so the
-// config has their entries (MaxPooling, AvgPooling, AdaptivePooling, Add).
+// Ops that stock PyTorch computes (average pooling, add; max_pool2d and add_ outside INT8
+// mode, which have wrappers of their own in shim/ops_fusion_consumers.cpp). In the INT8
+// modes they are followed so that op identities downstream come out the same in calibration
+// and inference (shim/int8_identity.h), and in calibration their inputs and results are
+// observed, so the config has their entries (MaxPooling, AvgPooling, AdaptivePooling, Add).
 #pragma once
 
 #include <ATen/core/Tensor.h>
