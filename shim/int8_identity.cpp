@@ -248,15 +248,4 @@ int64_t op_count() {
   return static_cast<int64_t>(reg.ops.size());
 }
 
-void reset_identities() {
-  Registry& reg = registry();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  reg.ops.clear();
-  reg.anchor_of.clear();
-  reg.by_key.clear();
-  reg.weights.clear();
-  reg.storages.clear();
-  generation().clear();
-}
-
 }  // namespace ipex_shim::int8

@@ -75,7 +75,5 @@ std::string convolution_signature(const at::Tensor& weight, c10::IntArrayRef str
                                   int64_t groups, bool has_bias);
 std::string linear_signature(const at::Tensor& weight, bool has_bias);
 
-// Forgets everything (tests).
-void reset_identities();
 
 }  // namespace ipex_shim::int8
