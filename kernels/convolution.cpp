@@ -323,14 +323,8 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   std::vector<float> output_scales;
   if (int8) {
     packed = pack_weights();
-    const float* values = packed.scales.data_ptr<float>();
-    const float result_scale = int8->output_scale > 0.f ? int8->output_scale : 1.f;
-    bool uniform = true;
-    for (int64_t oc = 0; oc < packed.scales.numel(); ++oc) {
-      output_scales.push_back(result_scale / (int8->input_scale * values[oc]));
-      uniform = uniform && output_scales.back() == output_scales.front();
-    }
-    if (uniform) output_scales.resize(1);
+    output_scales = output_multipliers(packed.scales, int8->input_scale,
+                                       int8->output_scale > 0.f ? int8->output_scale : 1.f);
     KeyBuilder scaled;
     scaled.add_range(output_scales);
     key += scaled.take();

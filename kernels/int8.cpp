@@ -20,6 +20,19 @@ at::Tensor weight_scales(const at::Tensor& weight, bool per_channel) {
   return scales.to(at::kFloat).contiguous();
 }
 
+std::vector<float> output_multipliers(const at::Tensor& weight_scales, float input_scale,
+                                      float result_scale) {
+  const float* values = weight_scales.data_ptr<float>();
+  std::vector<float> multipliers;
+  bool uniform = true;
+  for (int64_t oc = 0; oc < weight_scales.numel(); ++oc) {
+    multipliers.push_back(result_scale / (input_scale * values[oc]));
+    uniform = uniform && multipliers.back() == multipliers.front();
+  }
+  if (uniform) multipliers.resize(1);
+  return multipliers;
+}
+
 dnnl::memory::data_type activation_type(bool uint8) {
   return uint8 ? dnnl::memory::data_type::u8 : dnnl::memory::data_type::s8;
 }

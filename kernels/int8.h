@@ -37,6 +37,12 @@ struct Int8MatmulSpec {
 // repeated per channel; a channel of zeros gets 1. A float tensor of size weight.size(0).
 at::Tensor weight_scales(const at::Tensor& weight, bool per_channel);
 
+// oneDNN's output scales for an INT8 product whose weights have `weight_scales` (from
+// weight_scales()): result_scale / (input_scale * w[oc]) per output channel (result_scale 1:
+// fp32 values), a single value when they all agree.
+std::vector<float> output_multipliers(const at::Tensor& weight_scales, float input_scale,
+                                      float result_scale);
+
 dnnl::memory::data_type activation_type(bool uint8);
 
 // A cached reorder that multiplies by `scale` on the way (quantise: scale = s; dequantise:

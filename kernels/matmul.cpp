@@ -137,14 +137,8 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
 
   Reordered quantised;
   if (int8) {
-    const float* values = packed.scales.data_ptr<float>();
-    std::vector<float> output_scales;
-    bool uniform = true;
-    for (int64_t n = 0; n < out_features; ++n) {
-      output_scales.push_back(1.f / (int8->input_scale * values[n]));
-      uniform = uniform && output_scales.back() == output_scales.front();
-    }
-    if (uniform) output_scales.resize(1);
+    const std::vector<float> output_scales =
+        output_multipliers(packed.scales, int8->input_scale, 1.f);
     KeyBuilder scaled;
     scaled.add_range(output_scales);
     matmul = primitives->get(key + scaled.take(), [&] { return make(output_scales); });

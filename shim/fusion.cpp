@@ -155,6 +155,17 @@ struct ThreadState {
   std::vector<Kept> kept;
 };
 
+// Notes `tensor` as `site`'s last input or output in this thread; entries of dead tensors
+// are dropped now and then, so a program that builds many models does not grow the map.
+void remember(std::unordered_map<const void*, WeakTensor>* last, const void* site,
+              const at::Tensor& tensor) {
+  if (last->size() > 256) {
+    for (auto it = last->begin(); it != last->end();)
+      it = it->second.expired() ? last->erase(it) : std::next(it);
+  }
+  last->insert_or_assign(site, weak(tensor));
+}
+
 ThreadState& state() {
   thread_local ThreadState instance;
   return instance;
@@ -425,11 +436,7 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
                        const dnnl::memory::desc* kept_layout, float kept_scale) {
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
-  if (st.last_input.size() > 256) {
-    for (auto it = st.last_input.begin(); it != st.last_input.end();)
-      it = it->second.expired() ? st.last_input.erase(it) : std::next(it);
-  }
-  st.last_input.insert_or_assign(site, weak(input));
+  remember(&st.last_input, site, input);
   if (const void* producer = st.chain_end.take_if_consumed_by(input, input._version())) {
     if (input.dim() == 4) {  // the handoff is taught for conv2d consumers
       Registry& reg = registry();
@@ -501,11 +508,7 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
   WeakTensor sum_other = taint->sum_other;
   const uint32_t sum_version = taint->sum_version;
   const bool sum_into_other = taint->sum_into_other;
-  if (st.last_output.size() > 256) {
-    for (auto it = st.last_output.begin(); it != st.last_output.end();)
-      it = it->second.expired() ? st.last_output.erase(it) : std::next(it);
-  }
-  st.last_output.insert_or_assign(site_id, weak(output));
+  remember(&st.last_output, site_id, output);
   taint->allowed_op.clear();  // from now on any read of the convolution's output repairs it
   // The batch norm's own result (before an add or a relu the convolution also did): the
   // same convolution with only the batch norm folded in.
@@ -563,7 +566,7 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   site.has_sum = false;  // learned again by after_add
   site.sum_of_earlier_result = false;
   st.batch_norm.record(output, conv_weight, site_id);
-  st.last_output.insert_or_assign(site_id, weak(output));
+  remember(&st.last_output, site_id, output);
   st.chain_end.record(output, nothing(), site_id);
 }
 

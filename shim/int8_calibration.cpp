@@ -340,10 +340,11 @@ void observe_output(int64_t op, const at::Tensor& output) {
   widen_all(&record.outputs, seen);
 }
 
-void keep_convolution_sample(int64_t op, const at::Tensor& input, const at::Tensor& weight,
-                             const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
-                             c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                             int64_t groups) {
+namespace {
+
+// Keeps the sample `make` builds as op `op`'s, unless it has one already (made only then).
+template <class Make>
+void keep_sample(int64_t op, Make make) {
   if (op == int8::kNoOp) return;
   State& st = state();
   {
@@ -353,43 +354,46 @@ void keep_convolution_sample(int64_t op, const at::Tensor& input, const at::Tens
   Sample sample;
   {
     c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-    sample.input = input.detach().slice(0, 0, std::min<int64_t>(2, input.size(0))).clone();
-    sample.weight = weight.detach();
-    if (bias && bias->defined()) sample.bias = bias->detach();
+    sample = make();
   }
-  sample.stride = stride.vec();
-  sample.padding = padding.vec();
-  sample.dilation = dilation.vec();
-  sample.groups = groups;
-  sample.convolution = true;
   std::lock_guard<std::mutex> lock(st.mutex);
   Record& record = record_for(st, op);
-  if (record.has_sample) return;
+  if (record.has_sample) return;  // another thread was faster
   record.sample = std::move(sample);
   record.has_sample = true;
 }
 
+}  // namespace
+
+void keep_convolution_sample(int64_t op, const at::Tensor& input, const at::Tensor& weight,
+                             const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                             c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                             int64_t groups) {
+  keep_sample(op, [&] {
+    Sample sample;
+    sample.input = input.detach().slice(0, 0, std::min<int64_t>(2, input.size(0))).clone();
+    sample.weight = weight.detach();
+    if (bias && bias->defined()) sample.bias = bias->detach();
+    sample.stride = stride.vec();
+    sample.padding = padding.vec();
+    sample.dilation = dilation.vec();
+    sample.groups = groups;
+    sample.convolution = true;
+    return sample;
+  });
+}
+
 void keep_linear_sample(int64_t op, const at::Tensor& input, const at::Tensor& weight,
                         const c10::optional<at::Tensor>& bias) {
-  if (op == int8::kNoOp || input.dim() < 1) return;
-  State& st = state();
-  {
-    std::lock_guard<std::mutex> lock(st.mutex);
-    if (record_for(st, op).has_sample) return;
-  }
-  Sample sample;
-  {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  if (input.dim() < 1) return;
+  keep_sample(op, [&] {
+    Sample sample;
     at::Tensor rows = input.detach().reshape({-1, input.size(-1)});
     sample.input = rows.slice(0, 0, std::min<int64_t>(256, rows.size(0))).clone();
     sample.weight = weight.detach();
     if (bias && bias->defined()) sample.bias = bias->detach();
-  }
-  std::lock_guard<std::mutex> lock(st.mutex);
-  Record& record = record_for(st, op);
-  if (record.has_sample) return;
-  record.sample = std::move(sample);
-  record.has_sample = true;
+    return sample;
+  });
 }
 
 Int8Config current_config() {

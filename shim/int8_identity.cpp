@@ -124,33 +124,32 @@ const char* kind_name(Kind kind) {
 
 bool has_weight(Kind kind) { return kind == Kind::convolution || kind == Kind::linear; }
 
-std::string convolution_signature(const at::Tensor& weight, c10::IntArrayRef stride,
-                                  c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                                  int64_t groups, bool has_bias) {
-  return "w=" + join(weight.sizes()) + ",s=" + join(stride) + ",p=" + join(padding) +
-         ",d=" + join(dilation) + ",g=" + std::to_string(groups) + ",b=" + (has_bias ? "1" : "0");
+namespace {
+
+// The op of `weight` if this very tensor ran unchanged before; with reg.mutex held.
+int64_t seen_weight(Registry& reg, const at::Tensor& weight) {
+  auto it = reg.weights.find(weight.unsafeGetTensorImpl());
+  if (it == reg.weights.end() || it->second.impl.lock().get() != weight.unsafeGetTensorImpl() ||
+      it->second.data != weight.data_ptr() || it->second.version != weight._version())
+    return kNoOp;
+  return it->second.index;
 }
 
-std::string linear_signature(const at::Tensor& weight, bool has_bias) {
-  return "w=" + join(weight.sizes()) + ",b=" + (has_bias ? "1" : "0");
-}
-
-int64_t identify_weighted(Kind kind, const at::Tensor& weight, const std::string& signature) {
+// `signature()` names the op's parameters ("w=...,s=..."); it is called only for a weight
+// not seen before.
+template <class Signature>
+int64_t identify_weighted(Kind kind, const at::Tensor& weight, Signature signature) {
   Registry& reg = registry();
   int64_t index = kNoOp;
   {
     std::lock_guard<std::mutex> lock(reg.mutex);
-    auto it = reg.weights.find(weight.unsafeGetTensorImpl());
-    if (it != reg.weights.end() && it->second.impl.lock().get() == weight.unsafeGetTensorImpl() &&
-        it->second.data == weight.data_ptr() && it->second.version == weight._version()) {
-      index = it->second.index;
-    }
+    index = seen_weight(reg, weight);
   }
   if (index == kNoOp) {
     std::string base;
     {
       c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-      base = std::string(kind_name(kind)) + "(" + signature + ")#" + digest(weight);
+      base = std::string(kind_name(kind)) + "(" + signature() + ")#" + digest(weight);
     }
     std::lock_guard<std::mutex> lock(reg.mutex);
     // Weight tensors with identical bytes: the first to run keeps the plain key.
@@ -183,15 +182,28 @@ int64_t identify_weighted(Kind kind, const at::Tensor& weight, const std::string
   return index;
 }
 
+}  // namespace
+
+int64_t identify_convolution(const at::Tensor& weight, c10::IntArrayRef stride,
+                             c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                             bool has_bias) {
+  return identify_weighted(Kind::convolution, weight, [&] {
+    return "w=" + join(weight.sizes()) + ",s=" + join(stride) + ",p=" + join(padding) +
+           ",d=" + join(dilation) + ",g=" + std::to_string(groups) + ",b=" + (has_bias ? "1" : "0");
+  });
+}
+
+int64_t identify_linear(const at::Tensor& weight, bool has_bias) {
+  return identify_weighted(Kind::linear, weight, [&] {
+    return "w=" + join(weight.sizes()) + ",b=" + (has_bias ? "1" : "0");
+  });
+}
+
 int64_t known_weighted(const at::Tensor& weight) {
   if (!weight.defined()) return kNoOp;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.weights.find(weight.unsafeGetTensorImpl());
-  if (it == reg.weights.end() || it->second.impl.lock().get() != weight.unsafeGetTensorImpl() ||
-      it->second.data != weight.data_ptr() || it->second.version != weight._version())
-    return kNoOp;
-  return it->second.index;
+  return seen_weight(reg, weight);
 }
 
 int64_t identify_anchored(Kind kind, const std::vector<const at::Tensor*>& inputs) {

@@ -46,8 +46,12 @@ bool has_weight(Kind kind);
 
 constexpr int64_t kNoOp = -1;
 
-// A weighted op about to run; `signature` names its parameters ("w=...,s=...").
-int64_t identify_weighted(Kind kind, const at::Tensor& weight, const std::string& signature);
+// A convolution or linear layer about to run. Its key (parameters, weight digest) is made
+// only the first time its weight is seen; later calls cost one lookup.
+int64_t identify_convolution(const at::Tensor& weight, c10::IntArrayRef stride,
+                             c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                             bool has_bias);
+int64_t identify_linear(const at::Tensor& weight, bool has_bias);
 
 // The op of a weight that already ran (same tensor, unchanged), without starting a new
 // generation; kNoOp otherwise. For looking ahead at the op a result will be handed to.
@@ -68,12 +72,6 @@ struct OpInfo {
 };
 OpInfo op_info(int64_t index);
 int64_t op_count();
-
-// The signature strings, one way for every caller.
-std::string convolution_signature(const at::Tensor& weight, c10::IntArrayRef stride,
-                                  c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                                  int64_t groups, bool has_bias);
-std::string linear_signature(const at::Tensor& weight, bool has_bias);
 
 
 }  // namespace ipex_shim::int8

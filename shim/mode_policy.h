@@ -57,17 +57,17 @@ void report_kernel_error(const std::string& op, const std::exception& error);
 // The two endings every wrapper shares, for Op = an at::_ops struct.
 //
 // run_or_stock: runs `kernel` (with the shim's key off) when `why` is none and counts it on
-// the precision's path; an unsupported case or a kernel error runs `stock`, counted with
-// the reason. `note`: why a kernel that ran is not the mode's first choice (INT8: no
-// usable config entry), counted with the call.
+// `path` (path_for(precision), or onednn_int8); an unsupported case or a kernel error runs
+// `stock`, counted with the reason. `note`: why a kernel that ran is not the mode's first
+// choice (INT8: no usable config entry), counted with the call.
 template <class Op, class Kernel, class Stock>
-at::Tensor run_or_stock(Fallback why, Precision precision, Kernel kernel, Stock stock,
+at::Tensor run_or_stock(Fallback why, Path path, Kernel kernel, Stock stock,
                         Fallback note = Fallback::none) {
   if (why == Fallback::none) {
     try {
       c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
       at::Tensor output = kernel();
-      Intercept<Op>::stats().count(path_for(precision), note);
+      Intercept<Op>::stats().count(path, note);
       return output;
     } catch (const std::exception& error) {
       report_kernel_error(op_display_name<Op>(), error);

@@ -34,10 +34,8 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     return Wrapped::stock_because(why, input, weight, bias, stride, padding, dilation, groups);
   };
   if (int8::calibrating()) {
-    const int64_t op = int8::identify_weighted(
-        int8::Kind::convolution, weight,
-        int8::convolution_signature(weight, stride, padding, dilation, groups,
-                                    bias && bias->defined()));
+    const int64_t op = int8::identify_convolution(weight, stride, padding, dilation, groups,
+                                                  bias && bias->defined());
     calibration::observe_inputs(op, {&input});
     at::Tensor output = Wrapped::stock(input, weight, bias, stride, padding, dilation, groups);
     Wrapped::stats().count(Path::observed);
@@ -63,10 +61,8 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
   const Int8Spec* int8 = nullptr;
   Fallback int8_why = Fallback::none;
   if (int8::tracking()) {
-    op = int8::identify_weighted(
-        int8::Kind::convolution, weight,
-        int8::convolution_signature(weight, stride, padding, dilation, groups,
-                                    bias && bias->defined()));
+    op = int8::identify_convolution(weight, stride, padding, dilation, groups,
+                                    bias && bias->defined());
     if (int8::spec_for(op, &spec, &int8_why)) {
       int8_why = int8_convolution_support(input, args);
       if (int8_why == Fallback::none) int8 = &spec;
@@ -188,7 +184,7 @@ at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Te
   const Precision precision = lower_precision(Wrapped::stats());
   ConvolutionArgs args{stride, padding, dilation, groups, true, output_padding};
   return run_or_stock<Op>(
-      convolution_support(input, weight, bias, args), precision,
+      convolution_support(input, weight, bias, args), path_for(precision),
       [&] { return convolution_forward(input, weight, bias, args, precision); },
       [&] {
         return Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups,

@@ -52,8 +52,7 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
                            const c10::optional<at::Tensor>& bias) {
   using Op = at::_ops::linear;
   if (int8::calibrating()) {
-    const int64_t op = int8::identify_weighted(
-        int8::Kind::linear, weight, int8::linear_signature(weight, bias && bias->defined()));
+    const int64_t op = int8::identify_linear(weight, bias && bias->defined());
     calibration::observe_inputs(op, {&input});
     at::Tensor output = Intercept<Op>::stock(input, weight, bias);
     Intercept<Op>::stats().count(Path::observed);
@@ -76,8 +75,7 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
   const Int8Spec* int8 = nullptr;
   Fallback int8_why = Fallback::none;
   if (int8::tracking()) {
-    op = int8::identify_weighted(int8::Kind::linear, weight,
-                                 int8::linear_signature(weight, bias && bias->defined()));
+    op = int8::identify_linear(weight, bias && bias->defined());
     if (int8::spec_for(op, &spec, &int8_why)) int8 = &spec;
   }
   auto kernel = [&] {
@@ -90,22 +88,9 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
     });
     return output;
   };
-  at::Tensor output;
-  const Fallback support = linear_support(input, weight, bias);
-  if (int8 && support == Fallback::none) {
-    try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-      output = kernel();
-      Intercept<Op>::stats().count(Path::onednn_int8);
-    } catch (const std::exception& error) {
-      report_kernel_error(op_display_name<Op>(), error);
-      output = Intercept<Op>::stock_because(Fallback::kernel_error, input, weight, bias);
-    }
-  } else {
-    output = run_or_stock<Op>(
-        support, precision, kernel, [&] { return Intercept<Op>::stock(input, weight, bias); },
-        int8_why);
-  }
+  at::Tensor output = run_or_stock<Op>(
+      linear_support(input, weight, bias), int8 ? Path::onednn_int8 : path_for(precision),
+      kernel, [&] { return Intercept<Op>::stock(input, weight, bias); }, int8_why);
   int8::produced(op, output);
   return output;
 }
@@ -129,16 +114,11 @@ at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback s
   Int8MatmulSpec spec;
   Fallback why = Fallback::none;
   if (int8::quantising() && int8::matmul_spec_for(op, &spec, &why) &&
-      float_kernel_gate() == Fallback::none && !needs_grad(a, b) &&
-      shape_check == Fallback::none && batched_matmul_support(a, b) == Fallback::none) {
-    try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-      output = batched_matmul_int8(a, b, spec);
-      Intercept<Op>::stats().count(Path::onednn_int8);
-    } catch (const std::exception& error) {
-      report_kernel_error(op_display_name<Op>(), error);
-      output = Intercept<Op>::stock_because(Fallback::kernel_error, a, b);
-    }
+      float_kernel_gate() == Fallback::none && !needs_grad(a, b)) {
+    output = run_or_stock<Op>(
+        shape_check != Fallback::none ? shape_check : batched_matmul_support(a, b),
+        Path::onednn_int8, [&] { return batched_matmul_int8(a, b, spec); },
+        [&] { return Intercept<Op>::stock(a, b); });
   } else {
     output = product_compute<Op>(a, b, shape_check);
   }
@@ -157,7 +137,7 @@ at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback sh
   const Precision precision = lower_precision(Intercept<Op>::stats());
   Fallback why = shape_check != Fallback::none ? shape_check : batched_matmul_support(a, b);
   return run_or_stock<Op>(
-      why, precision, [&] { return batched_matmul(a, b, precision); },
+      why, path_for(precision), [&] { return batched_matmul(a, b, precision); },
       [&] { return Intercept<Op>::stock(a, b); });
 }
 
@@ -194,7 +174,7 @@ at::Tensor scaled_product_override(const at::Tensor& self, const at::Tensor& a,
                      : scaled_product_support(self, a, b, beta, alpha, &alpha_value, &use_self);
   if (why == Fallback::none && rank == 3 && a.size(0) != b.size(0)) why = Fallback::unsupported_shape;
   return run_or_stock<Op>(
-      why, precision,
+      why, path_for(precision),
       [&] { return batched_matmul(a, b, precision, alpha_value, use_self ? self : at::Tensor()); },
       [&] { return Intercept<Op>::stock(self, a, b, beta, alpha); });
 }
