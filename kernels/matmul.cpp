@@ -1,6 +1,7 @@
 // oneDNN matmul, read top to bottom: descriptors (weights `any` when they are packed once,
 // strided views otherwise), primitive from the cache, reorders only where precision or
 // layout differ, an argument map, execute.
+#include "kernels/buffer_pool.h"
 #include "kernels/matmul.h"
 
 #include <ATen/TensorOperators.h>
@@ -152,7 +153,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
 
   std::vector<int64_t> output_sizes = input.sizes().vec();
   output_sizes.back() = out_features;
-  at::Tensor output = at::empty(output_sizes, at::TensorOptions(at::kFloat));
+  at::Tensor output = pooled_empty(output_sizes, at::kFloat);
 
   std::unordered_map<int, dnnl::memory> arguments = {
       {DNNL_ARG_SRC, int8 ? quantised.memory : wrap(src_tensor, matmul->pd.src_desc())},
@@ -193,7 +194,7 @@ at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision pr
   for (int64_t d = 0; d < a.dim() - 2; ++d) output_sizes.push_back(std::max(a.size(d), b.size(d)));
   output_sizes.push_back(a.size(-2));
   output_sizes.push_back(b.size(-1));
-  at::Tensor output = at::empty(output_sizes, at::TensorOptions(at::kFloat));
+  at::Tensor output = pooled_empty(output_sizes, at::kFloat);
 
   at::Tensor bias_tensor;
   if (bias.defined()) {
@@ -237,7 +238,7 @@ namespace {
 
 // A copy of `tensor` quantised with `scale` into a contiguous s8/u8 tensor.
 at::Tensor quantise(const at::Tensor& tensor, float scale, bool uint8) {
-  at::Tensor out = at::empty(tensor.sizes(), at::TensorOptions(uint8 ? at::kByte : at::kChar));
+  at::Tensor out = pooled_empty(tensor.sizes(), uint8 ? at::kByte : at::kChar);
   dnnl::memory from = wrap(tensor, strided_desc(tensor));
   dnnl::memory to = wrap(out, strided_desc(out));
   cached_scaled_reorder(from.get_desc(), to.get_desc(), scale)
@@ -257,7 +258,7 @@ at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
   for (int64_t d = 0; d < a.dim() - 2; ++d) output_sizes.push_back(std::max(a.size(d), b.size(d)));
   output_sizes.push_back(a.size(-2));
   output_sizes.push_back(b.size(-1));
-  at::Tensor output = at::empty(output_sizes, at::TensorOptions(at::kFloat));
+  at::Tensor output = pooled_empty(output_sizes, at::kFloat);
   // Batch dimensions of size 1 broadcast (oneDNN's matmul repeats them).
   auto src_md = strided_desc(qa);
   auto weights_md = strided_desc(qb);

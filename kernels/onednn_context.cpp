@@ -2,6 +2,8 @@
 
 #include <ATen/ops/empty.h>
 
+#include "kernels/buffer_pool.h"
+
 namespace ipex_shim {
 
 const char* precision_name(Precision precision) {
@@ -69,9 +71,8 @@ dnnl::primitive_attr base_attr() {
 }
 
 Reordered allocate(const dnnl::memory::desc& desc) {
-  at::Tensor storage =
-      at::empty({static_cast<int64_t>(desc.get_size()) + 64}, at::TensorOptions(at::kByte));
-  // oneDNN prefers 64-byte aligned buffers; ATen's CPU allocator aligns to 64 already.
+  at::Tensor storage = pooled_empty({static_cast<int64_t>(desc.get_size()) + 64}, at::kByte);
+  // oneDNN prefers 64-byte aligned buffers; both the pool and ATen's allocator align them.
   return {storage, dnnl::memory(desc, cpu_engine(), storage.data_ptr())};
 }
 

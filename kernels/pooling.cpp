@@ -2,6 +2,9 @@
 
 #include <ATen/ops/empty.h>
 
+#include <stdexcept>
+
+#include "kernels/buffer_pool.h"
 #include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
 
@@ -64,16 +67,23 @@ at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
       padding_r.push_back((out - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1 - in -
                           padding[d]);
     }
+    // The destination in the source's own layout (format `any`): oneDNN's fast pooling
+    // kernels want both alike.
     auto dst_md = dnnl::memory::desc(to_dims(output_sizes), layout.data_type(),
-                                     dnnl::memory::format_tag::acdb);
+                                     dnnl::memory::format_tag::any);
     dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference,
                                         dnnl::algorithm::pooling_max, layout, dst_md, strides,
                                         kernel_dims, dilates, padding_l, padding_r);
     dnnl::pooling_v2_forward::primitive_desc pd(desc, base_attr(), cpu_engine());
     return PoolPrimitive{pd, dnnl::pooling_v2_forward(pd), output_sizes};
   });
-  at::Tensor output = at::empty(pool->output_sizes, input.options());
+  // Strides as stock's max_pool2d gives them (channels-last in, channels-last out): the
+  // program sees them, and the next convolution's result format follows them.
+  at::Tensor output =
+      pooled_empty(pool->output_sizes, input.scalar_type(), input.suggest_memory_format());
   *output_layout = pool->pd.dst_desc();
+  if (output_layout->get_size() > output.nbytes())  // a blocked layout padded beyond fp32
+    throw std::runtime_error("max pool: the handed-over layout does not fit the result");
   execute(pool->primitive, pool->pd,
           {{DNNL_ARG_SRC, wrap(input, layout)}, {DNNL_ARG_DST, wrap(output, *output_layout)}});
   return output;

@@ -1,4 +1,5 @@
 #include "kernels/weight_cache.h"
+#include "kernels/tensor_version.h"
 
 namespace ipex_shim {
 
@@ -6,7 +7,7 @@ WeightCache::Fingerprint::Fingerprint(const at::Tensor& tensor)
     : impl(tensor.getIntrusivePtr()),
       storage(tensor.storage().getWeakStorageImpl()),
       data(tensor.data_ptr()),
-      version(tensor._version()),
+      version(version_of(tensor)),
       sizes(tensor.sizes().vec()),
       strides(tensor.strides().vec()),
       dtype(tensor.scalar_type()) {}
@@ -17,13 +18,24 @@ bool WeightCache::Fingerprint::matches(const at::Tensor& tensor) const {
   return locked.get() == tensor.unsafeGetTensorImpl() &&
          locked_storage.get() == tensor.storage().unsafeGetStorageImpl() &&
          data == tensor.data_ptr() &&
-         version == tensor._version() && tensor.sizes().equals(sizes) &&
+         version == version_of(tensor) && tensor.sizes().equals(sizes) &&
          tensor.strides().equals(strides) && dtype == tensor.scalar_type();
 }
 
 PackedWeight WeightCache::get(const at::Tensor& weight, const std::string& variant,
                               const std::vector<at::Tensor>& extra,
                               const std::function<PackedWeight()>& pack, bool replaces_others) {
+  // A tensor without a version counter (made under inference mode) can change in place
+  // unseen: its packing is made for this call only.
+  bool versioned = tracks_version(weight);
+  for (const at::Tensor& tensor : extra) versioned = versioned && tracks_version(tensor);
+  if (!versioned) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++unversioned_packs_;
+    }
+    return pack();
+  }
   const c10::TensorImpl* key = weight.unsafeGetTensorImpl();
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -83,7 +95,7 @@ void WeightCache::drop_dead_entries() {
 WeightCache::Stats WeightCache::stats() {
   std::lock_guard<std::mutex> lock(mutex_);
   drop_dead_entries();
-  return {entries_.size(), bytes_, hits_, packs_};
+  return {entries_.size(), bytes_, hits_, packs_, unversioned_packs_};
 }
 
 void WeightCache::clear() {
@@ -92,6 +104,7 @@ void WeightCache::clear() {
   bytes_ = 0;
   hits_ = 0;
   packs_ = 0;
+  unversioned_packs_ = 0;
 }
 
 WeightCache& weight_cache() {

@@ -9,6 +9,8 @@
 //   - sizes, strides, dtype.
 // Identity is a weak reference to the TensorImpl, never a raw address that a later tensor
 // could reuse; an entry whose weight has died is dropped at the next insertion.
+// A weight without a version counter (a tensor made under torch.inference_mode()) could
+// change in place unseen: it is packed for each call and never kept.
 // Not detectable: `w.data.add_(...)` (PyTorch gives `.data` a fresh version counter); the
 // README lists it under limitations.
 #pragma once
@@ -49,6 +51,7 @@ class WeightCache {
     size_t bytes = 0;
     uint64_t hits = 0;
     uint64_t packs = 0;
+    uint64_t unversioned_packs = 0;  // packed for one call: weights without a version counter
   };
   Stats stats();
   void clear();
@@ -82,6 +85,7 @@ class WeightCache {
   size_t bytes_ = 0;
   uint64_t hits_ = 0;
   uint64_t packs_ = 0;
+  uint64_t unversioned_packs_ = 0;
 };
 
 WeightCache& weight_cache();

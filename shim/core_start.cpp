@@ -8,6 +8,7 @@
 
 #include "config/float_mode_config.h"
 #include "config/json_file.h"
+#include "kernels/buffer_pool.h"
 #include "shim/dispatch_key.h"
 #include "shim/fusion.h"
 #include "shim/int8_calibration.h"
@@ -146,6 +147,7 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
     if (!settings.threads_from_env && settings.mode != Mode::calibration)
       at::set_num_threads(settings.num_threads);
 
+    set_buffer_cache_limit(static_cast<size_t>(settings.buffer_cache_mb) << 20);
     register_introspection();
     register_overrides();
     if (settings.mode == Mode::fp32 || settings.mode == Mode::bf16)

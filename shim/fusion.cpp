@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/tensor_version.h"
 #include "shim/dispatch_key.h"
 #include "shim/log.h"
 #include "shim/runtime.h"
@@ -52,12 +53,12 @@ struct Site {
   Relu relu = Relu::none;
   MatmulActivation activation = MatmulActivation::none;  // linear sites
   bool feeds_convolution = false;  // the chain's result goes straight into a conv2d
-  int64_t feeds_pool = -1;  // INT8: ... or into this max pool op, which hands it on
-  // INT8: the chain's result is the addend of a downsample's fused add (and then add_'s
-  // self): kept as s8 in oneDNN's layout with the output scale of this op (its batch norm).
+  int64_t feeds_pool = -1;  // ... or into this max pool op, which hands it on
+  // The chain's result is the addend of a downsample's fused add (and then add_'s self):
+  // kept in oneDNN's layout (INT8: as s8 with the output scale of this op, its batch norm).
   int64_t keeps_for_sum = -1;
   WeakTensor next_weight = nothing();  // that conv2d's weight
-  // INT8: `out += identity` after the batch norm, the identity being the input of the
+  // `out += identity` after the batch norm, the identity being the input of the
   // convolution `sum_from` (in the same pass); `relu` is then the relu after the add.
   bool has_sum = false;
   const void* sum_from = nullptr;
@@ -110,6 +111,9 @@ struct Taint {
   bool sum_into_other = false;       // this tensor is add_'s other; sum_other is its self
   // A fused convolution's taints: the call itself, to compute a part of its chain again.
   Recompute convolution;
+  // An op wrote to sum_other since (seen by the observer: a tensor made under inference
+  // mode has no version counter to compare).
+  bool sum_written = false;
 };
 
 // What an unfused op of a site last produced, for learning who consumes it.
@@ -122,7 +126,7 @@ struct Produced {
   void record(const at::Tensor& produced, const WeakTensor& site_weight, const void* site_id) {
     output = weak(produced);
     weight = site_weight;
-    version = produced._version();
+    version = version_of(produced);
     site = site_id;
   }
   // The site whose output `input` is, untouched since (`version_now`: its version before
@@ -139,7 +143,7 @@ struct ThreadState {
   std::vector<Taint> taints;
   Produced convolution, batch_norm, linear;
   Produced chain_end;  // the last result of a convolution's chain (for the handoff)
-  Produced sum;        // a batch norm's result after `+= identity` (INT8 learning)
+  Produced sum;        // a batch norm's result after `+= identity` (learning)
   // Per convolution site, the input of its last call in this thread: the identity a later
   // convolution of the same residual block adds.
   std::unordered_map<const void*, WeakTensor> last_input;
@@ -267,6 +271,14 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   repair(st, taint);
 }
 
+// An op writes to `tensor` (an argument the schema marks as written): a fused add whose
+// addend it is no longer adds the addend's current value.
+void note_write(ThreadState& st, const at::Tensor& tensor) {
+  if (!tensor.defined()) return;
+  for (Taint& taint : st.taints)
+    if (same(taint.sum_other, tensor)) taint.sum_written = true;
+}
+
 // The observer: sees every op of a thread that holds tainted tensors.
 void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
   ThreadState& st = state();
@@ -283,17 +295,28 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
         Taint* self = find_taint(st, args[0].toTensor());
         Taint* other = find_taint(st, args[1].toTensor());
         if (self && self->allowed_op == "aten::add_" && same(self->sum_other, args[1].toTensor()) &&
-            args[1].toTensor()._version() == self->sum_version)
+            version_of(args[1].toTensor()) == self->sum_version && !self->sum_written)
           skip = &args[1].toTensor();
-        // A downsample's fused add: self's bytes (kept in INT8) were read by the convolution.
+        // A downsample's fused add: self's bytes (kept in oneDNN's layout) were read by the
+        // convolution.
         if (other && other->allowed_op == "aten::add_" && other->sum_into_other &&
             same(other->sum_other, args[0].toTensor()) &&
-            args[0].toTensor()._version() == other->sum_version)
+            version_of(args[0].toTensor()) == other->sum_version && !other->sum_written)
           skip = &args[0].toTensor();
       }
     }
+    const auto& arguments = op.schema().arguments();
+    size_t index = 0;
     for (const c10::IValue& value : torch::jit::last(*stack, count)) {
+      const auto* alias = arguments[index++].alias_info();
       if (skip && value.isTensor() && value.toTensor().is_same(*skip)) continue;
+      if (alias && alias->isWrite()) {
+        if (value.isTensor()) {
+          note_write(st, value.toTensor());
+        } else if (value.isTensorList()) {
+          for (const at::Tensor& tensor : value.toTensorList()) note_write(st, tensor);
+        }
+      }
       if (value.isTensor()) {
         check_read(st, value.toTensor(), name);
       } else if (value.isTensorList()) {
@@ -437,7 +460,7 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
   remember(&st.last_input, site, input);
-  if (const void* producer = st.chain_end.take_if_consumed_by(input, input._version())) {
+  if (const void* producer = st.chain_end.take_if_consumed_by(input, version_of(input))) {
     if (input.dim() == 4) {  // the handoff is taught for conv2d consumers
       Registry& reg = registry();
       std::lock_guard<std::mutex> lock(reg.mutex);
@@ -467,7 +490,7 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
             to_batch_norm ? Relu::none : plan.relu, site, recompute);
   if (plan.sum.defined()) {
     st.taints.back().sum_other = weak(plan.sum);
-    st.taints.back().sum_version = plan.sum._version();
+    st.taints.back().sum_version = version_of(plan.sum);
     Registry& reg = registry();
     std::lock_guard<std::mutex> lock(reg.mutex);
     auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
@@ -507,6 +530,7 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
   WeakTensor conv_input = taint->input, conv_weight = taint->weight;
   WeakTensor sum_other = taint->sum_other;
   const uint32_t sum_version = taint->sum_version;
+  const bool sum_written = taint->sum_written;
   const bool sum_into_other = taint->sum_into_other;
   remember(&st.last_output, site_id, output);
   taint->allowed_op.clear();  // from now on any read of the convolution's output repairs it
@@ -527,6 +551,7 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
               site_id, convolution);
     st.taints.back().sum_other = sum_other;
     st.taints.back().sum_version = sum_version;
+    st.taints.back().sum_written = sum_written;
     st.taints.back().sum_into_other = sum_into_other;
   } else if (site.relu != Relu::none && !site.has_sum) {
     add_taint(st, output, conv_input, conv_weight, batch_norm_value, relu_op_name(site.relu),
@@ -545,7 +570,7 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   ThreadState& st = state();
   // Consumed as the convolution left it: nothing changed it in place in between.
   const WeakTensor conv_weight = st.convolution.weight;
-  const void* site_id = st.convolution.take_if_consumed_by(input, input._version());
+  const void* site_id = st.convolution.take_if_consumed_by(input, version_of(input));
   st.batch_norm.site = nullptr;
   const bool follows = site_id != nullptr;
   if (!follows || training || !(mean && mean->defined() && var && var->defined())) return;
@@ -586,7 +611,8 @@ Relu learned_relu(const void* site) {
 // repair.
 bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
                           const at::Tensor& other, const at::Scalar& alpha) {
-  if (!same(taint->sum_other, self) || self._version() != taint->sum_version ||
+  if (!same(taint->sum_other, self) || version_of(self) != taint->sum_version ||
+      taint->sum_written ||
       alpha.isComplex() || alpha.toDouble() != 1.0 || self.storage().use_count() != 1 ||
       self.storage_offset() != 0 || !self.strides().equals(other.strides()) ||
       !self.sizes().equals(other.sizes()) || other.storage_offset() != 0) {
@@ -640,7 +666,8 @@ bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scala
   if (taint == nullptr || taint->allowed_op != "aten::add_") return false;
   // The identity must be the one added, unchanged since (an in-place update in between
   // would make the fused sum stale).
-  if (!same(taint->sum_other, other) || other._version() != taint->sum_version ||
+  if (!same(taint->sum_other, other) || version_of(other) != taint->sum_version ||
+      taint->sum_written ||
       alpha.isComplex() || alpha.toDouble() != 1.0) {
     check_read(st, self, "");  // another add than the one fused: repair first
     return false;
@@ -685,7 +712,7 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
     // `out = bn(conv(...)); out += x`: x must be the input of an earlier convolution.
     for (const auto& [conv_site, input] : st.last_input)
       if (same(input, other)) from = conv_site;
-  } else if ((site_id = batch_norm.take_if_consumed_by(other, other._version())) != nullptr) {
+  } else if ((site_id = batch_norm.take_if_consumed_by(other, version_of(other))) != nullptr) {
     // `out += downsample(x)`: out must be an earlier site's batch-norm result.
     for (const auto& [conv_site, output] : st.last_output)
       if (conv_site != site_id && same(output, self)) from = conv_site;
@@ -712,7 +739,7 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
 void after_max_pool(const at::Tensor& input, int64_t pool_op) {
   if (!enabled() || pool_op < 0) return;
   ThreadState& st = state();
-  const void* producer = st.chain_end.take_if_consumed_by(input, input._version());
+  const void* producer = st.chain_end.take_if_consumed_by(input, version_of(input));
   if (producer == nullptr || input.dim() != 4) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
@@ -863,7 +890,7 @@ void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
     st.chain_end.record(output, nothing(), conv_site);
     return;
   }
-  // INT8: `out = bn(out); out += identity; relu_(out)`, the add learned by after_add.
+  // `out = bn(out); out += identity; relu_(out)`, the add learned by after_add.
   if (const void* sum_site = st.sum.take_if_consumed_by(input, version_before)) {
     Registry& reg = registry();
     std::lock_guard<std::mutex> lock(reg.mutex);

@@ -30,13 +30,14 @@
 // rebinds the name) costs nothing. Reads that bypass the dispatcher (.numpy() of an inner
 // tensor, a forward hook using data_ptr) can see fused values: IPEX_FUSION=0 turns fusion off.
 //
-// INT8 mode adds three things. Handed-over bytes are INT8, written in the next op's input
-// scale. A residual block's `out = bn(conv(...)); out += identity; relu_(out)` is one
-// convolution with a sum post-op: when the identity is the block's input (learned as the
-// input of an earlier convolution), the convolution adds it and add_ is answered; when it is
-// computed later (`out += downsample(x)`), the downsample convolution adds `out` (kept in
-// INT8 by its own convolution) and add_ moves the result into out's TensorImpl. And a
-// max_pool2d after a fused chain pools the INT8 bytes and hands its result on.
+// Residual blocks. `out = bn(conv(...)); out += identity; relu_(out)` is one convolution with
+// a sum post-op: when the identity is the block's input (learned as the input of an earlier
+// convolution), the convolution adds it and add_ is answered; when it is computed later
+// (`out += downsample(x)`), the downsample convolution adds `out` (kept in oneDNN's layout by
+// its own convolution) and add_ moves the result into out's TensorImpl. A max_pool2d after a
+// fused chain pools the handed-over bytes as they are and hands its result on. This holds in
+// every mode that runs the shim's kernels; INT8 mode adds that handed-over bytes are INT8,
+// written in the next op's input scale (a downsample's addend in its own calibrated scale).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -64,11 +65,13 @@ struct ConvolutionPlan {
   Relu relu = Relu::none;
   bool keep_layout = false;  // the chain's result goes to a conv2d: keep oneDNN's layout
   at::Tensor next_weight;    // that conv2d's weight, when it is alive (INT8 asks its scale)
-  int64_t next_pool = -1;    // INT8: the result goes to this max pool op (shim/int8_identity.h)
-  // INT8: the result is a downsample's fused addend: kept as s8 with this op's output scale.
+  // The result goes to this max pool op (INT8: its op, shim/int8_identity.h; else 0).
+  int64_t next_pool = -1;
+  // The result is a downsample's fused addend, kept in oneDNN's layout (INT8: as s8 with the
+  // output scale of this op; else any value >= 0).
   int64_t keep_for_op = -1;
-  // INT8 mode: `out = bn(conv(x)); out += identity; relu_(out)` with the identity available
-  // now (the input of an earlier convolution, as learned): added inside the convolution.
+  // `out = bn(conv(x)); out += identity; relu_(out)` with the identity available now (the
+  // input of an earlier convolution, as learned): added inside the convolution.
   at::Tensor sum;
   at::Tensor weight;  // the site: a convolution is known by its weight tensor
 };
@@ -124,16 +127,16 @@ void after_linear(const at::Tensor& input, const at::Tensor& output, const Linea
 c10::optional<at::Tensor> answer_gelu(const at::Tensor& input, c10::string_view approximate);
 void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t version_before);
 
-// add_ wrapper (INT8 mode): `self += other` answered by a convolution that already added
+// add_ wrapper: `self += other` answered by a convolution that already added
 // `other`; else nullopt, and after_add learns (version_before: self's before the add).
 bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
-// `self_producer`: the INT8 op whose result self is (its calibrated scale lets the earlier
-// chain keep self in INT8 for a downsample's fused add), or -1.
+// `self_producer`: in INT8 mode the op whose result self is (its calibrated scale lets the
+// earlier chain keep self in INT8 for a downsample's fused add), or -1; else 0.
 void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
                uint32_t version_before, int64_t self_producer = -1);
 
-// max_pool2d (INT8 mode). after_max_pool learns that the chain ending in `input` feeds
-// the max pool `pool_op`, so later passes hand it over in INT8; handed_on taints a pooled
+// max_pool2d. after_max_pool learns that the chain ending in `input` feeds the max pool
+// `pool_op` (INT8: its op; else 0), so later passes hand it over; handed_on taints a pooled
 // result whose bytes are in `layout` (scale `scale`) for the convolutions that read it next.
 void after_max_pool(const at::Tensor& input, int64_t pool_op);
 void handed_on(const at::Tensor& input, const at::Tensor& output,

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/tensor_version.h"
 #include "shim/dispatch_key.h"
 
 namespace ipex_shim::int8 {
@@ -130,7 +131,7 @@ namespace {
 int64_t seen_weight(Registry& reg, const at::Tensor& weight) {
   auto it = reg.weights.find(weight.unsafeGetTensorImpl());
   if (it == reg.weights.end() || it->second.impl.lock().get() != weight.unsafeGetTensorImpl() ||
-      it->second.data != weight.data_ptr() || it->second.version != weight._version())
+      it->second.data != weight.data_ptr() || it->second.version != version_of(weight))
     return kNoOp;
   return it->second.index;
 }
@@ -176,7 +177,7 @@ int64_t identify_weighted(Kind kind, const at::Tensor& weight, Signature signatu
     }
     reg.weights.insert_or_assign(
         weight.unsafeGetTensorImpl(),
-        WeightSeen{WeakImpl(weight.getIntrusivePtr()), weight.data_ptr(), weight._version(), index});
+        WeightSeen{WeakImpl(weight.getIntrusivePtr()), weight.data_ptr(), version_of(weight), index});
   }
   generation()[index].clear();  // a new generation of the ops hanging on this one
   return index;

@@ -87,7 +87,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
         post_ops.batch_norm = plan.fold_batch_norm ? &plan.batch_norm : nullptr;
         post_ops.relu = plan.relu != fusion::Relu::none;
       }
-      // `out += identity` inside the convolution (learned for INT8 residual blocks).
+      // `out += identity` inside the convolution (residual blocks, learned).
       if (plan.sum.defined() && plan.fuse && plan.fold_batch_norm) {
         post_ops.sum = &plan.sum;
         post_ops.sum_layout = fusion::addend_layout(plan.sum, &post_ops.sum_scale);

@@ -9,6 +9,7 @@
 #include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/relu_ops.h>
 
+#include "kernels/tensor_version.h"
 #include "kernels/pooling.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
@@ -84,7 +85,7 @@ Result relu_common(Input input) {
       else return *answer;
     }
   }
-  const uint32_t version_before = learn ? input._version() : 0;
+  const uint32_t version_before = learn ? version_of(input) : 0;
   if constexpr (kind == fusion::Relu::in_place) {
     Wrapped::pass_through(input);
     if (learn) fusion::after_relu(input, input, kind, version_before);
@@ -107,7 +108,7 @@ at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate) 
       return *answer;
     }
   }
-  const uint32_t version_before = learn ? input._version() : 0;
+  const uint32_t version_before = learn ? version_of(input) : 0;
   at::Tensor output = Wrapped::pass_through(input, approximate);
   if (learn) fusion::after_gelu(input, approximate, version_before);
   return output;
@@ -115,8 +116,13 @@ at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate) 
 
 at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
   using Wrapped = Intercept<at::_ops::add__Tensor>;
-  if (!int8::quantising()) return Observed<at::_ops::add__Tensor, int8::Kind::add>::call(self, other, alpha);
-  const int64_t op = int8::identify_anchored(int8::Kind::add, {&self, &other});
+  if (int8::calibrating())
+    return Observed<at::_ops::add__Tensor, int8::Kind::add>::call(self, other, alpha);
+  // A residual block's `out += identity`, fused into a convolution (every mode that runs
+  // the shim's kernels: the sum is a post-op in fp32, BF16 and INT8 alike).
+  const bool quantising = int8::quantising();
+  const int64_t op =
+      quantising ? int8::identify_anchored(int8::Kind::add, {&self, &other}) : int8::kNoOp;
   const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
                      !needs_grad(self, other);
   if (learn && fusion::answer_add(self, other, alpha)) {
@@ -124,9 +130,13 @@ at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::S
     int8::produced(op, self);
     return self;
   }
-  const uint32_t version_before = self._version();
+  const uint32_t version_before = version_of(self);
   Wrapped::pass_through(self, other, alpha);
-  if (learn) fusion::after_add(self, other, alpha, version_before, int8::producer_of(self));
+  // In INT8 the earlier chain keeps self in INT8 with self's calibrated scale, so it needs
+  // the op that made self; fp32 and BF16 keep it in its own precision (any op will do).
+  if (learn)
+    fusion::after_add(self, other, alpha, version_before,
+                      quantising ? int8::producer_of(self) : 0);
   int8::produced(op, self);
   return self;
 }
@@ -141,6 +151,15 @@ std::vector<int64_t> pair_of(c10::IntArrayRef values, c10::IntArrayRef when_empt
   return values.vec();
 }
 
+// The path a kernel on bytes of this type counts as.
+Path path_of(dnnl::memory::data_type type) {
+  switch (type) {
+    case dnnl::memory::data_type::f32: return Path::onednn_fp32;
+    case dnnl::memory::data_type::bf16: return Path::onednn_bf16;
+    default: return Path::onednn_int8;
+  }
+}
+
 }  // namespace
 
 at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_size,
@@ -150,15 +169,17 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
   // The observer lets max_pool2d read bytes handed over in oneDNN's layout; every path but
   // the INT8 kernel below needs their values first.
   const dnnl::memory::desc* layout = fusion::layout_of(self);
-  if (!int8::quantising()) {
+  if (int8::calibrating()) {
     if (layout) fusion::settle(self);
     return Observed<Op, int8::Kind::max_pool>::call(self, kernel_size, stride, padding,
                                                     dilation, ceil_mode);
   }
-  const int64_t op = int8::identify_anchored(int8::Kind::max_pool, {&self});
+  const bool quantising = int8::quantising();
+  const int64_t op =
+      quantising ? int8::identify_anchored(int8::Kind::max_pool, {&self}) : int8::kNoOp;
   const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
                      !needs_grad(self);
-  if (learn && layout && layout->data_type() != dnnl::memory::data_type::f32) {
+  if (learn && layout) {
     const std::vector<int64_t> kernel = pair_of(kernel_size, {});
     const std::vector<int64_t> strides = pair_of(stride, kernel);
     const std::vector<int64_t> pads = pair_of(padding, {0, 0});
@@ -171,7 +192,7 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                                  dilations, ceil_mode, &pooled_layout);
         fusion::handed_on(self, output, pooled_layout, fusion::layout_scale(self));
         fusion::consumed(self);
-        Intercept<Op>::stats().count(Path::onednn_int8);
+        Intercept<Op>::stats().count(path_of(layout->data_type()));
         int8::produced(op, output);
         return output;
       } catch (const std::exception& error) {
@@ -182,7 +203,8 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
   if (layout) fusion::settle(self);  // stock reads values
   at::Tensor output =
       Intercept<Op>::pass_through(self, kernel_size, stride, padding, dilation, ceil_mode);
-  if (learn) fusion::after_max_pool(self, op);
+  // The pool op's identity matters to INT8 only (its entry gives the next scale).
+  if (learn) fusion::after_max_pool(self, quantising ? op : 0);
   int8::produced(op, output);
   return output;
 }

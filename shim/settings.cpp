@@ -37,6 +37,8 @@ const std::vector<EnvVar>& environment_table() {
        "calibration: how convolution and linear weights are quantised"},
       {"IPEX_INT8_MIN_SQNR", "15", "a number of dB (0 to 100)",
        "calibration: ops whose estimated INT8 signal-to-noise is lower are written quantized: false"},
+      {"IPEX_BUFFER_CACHE_MB", "1024", "an integer from 0 to 1048576",
+       "MiB of freed result buffers of the shim's kernels kept for reuse (0: none kept)"},
       {"OMP_NUM_THREADS", "(unset)", "a positive integer",
        "threads for the shim's kernels; unset: every CPU in the affinity mask"},
   };
@@ -150,6 +152,16 @@ Settings parse_settings(EnvLookup lookup, int cpus, std::vector<std::string>* pr
       settings.int8_min_sqnr_db = value;
     } else {
       problems->push_back(invalid("IPEX_INT8_MIN_SQNR", text, "a number of dB from 0 to 100", "15"));
+    }
+  }
+
+  if (const char* text = lookup("IPEX_BUFFER_CACHE_MB")) {
+    long megabytes = 0;
+    if (parse_int(text, 0, 1048576, &megabytes)) {
+      settings.buffer_cache_mb = megabytes;
+    } else {
+      problems->push_back(invalid("IPEX_BUFFER_CACHE_MB", text, "an integer from 0 to 1048576",
+                                  "1024"));
     }
   }
 

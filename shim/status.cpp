@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "kernels/buffer_pool.h"
 #include "kernels/weight_cache.h"
 #include "shim/cpu_features.h"
 #include "shim/dispatch_key.h"
@@ -89,7 +90,15 @@ std::string status_json() {
   status["ops"] = ops;
   WeightCache::Stats cache = weight_cache().stats();
   status["weight_cache"] = {{"entries", cache.entries}, {"bytes", cache.bytes},
-                            {"hits", cache.hits}, {"packs", cache.packs}};
+                            {"hits", cache.hits}, {"packs", cache.packs},
+                            {"unversioned_packs", cache.unversioned_packs}};
+  BufferPoolStats buffers = buffer_pool_stats();
+  status["buffer_cache"] = {{"limit_bytes", buffers.limit},
+                            {"cached_bytes", buffers.cached_bytes},
+                            {"cached_buffers", buffers.cached_buffers},
+                            {"in_use_bytes", buffers.in_use_bytes},
+                            {"reused", buffers.reused},
+                            {"allocated", buffers.allocated}};
   nlohmann::json table = nlohmann::json::object();
   for (const TableEntry& entry : override_table()) table[entry.op] = policy_name(entry.policy);
   status["policy"] = table;

@@ -184,6 +184,7 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   fake_env()["IPEX_INT8_ALGORITHM"] = "percentile";
   fake_env()["IPEX_INT8_GRANULARITY"] = "per_tensor";
   fake_env()["IPEX_INT8_MIN_SQNR"] = "31.5";
+  fake_env()["IPEX_BUFFER_CACHE_MB"] = "7";
   fake_env()["OMP_NUM_THREADS"] = "3";
   const Settings sent = parse(2);
   ASSERT_TRUE(problems.empty());
@@ -197,6 +198,7 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   EXPECT_EQ(got.int8_algorithm, "percentile");
   EXPECT_EQ(got.int8_granularity, "per_tensor");
   EXPECT_DOUBLE_EQ(got.int8_min_sqnr_db, 31.5);
+  EXPECT_EQ(got.buffer_cache_mb, 7);
   EXPECT_EQ(got.num_threads, 3);
   EXPECT_TRUE(got.threads_from_env);
   // Each of these differs from its default, so a dropped field fails above.
@@ -204,6 +206,22 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   EXPECT_NE(sent.int8_algorithm, defaults.int8_algorithm);
   EXPECT_NE(sent.int8_granularity, defaults.int8_granularity);
   EXPECT_NE(sent.int8_min_sqnr_db, defaults.int8_min_sqnr_db);
+  EXPECT_NE(sent.buffer_cache_mb, defaults.buffer_cache_mb);
+}
+
+TEST_F(EnvTest, BufferCacheSizeIsParsedStrictly) {
+  fake_env()["IPEX_BUFFER_CACHE_MB"] = "0";
+  EXPECT_EQ(parse(2).buffer_cache_mb, 0);
+  fake_env()["IPEX_BUFFER_CACHE_MB"] = "4096";
+  EXPECT_EQ(parse(2).buffer_cache_mb, 4096);
+  EXPECT_TRUE(problems.empty());
+  for (const char* bad : {"-1", "1048577", "1G", " 5", "", "2.5"}) {
+    problems.clear();
+    fake_env()["IPEX_BUFFER_CACHE_MB"] = bad;
+    EXPECT_EQ(parse(2).buffer_cache_mb, 1024) << bad;
+    ASSERT_EQ(problems.size(), 1u) << bad;
+    EXPECT_NE(problems[0].find("IPEX_BUFFER_CACHE_MB"), std::string::npos) << bad;
+  }
 }
 
 TEST(EnvTable, ListsEveryVariableTheParserReads) {
@@ -212,7 +230,7 @@ TEST(EnvTable, ListsEveryVariableTheParserReads) {
   const std::vector<std::string> expected = {
       "IPEX_MODE",           "IPEX_CONFIG",           "IPEX_VERBOSE",       "IPEX_FUSION",
       "IPEX_STRICT",         "IPEX_INT8_ALGORITHM",   "IPEX_INT8_GRANULARITY",
-      "IPEX_INT8_MIN_SQNR",  "OMP_NUM_THREADS"};
+      "IPEX_INT8_MIN_SQNR",  "IPEX_BUFFER_CACHE_MB", "OMP_NUM_THREADS"};
   EXPECT_EQ(names, expected);
 }
 

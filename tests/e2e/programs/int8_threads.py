@@ -1,4 +1,4 @@
-"""The residual network of int8_residual.py run from two Python threads at once.
+"""The residual network of residual.py run from two Python threads at once.
 
 Usage: int8_threads.py OUT.pt
 The main thread runs three passes first (the first learns the graph, the next are fused);
@@ -13,7 +13,7 @@ import threading
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from int8_residual import build  # noqa: E402
+from residual import build  # noqa: E402
 
 
 def main():

@@ -1,8 +1,9 @@
-"""Residual blocks for the INT8 `out += identity` fusion (shim/fusion.h).
+"""Residual blocks for the `out += identity` fusion (shim/fusion.h), in every mode.
 
-Usage: int8_residual.py OUT.pt
+Usage: residual.py OUT.pt [inference_mode]
 Runs a small residual network (three blocks, the first with a downsample) on seeded inputs,
-three passes per scenario; on pass 3 some scenarios use the block's tensors differently
+three passes per scenario (under torch.no_grad(), or torch.inference_mode() when asked:
+its tensors have no version counters); on pass 3 some scenarios use the block's tensors differently
 from what passes 1 and 2 taught. Saves {"results": {scenario: output of pass 3},
 "counters": {scenario: status()["fusion"] and the max pool's paths after it}} (counters
 only under the shim).
@@ -63,7 +64,7 @@ class Net(nn.Module):
     def forward(self, x):
         x = self.pool(self.stem(x))
         if self.twist == "pooled_read":
-            self.seen = x.sum().item()  # the pooled result, handed over in INT8, read
+            self.seen = x.sum().item()  # the pooled result, handed over in oneDNN's layout, read
         x = self.blocks(x)
         return self.head(x.mean((2, 3)))
 
@@ -83,6 +84,8 @@ def build():
 
 def main():
     out_path = sys.argv[1]
+    inference_mode = len(sys.argv) > 2 and sys.argv[2] == "inference_mode"
+    grad_mode = torch.inference_mode if inference_mode else torch.no_grad
     x = torch.randn(4, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     try:
         status = torch.ops.ipex_shim.status
@@ -94,7 +97,7 @@ def main():
                      "out_changed", "out_viewed", "pooled_read"]:
         net = None  # each scenario learns on a network of its own (same weights)
         net = build()
-        with torch.no_grad():
+        with grad_mode():
             for _ in range(2):
                 net(x)
             downsample_block = scenario.startswith("out_")
@@ -109,7 +112,8 @@ def main():
             results[scenario] = result
         if status is not None:
             report = json.loads(status())
-            counters[scenario] = dict(report["fusion"], max_pool2d=report["ops"]["max_pool2d"])
+            counters[scenario] = dict(report["fusion"], max_pool2d=report["ops"]["max_pool2d"],
+                                      add_=report["ops"]["add_.Tensor"])
     torch.save({"results": results, "counters": counters}, out_path)
 
 

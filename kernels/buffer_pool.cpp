@@ -1,0 +1,182 @@
+#include "kernels/buffer_pool.h"
+
+#include <ATen/EmptyTensor.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include <mutex>
+#include <vector>
+
+namespace ipex_shim {
+namespace {
+
+// Below this, PyTorch's allocator (malloc) already reuses memory well.
+constexpr size_t kSmallest = size_t{1} << 20;
+constexpr size_t kGranule = size_t{1} << 16;  // sizes are rounded up to 64 KiB
+constexpr size_t kAlignment = 4096;
+
+struct Block {
+  void* data;
+  size_t size;
+};
+
+struct Kept {
+  Block block;
+  uint64_t released_at;  // tick of its release, for dropping the longest unused
+};
+
+class Pool {
+ public:
+  std::mutex mutex;
+  size_t limit = size_t{1024} << 20;
+  std::vector<Kept> kept;
+  size_t cached_bytes = 0;
+  size_t in_use_bytes = 0;
+  uint64_t tick = 0, reused = 0, allocated = 0;
+
+  // A kept block of at least `size` bytes and at most 1/8 more, or one with no data (then
+  // the caller allocates and calls count_new).
+  Block take(size_t size) {
+    std::lock_guard<std::mutex> lock(mutex);
+    size_t best = kept.size();
+    for (size_t i = 0; i < kept.size(); ++i) {
+      const size_t have = kept[i].block.size;
+      if (have >= size && have <= size + size / 8 &&
+          (best == kept.size() || have < kept[best].block.size))
+        best = i;
+    }
+    if (best == kept.size()) return {nullptr, size};
+    Block block = kept[best].block;
+    kept[best] = kept.back();
+    kept.pop_back();
+    cached_bytes -= block.size;
+    in_use_bytes += block.size;
+    ++reused;
+    return block;
+  }
+
+  void count_new(size_t size) {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++allocated;
+    in_use_bytes += size;
+  }
+
+  // Keeps `block` for reuse (unless it alone exceeds the limit), then frees the longest
+  // unused blocks beyond the limit.
+  void give_back(Block block) {
+    std::vector<void*> to_free;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      in_use_bytes -= block.size;
+      if (block.size > limit) {
+        to_free.push_back(block.data);
+      } else {
+        kept.push_back({block, ++tick});
+        cached_bytes += block.size;
+      }
+      evict_locked(&to_free);
+    }
+    for (void* data : to_free) free(data);  // outside the lock
+  }
+
+  void set_limit(size_t bytes) {
+    std::vector<void*> to_free;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      limit = bytes;
+      evict_locked(&to_free);
+    }
+    for (void* data : to_free) free(data);
+  }
+
+ private:
+  void evict_locked(std::vector<void*>* to_free) {
+    while (cached_bytes > limit) {
+      size_t oldest = 0;
+      for (size_t i = 1; i < kept.size(); ++i)
+        if (kept[i].released_at < kept[oldest].released_at) oldest = i;
+      to_free->push_back(kept[oldest].block.data);
+      cached_bytes -= kept[oldest].block.size;
+      kept[oldest] = kept.back();
+      kept.pop_back();
+    }
+  }
+};
+
+// Never destroyed: tensors may die during exit, after static destructors ran.
+Pool& pool() {
+  static Pool* instance = [] {
+    auto* created = new Pool();
+    // A fork while another thread holds the lock must not leave the child's pool locked
+    // (DataLoader workers are forked from a process that may be computing).
+    pthread_atfork([] { pool().mutex.lock(); }, [] { pool().mutex.unlock(); },
+                   [] { pool().mutex.unlock(); });
+    return created;
+  }();
+  return *instance;
+}
+
+struct Context {
+  Block block;
+};
+
+void return_to_pool(void* context) {
+  auto* owned = static_cast<Context*>(context);
+  pool().give_back(owned->block);
+  delete owned;
+}
+
+class PoolAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t bytes) const override {
+    if (bytes < kSmallest) return c10::GetDefaultCPUAllocator()->allocate(bytes);
+    const size_t size = (bytes + kGranule - 1) / kGranule * kGranule;
+    Block block = pool().take(size);
+    if (block.data == nullptr) {
+      TORCH_CHECK(posix_memalign(&block.data, kAlignment, size) == 0,
+                  "ipex-shim: not enough memory for a buffer of ", size, " bytes");
+      pool().count_new(size);
+    }
+    return {block.data, new Context{block}, &return_to_pool, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+};
+
+PoolAllocator& allocator() {
+  static PoolAllocator* instance = new PoolAllocator();
+  return *instance;
+}
+
+}  // namespace
+
+at::Tensor pooled_empty(c10::IntArrayRef sizes, at::ScalarType dtype, at::MemoryFormat format) {
+  return at::Tensor(at::detail::empty_generic(sizes, &allocator(),
+                                              c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
+                                              format));
+}
+
+void set_buffer_cache_limit(size_t bytes) { pool().set_limit(bytes); }
+
+BufferPoolStats buffer_pool_stats() {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  BufferPoolStats out;
+  out.limit = p.limit;
+  out.cached_bytes = p.cached_bytes;
+  out.cached_buffers = p.kept.size();
+  out.in_use_bytes = p.in_use_bytes;
+  out.reused = p.reused;
+  out.allocated = p.allocated;
+  return out;
+}
+
+void release_cached_buffers() {
+  const size_t limit = buffer_pool_stats().limit;
+  pool().set_limit(0);
+  pool().set_limit(limit);
+}
+
+}  // namespace ipex_shim

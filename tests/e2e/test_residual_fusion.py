@@ -1,0 +1,115 @@
+"""Residual blocks: `out = bn(conv(...)); out += identity; relu_(out)` computed by one
+convolution with the identity added inside it (a oneDNN sum post-op), block outputs handed
+from block to block in oneDNN's layout, and the stem's max pool run on the handed-over bytes
+(shim/fusion.h). In INT8 mode the bytes are INT8; in fp32 and bf16 modes they are the
+mode's own precision.
+
+The scenarios of programs/residual.py change, on their last pass, what the program does with
+the addends after the convolution that would add them: the identity of a plain block changed
+in place, read, or replaced by another addend; in the downsample block (whose add moves the
+fused result into `out`), `out` changed in place or viewed before the add; the stem's max
+pool read by the program. Each runs under torch.no_grad() and under torch.inference_mode()
+(whose tensors have no version counters: an in-place change is seen by the observer
+instead). The results must still be those of the program as written
+(against stock PyTorch on the same weights and inputs, to the mode's accuracy), which a stale
+or skipped fused add would break by far more than that accuracy (the scenarios' results
+differ from each other by more than 20%).
+"""
+import pytest
+import torch
+
+from conftest import describe
+
+
+def cosine(a, b):
+    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+MODES = ["int8", "bf16", "fp32"]
+GRAD_MODES = ["no_grad", "inference_mode"]
+# Per mode: least cosine to stock, largest max-abs error relative to stock's largest value.
+TOLERANCE = {"int8": (0.995, 0.1), "bf16": (0.9995, 0.03), "fp32": (0.999999, 1e-4)}
+POOL_PATH = {"int8": "onednn_int8", "bf16": "onednn_bf16", "fp32": "onednn_fp32"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shim, torch_available):
+    tmp = tmp_path_factory.mktemp("residual")
+    program = shim.program("residual.py")
+    conf = tmp / "conf.json"
+    out = {}
+    proc = shim.run_py(program, preload=False, args=(str(tmp / "stock.pt"),))
+    assert proc.returncode == 0, describe(proc)
+    out["stock"] = torch.load(tmp / "stock.pt")
+    proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
+                       args=(str(tmp / "calibration.pt"),))
+    assert proc.returncode == 0 and conf.exists(), describe(proc)
+    for mode in MODES:
+        for grad_mode in GRAD_MODES:
+            for tag, extra in [("fused", {}), ("unfused", {"IPEX_FUSION": "0"})]:
+                env = dict(extra, IPEX_CONFIG=str(conf)) if mode == "int8" else extra
+                path = tmp / f"{mode}_{grad_mode}_{tag}.pt"
+                proc = shim.run_py(program, mode=mode, env=env, args=(str(path), grad_mode))
+                assert proc.returncode == 0, describe(proc)
+                out[(mode, grad_mode, tag)] = torch.load(path)
+    return out
+
+
+SCENARIOS = ["plain", "identity_changed", "identity_read", "other_addend", "out_changed",
+             "out_viewed", "pooled_read"]
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_results_follow_the_program_in_every_scenario(runs, mode, grad_mode, scenario):
+    least_cosine, most_rel = TOLERANCE[mode]
+    stock = runs["stock"]["results"][scenario]
+    fused = runs[(mode, grad_mode, "fused")]["results"][scenario]
+    unfused = runs[(mode, grad_mode, "unfused")]["results"][scenario]
+    assert cosine(fused, stock) >= least_cosine, (scenario, cosine(fused, stock))
+    assert rel(fused, stock) <= most_rel, (scenario, rel(fused, stock))
+    # Fusion changes where the roundings happen, not what is computed.
+    assert cosine(fused, unfused) >= least_cosine, (scenario, cosine(fused, unfused))
+
+
+def test_the_scenarios_differ_enough_to_catch_a_stale_sum(runs):
+    stock = runs["stock"]["results"]
+    for scenario in ["identity_changed", "other_addend", "out_changed"]:
+        assert rel(stock[scenario], stock["plain"]) > 0.2, scenario
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+def test_the_max_pool_runs_on_handed_over_bytes(runs, mode, grad_mode):
+    # Pass 1 learns; passes 2 and 3 pool the stem's result as the convolution left it.
+    paths = runs[(mode, grad_mode, "fused")]["counters"]["plain"]["max_pool2d"]
+    assert paths.get(POOL_PATH[mode]) == 2 and paths.get("stock") == 1, paths
+    unfused = runs[(mode, grad_mode, "unfused")]["counters"]["plain"]["max_pool2d"]
+    assert POOL_PATH[mode] not in unfused, unfused
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+def test_the_plain_blocks_are_fused_without_mispredictions(runs, mode, grad_mode):
+    counters = runs[(mode, grad_mode, "fused")]["counters"]["plain"]
+    # Passes 2 and 3 answer each of the three blocks' `out += identity` in a convolution.
+    assert counters["add_"].get("fused") == 6, counters
+    assert counters["fused_convolutions"] > 0, counters
+    assert counters["handoffs"] > 0, counters
+    assert counters["mispredictions"] == 0, counters
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+def test_changed_programs_are_detected(runs, mode, grad_mode):
+    # Counters are cumulative; each scenario runs on a network of its own.
+    counters = runs[(mode, grad_mode, "fused")]["counters"]
+    for before, scenario in zip(SCENARIOS, SCENARIOS[1:]):
+        assert counters[scenario]["repairs"] > counters[before]["repairs"], (scenario, counters)
+        assert counters[scenario]["mispredictions"] > counters[before]["mispredictions"], (
+            scenario, counters)

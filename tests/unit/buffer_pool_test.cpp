@@ -1,0 +1,138 @@
+// The kernels' buffer pool (kernels/buffer_pool.h): freed buffers serve the next request of
+// their size, the pool never keeps more than its limit, and its tensors behave as at::empty's.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <thread>
+#include <vector>
+
+#include "kernels/buffer_pool.h"
+
+namespace ipex_shim {
+namespace {
+
+class BufferPoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    limit_ = buffer_pool_stats().limit;
+    release_cached_buffers();
+  }
+  void TearDown() override {
+    set_buffer_cache_limit(limit_);
+    release_cached_buffers();
+  }
+  size_t limit_ = 0;
+};
+
+constexpr int64_t kMiB = 1 << 20;
+
+TEST_F(BufferPoolTest, AFreedBufferServesTheNextRequestOfItsSize) {
+  set_buffer_cache_limit(64 * kMiB);
+  const BufferPoolStats before = buffer_pool_stats();
+  const void* first = nullptr;
+  {
+    at::Tensor t = pooled_empty({4, 256, 64, 64}, at::kFloat);  // 16 MiB
+    first = t.data_ptr();
+    EXPECT_EQ(buffer_pool_stats().in_use_bytes, before.in_use_bytes + 16 * kMiB);
+  }
+  EXPECT_EQ(buffer_pool_stats().cached_bytes, static_cast<size_t>(16 * kMiB));
+  at::Tensor again = pooled_empty({4, 256, 64, 64}, at::kFloat);
+  EXPECT_EQ(again.data_ptr(), first);
+  const BufferPoolStats after = buffer_pool_stats();
+  EXPECT_EQ(after.reused, before.reused + 1);
+  EXPECT_EQ(after.allocated, before.allocated + 1);
+  EXPECT_EQ(after.cached_bytes, 0u);
+}
+
+TEST_F(BufferPoolTest, AMuchLargerKeptBufferIsNotHandedOut) {
+  set_buffer_cache_limit(64 * kMiB);
+  { at::Tensor big = pooled_empty({8 * kMiB}, at::kFloat); }  // 32 MiB kept
+  const BufferPoolStats before = buffer_pool_stats();
+  at::Tensor small = pooled_empty({2 * kMiB}, at::kFloat);  // 8 MiB: a new buffer
+  EXPECT_EQ(buffer_pool_stats().allocated, before.allocated + 1);
+  EXPECT_EQ(buffer_pool_stats().cached_bytes, static_cast<size_t>(32 * kMiB));
+}
+
+TEST_F(BufferPoolTest, KeepsNoMoreThanItsLimitDroppingTheLongestUnused) {
+  set_buffer_cache_limit(20 * kMiB);
+  const void* oldest = nullptr;
+  const void* newest = nullptr;
+  {
+    at::Tensor a = pooled_empty({2 * kMiB}, at::kFloat);  // 8 MiB
+    at::Tensor b = pooled_empty({2 * kMiB}, at::kFloat);
+    at::Tensor c = pooled_empty({2 * kMiB}, at::kFloat);
+    oldest = a.data_ptr();
+    newest = c.data_ptr();
+    a.reset();  // released first: dropped when the third comes back
+    b.reset();
+    c.reset();
+  }
+  const BufferPoolStats kept = buffer_pool_stats();
+  EXPECT_EQ(kept.cached_bytes, static_cast<size_t>(16 * kMiB));
+  EXPECT_EQ(kept.cached_buffers, 2u);
+  // The two kept ones are b and c: two requests are served without a new buffer, and
+  // neither is a's (the allocator may reuse a's freed address only for a new buffer).
+  const uint64_t allocated = kept.allocated;
+  at::Tensor x = pooled_empty({2 * kMiB}, at::kFloat);
+  at::Tensor y = pooled_empty({2 * kMiB}, at::kFloat);
+  EXPECT_EQ(buffer_pool_stats().allocated, allocated);
+  EXPECT_TRUE(x.data_ptr() == newest || y.data_ptr() == newest);
+  (void)oldest;
+
+  // A buffer larger than the limit is never kept; limit 0 keeps nothing.
+  set_buffer_cache_limit(0);
+  EXPECT_EQ(buffer_pool_stats().cached_bytes, 0u);
+  { at::Tensor z = pooled_empty({2 * kMiB}, at::kFloat); }
+  EXPECT_EQ(buffer_pool_stats().cached_bytes, 0u);
+}
+
+TEST_F(BufferPoolTest, TensorsLookLikeAtEmptysAndResize) {
+  at::Tensor t = pooled_empty({3, 40, 70, 90}, at::kFloat, at::MemoryFormat::ChannelsLast);
+  at::Tensor stock = at::empty({3, 40, 70, 90}, at::TensorOptions(at::kFloat).memory_format(
+                                                    at::MemoryFormat::ChannelsLast));
+  EXPECT_EQ(t.sizes(), stock.sizes());
+  EXPECT_EQ(t.strides(), stock.strides());
+  EXPECT_EQ(t.scalar_type(), at::kFloat);
+  EXPECT_TRUE(t.device().is_cpu());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data_ptr()) % 64, 0u);
+
+  // Values written survive a resize to a larger size (a new pool buffer, data copied).
+  t.copy_(at::arange(t.numel(), at::kFloat).reshape(t.sizes()));
+  at::Tensor expected = t.clone();
+  at::Tensor flat = pooled_empty({2 * kMiB}, at::kFloat);
+  flat.copy_(at::arange(flat.numel(), at::kFloat));
+  flat.resize_({4 * kMiB});
+  EXPECT_TRUE(flat.slice(0, 0, 2 * kMiB).equal(at::arange(2 * kMiB, at::kFloat)));
+  EXPECT_TRUE(t.equal(expected));
+
+  // Small requests come from PyTorch's allocator, not the pool.
+  const BufferPoolStats before = buffer_pool_stats();
+  at::Tensor small = pooled_empty({16, 16}, at::kFloat);
+  EXPECT_EQ(buffer_pool_stats().allocated, before.allocated);
+  EXPECT_EQ(buffer_pool_stats().in_use_bytes, before.in_use_bytes);
+}
+
+TEST_F(BufferPoolTest, ThreadsTakingAndFreeingBuffersLeaveConsistentCounts) {
+  set_buffer_cache_limit(64 * kMiB);
+  const size_t in_use = buffer_pool_stats().in_use_bytes;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t] {
+      for (int i = 0; i < 200; ++i) {
+        at::Tensor a = pooled_empty({(1 + (i + t) % 3) * kMiB / 2}, at::kFloat);
+        a.fill_(static_cast<float>(t));
+        ASSERT_EQ(a[0].item<float>(), static_cast<float>(t));
+        ASSERT_EQ(a[-1].item<float>(), static_cast<float>(t));
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  const BufferPoolStats after = buffer_pool_stats();
+  EXPECT_EQ(after.in_use_bytes, in_use);
+  EXPECT_LE(after.cached_bytes, static_cast<size_t>(64 * kMiB));
+  EXPECT_GT(after.reused, 0u);
+}
+
+}  // namespace
+}  // namespace ipex_shim
