@@ -265,7 +265,7 @@ Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
 
 Fallback int8_convolution_support(const at::Tensor& input, const ConvolutionArgs& args) {
   if (args.transposed) return Fallback::unsupported_shape;
-  if (input.dim() != 4 && input.dim() != 5) return Fallback::unsupported_shape;
+  if (input.dim() < 3 || input.dim() > 5) return Fallback::unsupported_shape;
   return Fallback::none;
 }
 

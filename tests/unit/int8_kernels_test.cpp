@@ -157,6 +157,8 @@ const Int8ConvCase kInt8Cases[] = {
     {"groups3_strided_dilated", {2, 6, 12, 11}, {9, 2, 3, 3}, {2, 2}, {1, 1}, {2, 2}, 3, true},
     {"depthwise", {2, 8, 9, 10}, {8, 1, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 8, false},
     {"conv3d", {2, 3, 6, 7, 5}, {5, 3, 3, 3, 3}, {1, 2, 1}, {1, 0, 1}, {1, 1, 1}, 1, true},
+    {"conv1d_strided", {3, 5, 17}, {7, 5, 3}, {2}, {1}, {1}, 1, true},
+    {"conv1d_groups3_dilated", {2, 6, 19}, {9, 2, 3}, {1}, {2}, {2}, 3, false},
 };
 
 INSTANTIATE_TEST_SUITE_P(Int8, Int8Convolution,
