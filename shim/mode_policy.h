@@ -2,6 +2,7 @@
 // every wrapper asks them the same way.
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -13,12 +14,15 @@
 
 namespace ipex_shim {
 
-// Whether this call may run on the shim's floating-point kernels at all: only in fp32 and
-// bf16 modes, and never while torch.jit.trace records (the shim's key sits above the Tracer
-// key, so a kernel of ours would hide the op from the trace). Returns the reason otherwise.
+// Whether this call may run on the shim's kernels at all: only in the modes that use them,
+// never while torch.jit.trace records (the shim's key sits above the Tracer key, so a kernel
+// of ours would hide the op from the trace), and never inside the program's own
+// torch.autocast region (the shim's key sits above autocast's too; autocast's choices,
+// BF16 results included, are what the program asked for). Returns the reason otherwise.
 inline Fallback float_kernel_gate() {
   if (!uses_float_kernels(runtime_settings().mode)) return default_fallback_reason();
   if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) return Fallback::tracing;
+  if (at::autocast::is_cpu_enabled()) return Fallback::autocast;
   return Fallback::none;
 }
 

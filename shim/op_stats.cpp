@@ -32,6 +32,7 @@ const char* fallback_name(Fallback reason) {
     case Fallback::config_mismatch: return "config does not match";
     case Fallback::kernel_error: return "kernel error";
     case Fallback::tracing: return "jit tracing";
+    case Fallback::autocast: return "torch.autocast region";
     case Fallback::no_int8_isa: return "no VNNI/AMX for INT8";
     case Fallback::count_: break;
   }

@@ -33,6 +33,7 @@ enum class Fallback : int {
   kernel_error,        // oneDNN refused or failed; answered by stock
   tracing,             // torch.jit.trace is recording: it must see the stock ops
   no_int8_isa,         // INT8 needs VNNI or AMX, which this CPU (or ONEDNN_MAX_CPU_ISA) lacks
+  autocast,            // inside the program's own torch.autocast region: autocast decides
   count_,
 };
 
