@@ -44,14 +44,19 @@ Fallback max_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
   return Fallback::none;
 }
 
-at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::desc& layout,
-                                c10::IntArrayRef kernel, c10::IntArrayRef stride,
-                                c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                                bool ceil_mode, dnnl::memory::desc* output_layout) {
+namespace {
+
+// Pools bytes handed over in `layout` with `algorithm` into a new tensor of PyTorch's output
+// sizes (in the input's memory format) whose bytes are the result in `*output_layout`.
+at::Tensor pool_bytes(const at::Tensor& input, const dnnl::memory::desc& layout,
+                      dnnl::algorithm algorithm, c10::IntArrayRef kernel,
+                      c10::IntArrayRef stride, c10::IntArrayRef padding,
+                      c10::IntArrayRef dilation, bool ceil_mode,
+                      dnnl::memory::desc* output_layout) {
   static PrimitiveCache<PoolPrimitive>* primitives = new PrimitiveCache<PoolPrimitive>();
   KeyBuilder key;
-  key.add(layout).add_range(kernel).add_range(stride).add_range(padding).add_range(dilation);
-  key.add(ceil_mode);
+  key.add(layout).add(static_cast<int>(algorithm)).add_range(kernel).add_range(stride);
+  key.add_range(padding).add_range(dilation).add(ceil_mode);
   auto pool = primitives->get(key.take(), [&] {
     std::vector<int64_t> output_sizes = {input.size(0), input.size(1)};
     dnnl::memory::dims strides, kernel_dims, dilates, padding_l, padding_r;
@@ -71,22 +76,68 @@ at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
     // kernels want both alike.
     auto dst_md = dnnl::memory::desc(to_dims(output_sizes), layout.data_type(),
                                      dnnl::memory::format_tag::any);
-    dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference,
-                                        dnnl::algorithm::pooling_max, layout, dst_md, strides,
-                                        kernel_dims, dilates, padding_l, padding_r);
+    dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, algorithm, layout,
+                                        dst_md, strides, kernel_dims, dilates, padding_l,
+                                        padding_r);
     dnnl::pooling_v2_forward::primitive_desc pd(desc, base_attr(), cpu_engine());
     return PoolPrimitive{pd, dnnl::pooling_v2_forward(pd), output_sizes};
   });
-  // Strides as stock's max_pool2d gives them (channels-last in, channels-last out): the
+  // Strides as stock's pooling gives them (channels-last in, channels-last out): the
   // program sees them, and the next convolution's result format follows them.
   at::Tensor output =
       pooled_empty(pool->output_sizes, input.scalar_type(), input.suggest_memory_format());
   *output_layout = pool->pd.dst_desc();
   if (output_layout->get_size() > output.nbytes())  // a blocked layout padded beyond fp32
-    throw std::runtime_error("max pool: the handed-over layout does not fit the result");
+    throw std::runtime_error("pooling: the handed-over layout does not fit the result");
   execute(pool->primitive, pool->pd,
           {{DNNL_ARG_SRC, wrap(input, layout)}, {DNNL_ARG_DST, wrap(output, *output_layout)}});
   return output;
+}
+
+}  // namespace
+
+at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::desc& layout,
+                                c10::IntArrayRef kernel, c10::IntArrayRef stride,
+                                c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                bool ceil_mode, dnnl::memory::desc* output_layout) {
+  return pool_bytes(input, layout, dnnl::algorithm::pooling_max, kernel, stride, padding,
+                    dilation, ceil_mode, output_layout);
+}
+
+Fallback avg_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
+                          c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
+                          bool divisor_override) {
+  // ceil_mode's partial last windows and an explicit divisor count differently from
+  // oneDNN's two averaging algorithms; stock computes those.
+  if (ceil_mode || divisor_override) return Fallback::unsupported_shape;
+  const int64_t ones[] = {1, 1};
+  return max_pool_support(input, kernel, stride, padding, ones);
+}
+
+bool adaptive_as_average(const at::Tensor& input, c10::IntArrayRef output_size,
+                         std::vector<int64_t>* kernel) {
+  if (input.dim() != 4 || output_size.size() != 2) return false;
+  kernel->clear();
+  for (int64_t d = 0; d < 2; ++d) {
+    const int64_t in = input.size(d + 2), out = output_size[d];
+    if (out < 1 || in < out || in % out != 0) {
+      kernel->clear();
+      return false;
+    }
+    kernel->push_back(in / out);
+  }
+  return true;
+}
+
+at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::desc& layout,
+                                c10::IntArrayRef kernel, c10::IntArrayRef stride,
+                                c10::IntArrayRef padding, bool count_include_pad,
+                                dnnl::memory::desc* output_layout) {
+  const int64_t ones[] = {1, 1};
+  return pool_bytes(input, layout,
+                    count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                      : dnnl::algorithm::pooling_avg_exclude_padding,
+                    kernel, stride, padding, ones, false, output_layout);
 }
 
 }  // namespace ipex_shim

@@ -1,12 +1,14 @@
-// Max pooling of bytes handed over in oneDNN's layout: a fused convolution chain's result
-// (resnet's stem) pooled as it is, before the next convolutions read it. INT8 bytes (max
-// pooling commutes with quantisation, so the result keeps the input's scale and is exact for
-// the quantised values), and BF16 or fp32 bytes in fp32 and bf16 modes.
+// Pooling of bytes handed over in oneDNN's layout: a fused convolution chain's result pooled
+// as it is. Max pooling (resnet's stem, before the next convolutions read it) of INT8 bytes
+// (max pooling commutes with quantisation, so the result keeps the input's scale and is exact
+// for the quantised values) and of BF16 or fp32 bytes in fp32 and bf16 modes; average
+// pooling likewise (resnet's head, before its linear layer).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <dnnl.hpp>
+#include <vector>
 
 #include "shim/op_stats.h"
 
@@ -17,11 +19,26 @@ Fallback max_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
                           c10::IntArrayRef stride, c10::IntArrayRef padding,
                           c10::IntArrayRef dilation);
 
-// Pools `input`, whose bytes are in `layout` (a 4-D layout of any type), into a new fp32-shaped
-// tensor of PyTorch's output sizes whose bytes are the result in `*output_layout`.
+// Pools `input`, whose bytes are in `layout` (a 4-D layout of any type), into a new tensor
+// of PyTorch's output sizes (and input's dtype and memory format) whose bytes are the result
+// in `*output_layout`.
 at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::desc& layout,
                                 c10::IntArrayRef kernel, c10::IntArrayRef stride,
                                 c10::IntArrayRef padding, c10::IntArrayRef dilation,
                                 bool ceil_mode, dnnl::memory::desc* output_layout);
+
+// Average pooling (avg_pool2d without ceil_mode or divisor_override; adaptive_avg_pool2d
+// whose output size divides the input's, which is then a plain average pool with kernel
+// and stride input/output). INT8 bytes come out rounded to their own type and scale, so the
+// result carries half a quantisation step more error than the exact average.
+Fallback avg_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
+                          c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
+                          bool divisor_override);
+bool adaptive_as_average(const at::Tensor& input, c10::IntArrayRef output_size,
+                         std::vector<int64_t>* kernel);
+at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::desc& layout,
+                                c10::IntArrayRef kernel, c10::IntArrayRef stride,
+                                c10::IntArrayRef padding, bool count_include_pad,
+                                dnnl::memory::desc* output_layout);
 
 }  // namespace ipex_shim

@@ -263,9 +263,11 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   }
   Taint* taint = find_taint(st, tensor);
   if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
-  // Bytes handed over in oneDNN's layout: the max pool wrapper reads them as they are, or
-  // settles them first.
-  if (taint->layout && taint->allowed_op == "aten::conv2d" && op == "aten::max_pool2d") return;
+  // Bytes handed over in oneDNN's layout: the pooling wrappers read them as they are, or
+  // settle them first.
+  if (taint->layout && taint->allowed_op == "aten::conv2d" &&
+      (op == "aten::max_pool2d" || op == "aten::avg_pool2d" || op == "aten::adaptive_avg_pool2d"))
+    return;
   g_mispredictions.fetch_add(1, std::memory_order_relaxed);
   switch_off(taint->site);
   repair(st, taint);
@@ -736,7 +738,7 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
   st.chain_end.record(self, nothing(), site_id);
 }
 
-void after_max_pool(const at::Tensor& input, int64_t pool_op) {
+void after_pool(const at::Tensor& input, int64_t pool_op) {
   if (!enabled() || pool_op < 0) return;
   ThreadState& st = state();
   const void* producer = st.chain_end.take_if_consumed_by(input, version_of(input));

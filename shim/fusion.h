@@ -135,10 +135,10 @@ bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scala
 void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
                uint32_t version_before, int64_t self_producer = -1);
 
-// max_pool2d. after_max_pool learns that the chain ending in `input` feeds the max pool
-// `pool_op` (INT8: its op; else 0), so later passes hand it over; handed_on taints a pooled
+// Pooling. after_pool learns that the chain ending in `input` feeds the pooling op `pool_op`
+// (INT8: its op; else 0), so later passes hand it over; handed_on taints a pooled
 // result whose bytes are in `layout` (scale `scale`) for the convolutions that read it next.
-void after_max_pool(const at::Tensor& input, int64_t pool_op);
+void after_pool(const at::Tensor& input, int64_t pool_op);
 void handed_on(const at::Tensor& input, const at::Tensor& output,
                const dnnl::memory::desc& layout, float scale);
 

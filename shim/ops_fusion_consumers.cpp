@@ -3,7 +3,9 @@
 // (shim/fusion.h).
 #include "shim/ops_fusion_consumers.h"
 
+#include <ATen/ops/adaptive_avg_pool2d_ops.h>
 #include <ATen/ops/add_ops.h>
+#include <ATen/ops/avg_pool2d_ops.h>
 #include <ATen/ops/batch_norm_ops.h>
 #include <ATen/ops/max_pool2d_ops.h>
 #include <ATen/ops/gelu_ops.h>
@@ -204,7 +206,98 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
   at::Tensor output =
       Intercept<Op>::pass_through(self, kernel_size, stride, padding, dilation, ceil_mode);
   // The pool op's identity matters to INT8 only (its entry gives the next scale).
-  if (learn) fusion::after_max_pool(self, quantising ? op : 0);
+  if (learn) fusion::after_pool(self, quantising ? op : 0);
+  int8::produced(op, output);
+  return output;
+}
+
+namespace {
+
+// Average pooling of a chain's result handed over in oneDNN's layout: pooled as it is and
+// returned as values (the program's fp32, in stock's memory format); nullopt when the
+// kernel fails (reported), and the caller answers with stock.
+template <class Op>
+c10::optional<at::Tensor> average_handed_over(const at::Tensor& self,
+                                              const dnnl::memory::desc& layout,
+                                              c10::IntArrayRef kernel, c10::IntArrayRef strides,
+                                              c10::IntArrayRef pads, bool count_include_pad,
+                                              int64_t op) {
+  try {
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    dnnl::memory::desc pooled_layout;
+    at::Tensor bytes =
+        avg_pool_handed_over(self, layout, kernel, strides, pads, count_include_pad,
+                             &pooled_layout);
+    at::Tensor values = from_layout(bytes, pooled_layout, fusion::layout_scale(self));
+    fusion::consumed(self);
+    Intercept<Op>::stats().count(path_of(layout.data_type()));
+    int8::produced(op, values);
+    return values;
+  } catch (const std::exception& error) {
+    report_kernel_error(op_display_name<Op>(), error);
+    return c10::nullopt;
+  }
+}
+
+}  // namespace
+
+at::Tensor avg_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_size,
+                               c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
+                               bool count_include_pad, c10::optional<int64_t> divisor_override) {
+  using Op = at::_ops::avg_pool2d;
+  const dnnl::memory::desc* layout = fusion::layout_of(self);
+  if (int8::calibrating()) {
+    if (layout) fusion::settle(self);
+    return Observed<Op, int8::Kind::avg_pool>::call(self, kernel_size, stride, padding,
+                                                    ceil_mode, count_include_pad,
+                                                    divisor_override);
+  }
+  const bool quantising = int8::quantising();
+  const int64_t op =
+      quantising ? int8::identify_anchored(int8::Kind::avg_pool, {&self}) : int8::kNoOp;
+  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
+                     !needs_grad(self);
+  if (learn && layout) {
+    const std::vector<int64_t> kernel = pair_of(kernel_size, {});
+    const std::vector<int64_t> strides = pair_of(stride, kernel);
+    const std::vector<int64_t> pads = pair_of(padding, {0, 0});
+    if (avg_pool_support(self, kernel, strides, pads, ceil_mode,
+                         divisor_override.has_value()) == Fallback::none) {
+      if (auto values = average_handed_over<Op>(self, *layout, kernel, strides, pads,
+                                                count_include_pad, op))
+        return *values;
+    }
+  }
+  if (layout) fusion::settle(self);  // stock reads values
+  at::Tensor output = Intercept<Op>::pass_through(self, kernel_size, stride, padding, ceil_mode,
+                                                  count_include_pad, divisor_override);
+  if (learn) fusion::after_pool(self, quantising ? op : 0);
+  int8::produced(op, output);
+  return output;
+}
+
+at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArrayRef output_size) {
+  using Op = at::_ops::adaptive_avg_pool2d;
+  const dnnl::memory::desc* layout = fusion::layout_of(self);
+  if (int8::calibrating()) {
+    if (layout) fusion::settle(self);
+    return Observed<Op, int8::Kind::adaptive_pool>::call(self, output_size);
+  }
+  const bool quantising = int8::quantising();
+  const int64_t op =
+      quantising ? int8::identify_anchored(int8::Kind::adaptive_pool, {&self}) : int8::kNoOp;
+  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
+                     !needs_grad(self);
+  std::vector<int64_t> kernel;
+  const c10::optional<at::IntArrayRef> sizes = c10::asIntArrayRefSlowOpt(output_size);
+  if (learn && layout && sizes && adaptive_as_average(self, *sizes, &kernel)) {
+    const int64_t zeros[] = {0, 0};
+    if (auto values = average_handed_over<Op>(self, *layout, kernel, kernel, zeros, true, op))
+      return *values;
+  }
+  if (layout) fusion::settle(self);  // stock reads values
+  at::Tensor output = Intercept<Op>::pass_through(self, output_size);
+  if (learn) fusion::after_pool(self, quantising ? op : 0);
   int8::produced(op, output);
   return output;
 }

@@ -14,11 +14,17 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
 at::Tensor relu_override(const at::Tensor& input);
 at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate);
 at::Tensor& relu__override(at::Tensor& input);
-// max_pool2d (INT8 mode): pools a result handed over in INT8 as it is and hands it on.
+// max_pool2d: pools a result handed over in oneDNN's layout as it is and hands it on.
 at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_size,
                                c10::IntArrayRef stride, c10::IntArrayRef padding,
                                c10::IntArrayRef dilation, bool ceil_mode);
-// add_ (INT8 mode): `out += identity` answered by a convolution that fused it.
+// avg_pool2d and adaptive_avg_pool2d: pool a result handed over in oneDNN's layout as it is
+// and return its values.
+at::Tensor avg_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_size,
+                               c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
+                               bool count_include_pad, c10::optional<int64_t> divisor_override);
+at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArrayRef output_size);
+// add_: `out += identity` answered by a convolution that fused it.
 at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
 
 }  // namespace ipex_shim

@@ -1,8 +1,9 @@
-// Ops that stock PyTorch computes (average pooling, add; max_pool2d and add_ outside INT8
-// mode, which have wrappers of their own in shim/ops_fusion_consumers.cpp). In the INT8
-// modes they are followed so that op identities downstream come out the same in calibration
-// and inference (shim/int8_identity.h), and in calibration their inputs and results are
-// observed, so the config has their entries (MaxPooling, AvgPooling, AdaptivePooling, Add).
+// Ops that stock PyTorch computes (add), and the calibration paths of the pooling ops and
+// add_ (whose wrappers in shim/ops_fusion_consumers.cpp run INT8 and fused kernels in the
+// other modes). In the INT8 modes they are followed so that op identities downstream come
+// out the same in calibration and inference (shim/int8_identity.h), and in calibration their
+// inputs and results are observed, so the config has their entries (MaxPooling, AvgPooling,
+// AdaptivePooling, Add).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -83,8 +83,6 @@ void add(torch::Library& library, Policy policy) {
   add<at::_ops::op>(library, Policy::policy, TORCH_FN(kernel))
 
 using ObservedAdd = Observed<at::_ops::add_Tensor, int8::Kind::add>;
-using ObservedAvgPool = Observed<at::_ops::avg_pool2d, int8::Kind::avg_pool>;
-using ObservedAdaptivePool = Observed<at::_ops::adaptive_avg_pool2d, int8::Kind::adaptive_pool>;
 
 void fill_table(torch::Library& library) {
   // Policy::lower_precision
@@ -121,8 +119,8 @@ void fill_table(torch::Library& library) {
   SHIM_KERNEL(relu_, observe, relu__override);
   SHIM_KERNEL(gelu, observe, gelu_override);
   SHIM_KERNEL(max_pool2d, observe, max_pool2d_override);
-  SHIM_KERNEL(avg_pool2d, observe, ObservedAvgPool::call);
-  SHIM_KERNEL(adaptive_avg_pool2d, observe, ObservedAdaptivePool::call);
+  SHIM_KERNEL(avg_pool2d, observe, avg_pool2d_override);
+  SHIM_KERNEL(adaptive_avg_pool2d, observe, adaptive_avg_pool2d_override);
 }
 
 #undef SHIM_OP

@@ -8,7 +8,8 @@ The scenarios of programs/residual.py change, on their last pass, what the progr
 the addends after the convolution that would add them: the identity of a plain block changed
 in place, read, or replaced by another addend; in the downsample block (whose add moves the
 fused result into `out`), `out` changed in place or viewed before the add; the stem's max
-pool read by the program. Each runs under torch.no_grad() and under torch.inference_mode()
+pool's result or the last block's (which the head's adaptive average pool also pools as
+handed over) read by the program. Each runs under torch.no_grad() and under torch.inference_mode()
 (whose tensors have no version counters: an in-place change is seen by the observer
 instead). The results must still be those of the program as written
 (against stock PyTorch on the same weights and inputs, to the mode's accuracy), which a stale
@@ -60,7 +61,7 @@ def runs(tmp_path_factory, shim, torch_available):
 
 
 SCENARIOS = ["plain", "identity_changed", "identity_read", "other_addend", "out_changed",
-             "out_viewed", "pooled_read"]
+             "out_viewed", "pooled_read", "features_read"]
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
@@ -85,12 +86,15 @@ def test_the_scenarios_differ_enough_to_catch_a_stale_sum(runs):
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
 @pytest.mark.parametrize("mode", MODES)
-def test_the_max_pool_runs_on_handed_over_bytes(runs, mode, grad_mode):
+def test_the_pools_run_on_handed_over_bytes(runs, mode, grad_mode):
     # Pass 1 learns; passes 2 and 3 pool the stem's result as the convolution left it.
     paths = runs[(mode, grad_mode, "fused")]["counters"]["plain"]["max_pool2d"]
     assert paths.get(POOL_PATH[mode]) == 2 and paths.get("stock") == 1, paths
     unfused = runs[(mode, grad_mode, "unfused")]["counters"]["plain"]["max_pool2d"]
     assert POOL_PATH[mode] not in unfused, unfused
+    # The head's adaptive average pool, likewise, on the last block's handed-over result.
+    paths = runs[(mode, grad_mode, "fused")]["counters"]["plain"]["adaptive_avg_pool2d"]
+    assert paths.get(POOL_PATH[mode]) == 2 and paths.get("stock") == 1, paths
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)

@@ -224,5 +224,315 @@ TEST(HandedOverMaxPoolOddChannels, NhwcBytesOfFiveChannels) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Average pooling of handed-over bytes (avg_pool_handed_over): fp32 bytes must give stock
+// avg_pool2d of their values (to fp32 rounding), BF16 bytes the same rounded once to bf16,
+// INT8 bytes the same rounded to the input's own quantisation step; count_include_pad picks
+// oneDNN's include/exclude-padding algorithm, and the result has stock's strides.
+
+struct AvgPoolCase {
+  const char* name;
+  std::vector<int64_t> input;  // N, C, H, W (C a multiple of 16 for the float cases)
+  std::vector<int64_t> kernel, stride, padding;
+};
+void PrintTo(const AvgPoolCase& c, std::ostream* os) { *os << c.name; }
+
+bool has_padding(const AvgPoolCase& c) { return c.padding[0] > 0 || c.padding[1] > 0; }
+
+// Where padding is present, stock's two counts must give different results for the case
+// (else the case could not tell the algorithms apart).
+void expect_counts_differ(const at::Tensor& input_values, const AvgPoolCase& c) {
+  if (!has_padding(c)) return;
+  at::Tensor include = at::avg_pool2d(input_values, c.kernel, c.stride, c.padding, false, true);
+  at::Tensor exclude = at::avg_pool2d(input_values, c.kernel, c.stride, c.padding, false, false);
+  EXPECT_GT((include - exclude).abs().max().item<float>(),
+            1e-2f * input_values.abs().max().item<float>())
+      << "count_include_pad makes no difference in this case";
+}
+
+// Pools `handed` (fp32 or BF16 bytes) and checks values, type and strides against stock
+// avg_pool2d of the handed-over values: fp32 within 1e-6 relative (plus 1e-6 of the input's
+// largest magnitude for summation order near cancellation), BF16 within one bf16 rounding
+// (2^-8 of the value) plus the same.
+void expect_stock_avg_pool(const Handed& handed, const AvgPoolCase& c, bool count_include_pad,
+                           bool channels_last) {
+  ASSERT_EQ(avg_pool_support(handed.bytes, c.kernel, c.stride, c.padding, false, false),
+            Fallback::none);
+  dnnl::memory::desc pooled_layout;
+  at::Tensor pooled = avg_pool_handed_over(handed.bytes, handed.layout, c.kernel, c.stride,
+                                           c.padding, count_include_pad, &pooled_layout);
+  ASSERT_GT(pooled_layout.get_size(), 0u);
+  EXPECT_EQ(pooled_layout.data_type(), handed.layout.data_type());  // no conversion
+  at::Tensor values = from_layout(pooled, pooled_layout);
+
+  at::Tensor input_values = from_layout(handed.bytes, handed.layout);
+  expect_counts_differ(input_values, c);
+  at::Tensor expected =
+      at::avg_pool2d(input_values, c.kernel, c.stride, c.padding, false, count_include_pad);
+  ASSERT_EQ(values.sizes(), expected.sizes());
+  const bool bf16 = handed.layout.data_type() == dnnl::memory::data_type::bf16;
+  const float relative = bf16 ? 1.f / 256 : 1e-6f;
+  const float absolute = 1e-6f * input_values.abs().max().item<float>();
+  at::Tensor error = (values - expected).abs();
+  at::Tensor allowed = expected.abs() * relative + absolute;
+  EXPECT_TRUE(error.le(allowed).all().item<bool>())
+      << "max error " << error.max().item<float>() << ", max excess "
+      << (error - allowed).max().item<float>();
+  // Stock's strides: channels-last in, channels-last out.
+  EXPECT_EQ(pooled.strides(), expected.strides());
+  EXPECT_EQ(pooled.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+  EXPECT_EQ(pooled.is_contiguous(), !channels_last);
+}
+
+class HandedOverAvgPool
+    : public ::testing::TestWithParam<std::tuple<AvgPoolCase, Precision, bool>> {};
+
+TEST_P(HandedOverAvgPool, EqualsStockAvgPoolOfTheHandedOverValues) {
+  const auto& [c, precision, count_include_pad] = GetParam();
+  at::manual_seed(7);
+  const auto type = to_dnnl(precision);
+  for (bool channels_last : {false, true}) {
+    for (Source source : {Source::convolution, Source::nhwc, Source::blocked16}) {
+      SCOPED_TRACE(::testing::Message() << source_name(source) << ", "
+                                        << (channels_last ? "channels-last" : "NCHW")
+                                        << " tensor");
+      Handed handed;
+      if (source == Source::convolution) {
+        handed = kept_convolution(c.input, precision, channels_last);
+        ASSERT_GT(handed.layout.get_size(), 0u) << "the convolution's output was not kept";
+        ASSERT_EQ(handed.layout.data_type(), type);
+        ASSERT_EQ(handed.bytes.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+      } else {
+        handed = reordered(c.input, type,
+                           source == Source::nhwc ? dnnl::memory::format_tag::acdb
+                                                  : dnnl::memory::format_tag::aBcd16b,
+                           channels_last);
+      }
+      expect_stock_avg_pool(handed, c, count_include_pad, channels_last);
+    }
+  }
+}
+
+const AvgPoolCase kAvgPoolCases[] = {
+    {"padded_3x3_stride2", {2, 16, 14, 14}, {3, 3}, {2, 2}, {1, 1}},
+    {"padded_stride1", {2, 16, 8, 8}, {3, 3}, {1, 1}, {1, 1}},
+    {"odd_sizes", {3, 16, 13, 11}, {3, 3}, {2, 2}, {1, 1}},
+    {"rectangular_padded", {1, 32, 9, 15}, {3, 5}, {1, 2}, {1, 2}},
+    {"stride_not_kernel_padded", {1, 16, 10, 13}, {2, 4}, {3, 1}, {1, 2}},
+    // Windows that stop short of the last rows/columns (oneDNN's right padding negative).
+    {"stride_over_kernel", {2, 16, 12, 9}, {2, 2}, {3, 3}, {0, 0}},
+    {"unpadded_2x2", {2, 16, 8, 8}, {2, 2}, {2, 2}, {0, 0}},
+};
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, HandedOverAvgPool,
+    ::testing::Combine(::testing::ValuesIn(kAvgPoolCases),
+                       ::testing::Values(Precision::fp32, Precision::bf16),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param).name) + "_" +
+             precision_name(std::get<1>(info.param)) +
+             (std::get<2>(info.param) ? "_include_pad" : "_exclude_pad");
+    });
+
+// 5 channels: NHWC bytes only.
+TEST(HandedOverAvgPoolOddChannels, NhwcBytesOfFiveChannels) {
+  at::manual_seed(8);
+  const AvgPoolCase c{"odd_channels", {2, 5, 11, 9}, {3, 3}, {2, 2}, {1, 1}};
+  for (Precision precision : {Precision::fp32, Precision::bf16}) {
+    for (bool count_include_pad : {false, true}) {
+      for (bool channels_last : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << precision_name(precision) << " include pad "
+                                          << count_include_pad << " channels-last "
+                                          << channels_last);
+        expect_stock_avg_pool(
+            reordered(c.input, to_dnnl(precision), dnnl::memory::format_tag::acdb,
+                      channels_last),
+            c, count_include_pad, channels_last);
+      }
+    }
+  }
+}
+
+// `values` quantised with `scale` into u8/s8 NHWC bytes in a tensor of values' strides.
+at::Tensor quantised_like(const at::Tensor& values, float scale, bool uint8,
+                          dnnl::memory::desc* layout) {
+  at::Tensor bytes = at::empty_like(values);
+  *layout = dnnl::memory::desc(to_dims(values.sizes()), activation_type(uint8),
+                               dnnl::memory::format_tag::acdb);
+  dnnl::memory from = wrap(values, strided_desc(values));
+  dnnl::memory to = wrap(bytes, *layout);
+  cached_scaled_reorder(from.get_desc(), *layout, scale)->execute(thread_stream(), from, to);
+  thread_stream().wait();
+  return bytes;
+}
+
+// Checks INT8 pooled values (read back with the input's scale) against the exact average
+// `expected` of the dequantised input: within half a quantisation step, on average well
+// within it (rounding, not truncation), and exact where the average is a whole step.
+void expect_within_half_step(const at::Tensor& values, const at::Tensor& expected,
+                             float scale) {
+  ASSERT_EQ(values.sizes(), expected.sizes());
+  at::Tensor error = (values - expected).abs();
+  const float half_step = 0.5f / scale;
+  EXPECT_LE(error.max().item<float>(), half_step + 1e-6f);
+  const float mean = error.mean().item<float>();
+  EXPECT_LT(mean, 0.35f * (1.f / scale)) << "mean error " << mean * scale << " steps";
+  at::Tensor steps = expected * scale;
+  at::Tensor whole = (steps - steps.round()).abs().lt(1e-3);
+  ASSERT_GT(whole.sum().item<int64_t>(), 0) << "no average lands on a whole step";
+  EXPECT_LE(error.masked_select(whole).max().item<float>(),
+            1e-6f * expected.abs().max().item<float>() + 1e-7f)
+      << "averages on a whole step are not exact";
+}
+
+class Int8AvgPool
+    : public ::testing::TestWithParam<std::tuple<AvgPoolCase, bool /*uint8*/, bool>> {};
+
+TEST_P(Int8AvgPool, WithinHalfAStepOfStockAvgPoolOfTheQuantisedValues) {
+  const auto& [c, uint8, count_include_pad] = GetParam();
+  at::manual_seed(9);
+  for (bool channels_last : {false, true}) {
+    SCOPED_TRACE(channels_last ? "channels-last tensor" : "NCHW tensor");
+    at::Tensor x = at::randn(c.input);
+    if (uint8) x = x.relu();
+    if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    const float scale = (uint8 ? 255.f : 127.f) / x.abs().max().item<float>();
+    dnnl::memory::desc layout;
+    at::Tensor bytes = channels_last ? quantised_like(x, scale, uint8, &layout)
+                                     : quantised_nhwc(x, scale, uint8, &layout);
+    ASSERT_EQ(avg_pool_support(bytes, c.kernel, c.stride, c.padding, false, false),
+              Fallback::none);
+
+    dnnl::memory::desc pooled_layout;
+    at::Tensor pooled = avg_pool_handed_over(bytes, layout, c.kernel, c.stride, c.padding,
+                                             count_include_pad, &pooled_layout);
+    EXPECT_EQ(pooled_layout.data_type(), layout.data_type());
+    at::Tensor values = from_layout(pooled, pooled_layout, scale);
+
+    at::Tensor dequantised = from_layout(bytes, layout, scale);
+    expect_counts_differ(dequantised, c);
+    at::Tensor expected =
+        at::avg_pool2d(dequantised, c.kernel, c.stride, c.padding, false, count_include_pad);
+    expect_within_half_step(values, expected, scale);
+    EXPECT_EQ(pooled.strides(), expected.strides());
+    EXPECT_EQ(pooled.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+  }
+}
+
+const AvgPoolCase kInt8AvgPoolCases[] = {
+    {"padded_3x3_stride2", {2, 8, 14, 14}, {3, 3}, {2, 2}, {1, 1}},
+    {"odd_sizes", {3, 5, 13, 11}, {3, 3}, {2, 2}, {1, 1}},
+    {"rectangular_padded", {1, 16, 9, 15}, {3, 5}, {1, 2}, {1, 2}},
+    {"stride_not_kernel_padded", {2, 7, 10, 13}, {2, 4}, {3, 1}, {1, 2}},
+    {"stride_over_kernel", {2, 8, 12, 9}, {2, 2}, {3, 3}, {0, 0}},
+};
+
+INSTANTIATE_TEST_SUITE_P(Cases, Int8AvgPool,
+                         ::testing::Combine(::testing::ValuesIn(kInt8AvgPoolCases),
+                                            ::testing::Bool(), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param).name) +
+                                  (std::get<1>(info.param) ? "_u8" : "_s8") +
+                                  (std::get<2>(info.param) ? "_include_pad" : "_exclude_pad");
+                         });
+
+TEST(AvgPoolSupport, RefusesWhatTheKernelCannotCompute) {
+  at::Tensor x = at::zeros({1, 2, 8, 8});
+  EXPECT_EQ(avg_pool_support(x, {3, 3}, {2, 2}, {1, 1}, false, false), Fallback::none);
+  EXPECT_NE(avg_pool_support(x, {3, 3}, {2, 2}, {1, 1}, true, false), Fallback::none);
+  EXPECT_NE(avg_pool_support(x, {3, 3}, {2, 2}, {1, 1}, false, true), Fallback::none);
+  EXPECT_NE(avg_pool_support(x, {3, 3}, {2, 2}, {2, 2}, false, false), Fallback::none);
+  EXPECT_NE(avg_pool_support(x, {3, 4}, {2, 2}, {1, 3}, false, false), Fallback::none);
+  EXPECT_EQ(avg_pool_support(x, {2, 4}, {2, 2}, {1, 2}, false, false), Fallback::none);
+  EXPECT_NE(avg_pool_support(at::zeros({2, 8, 8}), {3, 3}, {2, 2}, {1, 1}, false, false),
+            Fallback::none);  // 3-D input
+}
+
+TEST(AvgPoolAdaptiveAsAverage, DivisibleSizesOnly) {
+  std::vector<int64_t> kernel;
+  EXPECT_TRUE(adaptive_as_average(at::zeros({2, 16, 7, 7}), {1, 1}, &kernel));
+  EXPECT_EQ(kernel, (std::vector<int64_t>{7, 7}));
+  EXPECT_TRUE(adaptive_as_average(at::zeros({2, 16, 8, 6}), {2, 3}, &kernel));
+  EXPECT_EQ(kernel, (std::vector<int64_t>{4, 2}));
+  EXPECT_TRUE(adaptive_as_average(at::zeros({1, 3, 5, 5}), {5, 5}, &kernel));
+  EXPECT_EQ(kernel, (std::vector<int64_t>{1, 1}));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({2, 16, 7, 7}), {2, 2}, &kernel));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({2, 16, 8, 7}), {2, 2}, &kernel));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({2, 16, 7, 7}), {14, 14}, &kernel));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({2, 16, 7, 7}), {1, 14}, &kernel));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({2, 16, 7, 7}), {0, 0}, &kernel));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({2, 16, 7, 7}), {0, 1}, &kernel));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({16, 7, 7}), {1, 1}, &kernel));
+  EXPECT_FALSE(adaptive_as_average(at::zeros({2, 16, 7, 7}), {1}, &kernel));
+}
+
+struct AdaptiveCase {
+  const char* name;
+  std::vector<int64_t> input, output_size;
+};
+
+const AdaptiveCase kAdaptiveCases[] = {
+    {"resnet_head_7x7_to_1x1", {2, 32, 7, 7}, {1, 1}},
+    {"8x6_to_2x3", {3, 16, 8, 6}, {2, 3}},
+};
+
+// adaptive_avg_pool2d as a plain average pool (kernel = stride = in/out, no padding) of fp32
+// bytes kept by a convolution and of u8 bytes equals stock adaptive_avg_pool2d.
+TEST(HandedOverAdaptiveAvgPool, EqualsStockAdaptiveAvgPool) {
+  at::manual_seed(10);
+  const std::vector<int64_t> zeros = {0, 0};
+  for (const AdaptiveCase& c : kAdaptiveCases) {
+    for (bool channels_last : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << c.name << (channels_last ? " channels-last" : " NCHW"));
+      // fp32 bytes kept by a convolution.
+      {
+        Handed handed = kept_convolution(c.input, Precision::fp32, channels_last);
+        ASSERT_GT(handed.layout.get_size(), 0u);
+        std::vector<int64_t> kernel;
+        ASSERT_TRUE(adaptive_as_average(handed.bytes, c.output_size, &kernel));
+        ASSERT_EQ(avg_pool_support(handed.bytes, kernel, kernel, zeros, false, false),
+                  Fallback::none);
+        dnnl::memory::desc pooled_layout;
+        at::Tensor pooled = avg_pool_handed_over(handed.bytes, handed.layout, kernel, kernel,
+                                                 zeros, false, &pooled_layout);
+        at::Tensor values = from_layout(pooled, pooled_layout);
+        at::Tensor input_values = from_layout(handed.bytes, handed.layout);
+        at::Tensor expected = at::adaptive_avg_pool2d(input_values, c.output_size);
+        ASSERT_EQ(values.sizes(), expected.sizes());
+        const float absolute = 1e-6f * input_values.abs().max().item<float>();
+        at::Tensor error = (values - expected).abs();
+        EXPECT_TRUE(error.le(expected.abs() * 1e-6f + absolute).all().item<bool>())
+            << "fp32 max error " << error.max().item<float>();
+        EXPECT_EQ(pooled.is_contiguous(at::MemoryFormat::ChannelsLast),
+                  expected.is_contiguous(at::MemoryFormat::ChannelsLast));
+        EXPECT_EQ(pooled.is_contiguous(), expected.is_contiguous());
+      }
+      // u8 bytes.
+      {
+        at::Tensor x = at::randn(c.input).relu();
+        if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+        const float scale = 255.f / x.abs().max().item<float>();
+        dnnl::memory::desc layout;
+        at::Tensor bytes = quantised_like(x, scale, true, &layout);
+        std::vector<int64_t> kernel;
+        ASSERT_TRUE(adaptive_as_average(bytes, c.output_size, &kernel));
+        dnnl::memory::desc pooled_layout;
+        at::Tensor pooled = avg_pool_handed_over(bytes, layout, kernel, kernel, zeros, true,
+                                                 &pooled_layout);
+        EXPECT_EQ(pooled_layout.data_type(), dnnl::memory::data_type::u8);
+        at::Tensor values = from_layout(pooled, pooled_layout, scale);
+        at::Tensor expected =
+            at::adaptive_avg_pool2d(from_layout(bytes, layout, scale), c.output_size);
+        ASSERT_EQ(values.sizes(), expected.sizes());
+        at::Tensor error = (values - expected).abs();
+        EXPECT_LE(error.max().item<float>(), 0.5f / scale + 1e-6f);
+        EXPECT_LT(error.mean().item<float>(), 0.35f / scale);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ipex_shim
