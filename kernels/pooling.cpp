@@ -5,6 +5,8 @@
 #include <stdexcept>
 
 #include "kernels/buffer_pool.h"
+#include "kernels/convolution.h"
+#include "kernels/int8.h"
 #include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
 
@@ -46,13 +48,15 @@ Fallback max_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
 
 namespace {
 
-// Pools bytes handed over in `layout` with `algorithm` into a new tensor of PyTorch's output
-// sizes (in the input's memory format) whose bytes are the result in `*output_layout`.
-at::Tensor pool_bytes(const at::Tensor& input, const dnnl::memory::desc& layout,
+// Pools `source`, the bytes of `input` in some oneDNN layout, with `algorithm` into a new
+// tensor of PyTorch's output sizes (in the input's memory format) whose bytes are the
+// result in `*output_layout` (the source's type and layout).
+at::Tensor pool_bytes(const at::Tensor& input, const dnnl::memory& source,
                       dnnl::algorithm algorithm, c10::IntArrayRef kernel,
                       c10::IntArrayRef stride, c10::IntArrayRef padding,
                       c10::IntArrayRef dilation, bool ceil_mode,
                       dnnl::memory::desc* output_layout) {
+  const dnnl::memory::desc layout = source.get_desc();
   static PrimitiveCache<PoolPrimitive>* primitives = new PrimitiveCache<PoolPrimitive>();
   KeyBuilder key;
   key.add(layout).add(static_cast<int>(algorithm)).add_range(kernel).add_range(stride);
@@ -84,13 +88,14 @@ at::Tensor pool_bytes(const at::Tensor& input, const dnnl::memory::desc& layout,
   });
   // Strides as stock's pooling gives them (channels-last in, channels-last out): the
   // program sees them, and the next convolution's result format follows them.
+  // (fp32-sized: the program's tensor, whose bytes hold the result in its layout)
   at::Tensor output =
       pooled_empty(pool->output_sizes, input.scalar_type(), input.suggest_memory_format());
   *output_layout = pool->pd.dst_desc();
   if (output_layout->get_size() > output.nbytes())  // a blocked layout padded beyond fp32
     throw std::runtime_error("pooling: the handed-over layout does not fit the result");
   execute(pool->primitive, pool->pd,
-          {{DNNL_ARG_SRC, wrap(input, layout)}, {DNNL_ARG_DST, wrap(output, *output_layout)}});
+          {{DNNL_ARG_SRC, source}, {DNNL_ARG_DST, wrap(output, *output_layout)}});
   return output;
 }
 
@@ -100,8 +105,8 @@ at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
                                 c10::IntArrayRef kernel, c10::IntArrayRef stride,
                                 c10::IntArrayRef padding, c10::IntArrayRef dilation,
                                 bool ceil_mode, dnnl::memory::desc* output_layout) {
-  return pool_bytes(input, layout, dnnl::algorithm::pooling_max, kernel, stride, padding,
-                    dilation, ceil_mode, output_layout);
+  return pool_bytes(input, wrap(input, layout), dnnl::algorithm::pooling_max, kernel, stride,
+                    padding, dilation, ceil_mode, output_layout);
 }
 
 Fallback avg_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
@@ -134,10 +139,37 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
                                 c10::IntArrayRef padding, bool count_include_pad,
                                 dnnl::memory::desc* output_layout) {
   const int64_t ones[] = {1, 1};
-  return pool_bytes(input, layout,
+  return pool_bytes(input, wrap(input, layout),
                     count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
                                       : dnnl::algorithm::pooling_avg_exclude_padding,
                     kernel, stride, padding, ones, false, output_layout);
+}
+
+at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
+                           c10::IntArrayRef kernel, c10::IntArrayRef stride,
+                           c10::IntArrayRef padding, bool count_include_pad, float scale) {
+  // oneDNN 2.6 pools only within one type, and an average rounded back to INT8 (or BF16)
+  // loses half a step: the bytes become fp32 values first, in their own layout (as many
+  // bytes as the reorder into the program's layout they replace), and are averaged there.
+  dnnl::memory source = wrap(input, layout);
+  Reordered values;
+  if (layout.data_type() != dnnl::memory::data_type::f32 || scale != 1.f) {
+    dnnl::memory::desc f32_layout = layout;
+    f32_layout.data.data_type = dnnl_f32;
+    values = allocate(f32_layout);
+    cached_scaled_reorder(layout, f32_layout, 1.f / scale)
+        ->execute(thread_stream(), source, values.memory);
+    source = values.memory;
+  }
+  const int64_t ones[] = {1, 1};
+  dnnl::memory::desc pooled_layout;
+  at::Tensor pooled = pool_bytes(input, source,
+                                 count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                                   : dnnl::algorithm::pooling_avg_exclude_padding,
+                                 kernel, stride, padding, ones, false, &pooled_layout);
+  const dnnl::memory::desc program_layout = strided_desc(pooled);
+  if (pooled_layout == program_layout) return pooled;
+  return from_layout(pooled, pooled_layout);
 }
 
 }  // namespace ipex_shim

@@ -29,8 +29,9 @@ at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
 
 // Average pooling (avg_pool2d without ceil_mode or divisor_override; adaptive_avg_pool2d
 // whose output size divides the input's, which is then a plain average pool with kernel
-// and stride input/output). INT8 bytes come out rounded to their own type and scale, so the
-// result carries half a quantisation step more error than the exact average.
+// and stride input/output). avg_pool_handed_over gives the result as bytes of the source's
+// type (INT8 bytes rounded to their own scale: half a quantisation step more error than the
+// exact average).
 Fallback avg_pool_support(const at::Tensor& input, c10::IntArrayRef kernel,
                           c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                           bool divisor_override);
@@ -40,5 +41,10 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
                                 c10::IntArrayRef kernel, c10::IntArrayRef stride,
                                 c10::IntArrayRef padding, bool count_include_pad,
                                 dnnl::memory::desc* output_layout);
+// The same average as fp32 values in a new tensor of stock's strides, computed in fp32 from
+// the bytes (of scale `scale`; 1 for floating point) without rounding to their type.
+at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
+                           c10::IntArrayRef kernel, c10::IntArrayRef stride,
+                           c10::IntArrayRef padding, bool count_include_pad, float scale);
 
 }  // namespace ipex_shim

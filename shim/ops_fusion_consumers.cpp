@@ -224,11 +224,8 @@ c10::optional<at::Tensor> average_handed_over(const at::Tensor& self,
                                               int64_t op) {
   try {
     c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-    dnnl::memory::desc pooled_layout;
-    at::Tensor bytes =
-        avg_pool_handed_over(self, layout, kernel, strides, pads, count_include_pad,
-                             &pooled_layout);
-    at::Tensor values = from_layout(bytes, pooled_layout, fusion::layout_scale(self));
+    at::Tensor values = avg_pool_values(self, layout, kernel, strides, pads, count_include_pad,
+                                        fusion::layout_scale(self));
     fusion::consumed(self);
     Intercept<Op>::stats().count(path_of(layout.data_type()));
     int8::produced(op, values);

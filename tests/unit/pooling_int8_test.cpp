@@ -421,6 +421,58 @@ TEST_P(Int8AvgPool, WithinHalfAStepOfStockAvgPoolOfTheQuantisedValues) {
   }
 }
 
+// avg_pool_values, the path the pooling wrappers take: the average of the handed-over
+// values computed in fp32 (no rounding to u8/s8 or BF16 in between) and returned in stock's
+// strides, so it equals stock's average of the same values to fp32 rounding, INT8 included.
+class AvgPoolValues
+    : public ::testing::TestWithParam<std::tuple<AvgPoolCase, int /*0 fp32, 1 bf16, 2 u8, 3 s8*/,
+                                                 bool>> {};
+
+TEST_P(AvgPoolValues, EqualStockAvgPoolOfTheHandedOverValuesWithoutRounding) {
+  const auto& [c, kind, count_include_pad] = GetParam();
+  at::manual_seed(11);
+  for (bool channels_last : {false, true}) {
+    SCOPED_TRACE(channels_last ? "channels-last tensor" : "NCHW tensor");
+    Handed handed;
+    float scale = 1.f;
+    if (kind < 2) {
+      handed = kept_convolution(c.input, kind == 0 ? Precision::fp32 : Precision::bf16,
+                                channels_last);
+      ASSERT_GT(handed.layout.get_size(), 0u) << "the convolution's output was not kept";
+    } else {
+      at::Tensor x = at::randn(c.input);
+      if (kind == 2) x = x.relu();
+      if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      scale = (kind == 2 ? 255.f : 127.f) / x.abs().max().item<float>();
+      handed.bytes = quantised_like(x, scale, kind == 2, &handed.layout);
+    }
+    const at::Tensor input_values = from_layout(handed.bytes, handed.layout, scale);
+    const at::Tensor expected =
+        at::avg_pool2d(input_values, c.kernel, c.stride, c.padding, false, count_include_pad);
+    const at::Tensor actual = avg_pool_values(handed.bytes, handed.layout, c.kernel, c.stride,
+                                              c.padding, count_include_pad, scale);
+    ASSERT_EQ(actual.scalar_type(), at::kFloat);
+    EXPECT_EQ(actual.strides(), expected.strides());
+    // fp32 summation order only: far below half an INT8 step (~0.2% of the range) or a
+    // BF16 rounding (2^-8), either of which an average rounded to the bytes' type shows.
+    const float largest = input_values.abs().max().item<float>();
+    EXPECT_LE((actual - expected).abs().max().item<float>(), 2e-6f * largest);
+  }
+}
+
+std::string values_kind_name(int kind) {
+  return kind == 0 ? "_fp32" : kind == 1 ? "_bf16" : kind == 2 ? "_u8" : "_s8";
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, AvgPoolValues,
+                         ::testing::Combine(::testing::ValuesIn(kAvgPoolCases),
+                                            ::testing::Values(0, 1, 2, 3), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param).name) +
+                                  values_kind_name(std::get<1>(info.param)) +
+                                  (std::get<2>(info.param) ? "_include_pad" : "_exclude_pad");
+                         });
+
 const AvgPoolCase kInt8AvgPoolCases[] = {
     {"padded_3x3_stride2", {2, 8, 14, 14}, {3, 3}, {2, 2}, {1, 1}},
     {"odd_sizes", {3, 5, 13, 11}, {3, 3}, {2, 2}, {1, 1}},
