@@ -264,7 +264,6 @@ Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,
 }
 
 Fallback int8_convolution_support(const at::Tensor& input, const ConvolutionArgs& args) {
-  if (args.transposed) return Fallback::unsupported_shape;
   if (input.dim() < 3 || input.dim() > 5) return Fallback::unsupported_shape;
   return Fallback::none;
 }
@@ -337,7 +336,10 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
         Reordered out = reorder_to(user, weights_desc);
         return PackedWeight{out.storage, out.memory, folded_bias, at::Tensor()};
       }
-      at::Tensor scales = weight_scales(source, int8->weight_per_channel);
+      at::Tensor scales =
+          args.transposed
+              ? transposed_weight_scales(source, args.groups, int8->weight_per_channel)
+              : weight_scales(source, int8->weight_per_channel);
       const float* values = scales.data_ptr<float>();
       std::vector<float> multipliers(values, values + scales.numel());
       dnnl::primitive_attr attr;

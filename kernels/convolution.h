@@ -1,5 +1,5 @@
 // Convolution forward (1-D, 2-D, 3-D, direct or transposed; groups, stride, padding,
-// dilation, output padding, bias) on oneDNN, in fp32, BF16 or INT8 (direct only), for calls that need no
+// dilation, output padding, bias) on oneDNN, in fp32, BF16 or INT8, for calls that need no
 // gradient. Results are fp32 in the memory format stock PyTorch would return.
 #pragma once
 

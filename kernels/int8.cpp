@@ -20,6 +20,21 @@ at::Tensor weight_scales(const at::Tensor& weight, bool per_channel) {
   return scales.to(at::kFloat).contiguous();
 }
 
+at::Tensor transposed_weight_scales(const at::Tensor& weight, int64_t groups, bool per_channel) {
+  const int64_t out_per_group = weight.size(1);
+  // (groups, in / groups, out / groups, k...) -> one row per output channel.
+  at::Tensor by_output = weight.detach()
+                             .reshape({groups, weight.size(0) / groups, out_per_group, -1})
+                             .permute({0, 2, 1, 3})
+                             .reshape({groups * out_per_group, -1});
+  at::Tensor magnitude = by_output.abs();
+  at::Tensor largest = per_channel ? at::amax(magnitude, {1})
+                                   : at::amax(magnitude).expand({groups * out_per_group});
+  at::Tensor scales = 127.0 / largest;
+  scales = at::where(largest > 0, scales, at::ones_like(scales));
+  return scales.to(at::kFloat).contiguous();
+}
+
 std::vector<float> output_multipliers(const at::Tensor& weight_scales, float input_scale,
                                       float result_scale) {
   const float* values = weight_scales.data_ptr<float>();

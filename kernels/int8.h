@@ -36,6 +36,9 @@ struct Int8MatmulSpec {
 // 127 / max|w| over each output channel (dim 0 of `weight`), or over the whole tensor
 // repeated per channel; a channel of zeros gets 1. A float tensor of size weight.size(0).
 at::Tensor weight_scales(const at::Tensor& weight, bool per_channel);
+// The same for a transposed convolution's weight, (in, out / groups, k...): its output
+// channel g * (out / groups) + j is column j of group g's rows.
+at::Tensor transposed_weight_scales(const at::Tensor& weight, int64_t groups, bool per_channel);
 
 // oneDNN's output scales for an INT8 product whose weights have `weight_scales` (from
 // weight_scales()): result_scale / (input_scale * w[oc]) per output channel (result_scale 1:

@@ -40,6 +40,8 @@ struct Sample {
   std::vector<int64_t> stride, padding, dilation;
   int64_t groups = 1;
   bool convolution = false;
+  bool transposed = false;
+  std::vector<int64_t> output_padding;  // transposed
 };
 
 struct Record {
@@ -120,13 +122,17 @@ std::optional<double> sensitivity(const Sample& sample, const Int8Entry& entry, 
   c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
   at::Tensor reference, quantised;
   if (sample.convolution) {
-    ConvolutionArgs args{sample.stride, sample.padding, sample.dilation, sample.groups};
+    std::vector<int64_t> output_padding = sample.transposed
+                                              ? sample.output_padding
+                                              : std::vector<int64_t>(sample.stride.size(), 0);
+    ConvolutionArgs args{sample.stride,     sample.padding,    sample.dilation,
+                         sample.groups,     sample.transposed, output_padding};
     if (convolution_support(sample.input, sample.weight, sample.bias, args) != Fallback::none ||
         int8_convolution_support(sample.input, args) != Fallback::none)
       return std::nullopt;
-    std::vector<int64_t> no_padding(sample.stride.size(), 0);
     reference = at::convolution(sample.input, sample.weight, sample.bias, sample.stride,
-                                sample.padding, sample.dilation, false, no_padding, sample.groups);
+                                sample.padding, sample.dilation, sample.transposed,
+                                output_padding, sample.groups);
     quantised = convolution_forward(sample.input, sample.weight, sample.bias, args,
                                     Precision::fp32, {}, {}, &spec);
   } else {
@@ -368,7 +374,7 @@ void keep_sample(int64_t op, Make make) {
 void keep_convolution_sample(int64_t op, const at::Tensor& input, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                             int64_t groups) {
+                             int64_t groups, bool transposed, c10::IntArrayRef output_padding) {
   keep_sample(op, [&] {
     Sample sample;
     sample.input = input.detach().slice(0, 0, std::min<int64_t>(2, input.size(0))).clone();
@@ -379,6 +385,8 @@ void keep_convolution_sample(int64_t op, const at::Tensor& input, const at::Tens
     sample.dilation = dilation.vec();
     sample.groups = groups;
     sample.convolution = true;
+    sample.transposed = transposed;
+    sample.output_padding = output_padding.vec();
     return sample;
   });
 }

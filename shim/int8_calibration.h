@@ -45,10 +45,12 @@ std::string write_now();
 // them), its result after; each call of observe_output counts one call of the op.
 void observe_inputs(int64_t op, const std::vector<const at::Tensor*>& inputs);
 void observe_output(int64_t op, const at::Tensor& output);
+// (`transposed` with its `output_padding` for a transposed convolution.)
 void keep_convolution_sample(int64_t op, const at::Tensor& input, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                             int64_t groups);
+                             int64_t groups, bool transposed = false,
+                             c10::IntArrayRef output_padding = {});
 void keep_linear_sample(int64_t op, const at::Tensor& input, const at::Tensor& weight,
                         const c10::optional<at::Tensor>& bias);
 

@@ -194,6 +194,18 @@ int64_t identify_convolution(const at::Tensor& weight, c10::IntArrayRef stride,
   });
 }
 
+int64_t identify_transposed_convolution(const at::Tensor& weight, c10::IntArrayRef stride,
+                                        c10::IntArrayRef padding,
+                                        c10::IntArrayRef output_padding,
+                                        c10::IntArrayRef dilation, int64_t groups,
+                                        bool has_bias) {
+  return identify_weighted(Kind::convolution, weight, [&] {
+    return "transposed,w=" + join(weight.sizes()) + ",s=" + join(stride) + ",p=" +
+           join(padding) + ",op=" + join(output_padding) + ",d=" + join(dilation) +
+           ",g=" + std::to_string(groups) + ",b=" + (has_bias ? "1" : "0");
+  });
+}
+
 int64_t identify_linear(const at::Tensor& weight, bool has_bias) {
   return identify_weighted(Kind::linear, weight, [&] {
     return "w=" + join(weight.sizes()) + ",b=" + (has_bias ? "1" : "0");

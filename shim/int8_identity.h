@@ -51,6 +51,13 @@ constexpr int64_t kNoOp = -1;
 int64_t identify_convolution(const at::Tensor& weight, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
                              bool has_bias);
+// A transposed convolution: a key of its own kind of signature, written as a "Convolution"
+// entry (the seed's format has no other name for it).
+int64_t identify_transposed_convolution(const at::Tensor& weight, c10::IntArrayRef stride,
+                                        c10::IntArrayRef padding,
+                                        c10::IntArrayRef output_padding,
+                                        c10::IntArrayRef dilation, int64_t groups,
+                                        bool has_bias);
 int64_t identify_linear(const at::Tensor& weight, bool has_bias);
 
 // The op of a weight that already ran (same tensor, unchanged), without starting a new

@@ -172,24 +172,56 @@ at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Te
                                            c10::IntArrayRef output_padding, int64_t groups,
                                            c10::IntArrayRef dilation) {
   using Wrapped = Intercept<Op>;
+  const bool has_bias = bias && bias->defined();
+  if (int8::calibrating()) {
+    const int64_t op = int8::identify_transposed_convolution(weight, stride, padding,
+                                                             output_padding, dilation, groups,
+                                                             has_bias);
+    calibration::observe_inputs(op, {&input});
+    at::Tensor output =
+        Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups, dilation);
+    Wrapped::stats().count(Path::observed);
+    calibration::observe_output(op, output);
+    calibration::keep_convolution_sample(op, input, weight, bias, stride, padding, dilation,
+                                         groups, /*transposed=*/true, output_padding);
+    int8::produced(op, output);
+    return output;
+  }
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Wrapped::stock_because(gate, input, weight, bias, stride, padding, output_padding,
                                   groups, dilation);
   // With a gradient: stock fp32. Stock torch 1.13's BF16 transposed convolution on CPU
-  // rejects valid shapes ("expected input ... to have 4 channels"), and autocast leaves it
-  // in fp32 too.
+  // rejects valid shapes ("expected input ... to have 4 channels"), and autocast leaves it in
+  // fp32 too.
   if (needs_grad(input, weight, bias))
     return Wrapped::stock_because(Fallback::needs_grad, input, weight, bias, stride, padding,
                                   output_padding, groups, dilation);
   const Precision precision = lower_precision(Wrapped::stats());
   ConvolutionArgs args{stride, padding, dilation, groups, true, output_padding};
-  return run_or_stock<Op>(
-      convolution_support(input, weight, bias, args), path_for(precision),
-      [&] { return convolution_forward(input, weight, bias, args, precision); },
+  // INT8: the op's entry decides; an op without a usable one runs in fp32.
+  int64_t op = int8::kNoOp;
+  Int8Spec spec;
+  const Int8Spec* int8 = nullptr;
+  Fallback int8_why = Fallback::none;
+  if (int8::tracking()) {
+    op = int8::identify_transposed_convolution(weight, stride, padding, output_padding,
+                                               dilation, groups, has_bias);
+    if (int8::spec_for(op, &spec, &int8_why)) {
+      int8_why = int8_convolution_support(input, args);
+      if (int8_why == Fallback::none) int8 = &spec;
+    }
+  }
+  at::Tensor output = run_or_stock<Op>(
+      convolution_support(input, weight, bias, args),
+      int8 ? Path::onednn_int8 : path_for(precision),
+      [&] { return convolution_forward(input, weight, bias, args, precision, {}, {}, int8); },
       [&] {
         return Wrapped::stock(input, weight, bias, stride, padding, output_padding, groups,
                               dilation);
-      });
+      },
+      int8 ? Fallback::none : int8_why);
+  int8::produced(op, output);
+  return output;
 }
 
 #define SHIM_TRANSPOSED_INSTANCE(op)                                                        \
