@@ -307,6 +307,14 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
           skip = &args[0].toTensor();
       }
     }
+    // A traced module calls aten::_convolution where eager code calls conv2d: a direct one
+    // reads a handed-over input as conv2d does (its wrapper hands it to conv2d's).
+    const std::string* reader = &name;
+    static const std::string kConv2d = "aten::conv2d";
+    if (name == "aten::_convolution" && count >= 7) {
+      const c10::IValue& transposed = torch::jit::last(*stack, count)[6];
+      if (transposed.isBool() && !transposed.toBool()) reader = &kConv2d;
+    }
     const auto& arguments = op.schema().arguments();
     size_t index = 0;
     for (const c10::IValue& value : torch::jit::last(*stack, count)) {
@@ -320,12 +328,12 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
         }
       }
       if (value.isTensor()) {
-        check_read(st, value.toTensor(), name);
+        check_read(st, value.toTensor(), *reader);
       } else if (value.isTensorList()) {
-        for (const at::Tensor& tensor : value.toTensorList()) check_read(st, tensor, name);
+        for (const at::Tensor& tensor : value.toTensorList()) check_read(st, tensor, *reader);
       } else if (value.isList()) {
         for (const c10::IValue& item : value.toListRef())
-          if (item.isTensor()) check_read(st, item.toTensor(), name);
+          if (item.isTensor()) check_read(st, item.toTensor(), *reader);
       }
       if (st.taints.empty()) break;
     }

@@ -5,6 +5,7 @@
 //                          fp32 mode: stock.
 #include "shim/ops_convolution.h"
 
+#include <ATen/ops/_convolution_ops.h>
 #include <ATen/ops/conv1d_ops.h>
 #include <ATen/ops/conv2d_ops.h>
 #include <ATen/ops/conv3d_ops.h>
@@ -222,6 +223,42 @@ at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Te
       int8 ? Fallback::none : int8_why);
   int8::produced(op, output);
   return output;
+}
+
+at::Tensor underscore_convolution_override(
+    const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
+    bool transposed, c10::IntArrayRef output_padding, int64_t groups, bool benchmark,
+    bool deterministic, bool cudnn_enabled, bool allow_tf32) {
+  // The public op of the same rank and kind takes every case _convolution is called with
+  // (always batched); its wrapper decides and counts the call.
+  if (input.dim() == weight.dim()) {
+    switch (input.dim()) {
+      case 3:
+        return transposed ? transposed_convolution_override<at::_ops::conv_transpose1d>(
+                                input, weight, bias, stride, padding, output_padding, groups,
+                                dilation)
+                          : convolution_override<at::_ops::conv1d>(input, weight, bias, stride,
+                                                                   padding, dilation, groups);
+      case 4:
+        return transposed ? transposed_convolution_override<at::_ops::conv_transpose2d_input>(
+                                input, weight, bias, stride, padding, output_padding, groups,
+                                dilation)
+                          : convolution_override<at::_ops::conv2d>(input, weight, bias, stride,
+                                                                   padding, dilation, groups);
+      case 5:
+        return transposed ? transposed_convolution_override<at::_ops::conv_transpose3d_input>(
+                                input, weight, bias, stride, padding, output_padding, groups,
+                                dilation)
+                          : convolution_override<at::_ops::conv3d>(input, weight, bias, stride,
+                                                                   padding, dilation, groups);
+      default:
+        break;
+    }
+  }
+  return Intercept<at::_ops::_convolution>::stock_because(
+      Fallback::unsupported_shape, input, weight, bias, stride, padding, dilation, transposed,
+      output_padding, groups, benchmark, deterministic, cudnn_enabled, allow_tf32);
 }
 
 #define SHIM_TRANSPOSED_INSTANCE(op)                                                        \

@@ -15,6 +15,7 @@
 #include <c10/core/SymIntArrayRef.h>
 #include <torch/library.h>
 
+#include <ATen/ops/_convolution_ops.h>
 #include <ATen/ops/adaptive_avg_pool2d_ops.h>
 #include <ATen/ops/add_ops.h>
 #include <ATen/ops/addmm_ops.h>
@@ -98,6 +99,7 @@ void fill_table(torch::Library& library) {
               transposed_convolution_override<at::_ops::conv_transpose2d_input>);
   SHIM_KERNEL(conv_transpose3d_input, lower_precision,
               transposed_convolution_override<at::_ops::conv_transpose3d_input>);
+  SHIM_KERNEL(_convolution, lower_precision, underscore_convolution_override);
   SHIM_KERNEL(linear, lower_precision, linear_override);
   SHIM_KERNEL(matmul, lower_precision, matmul_override);
   SHIM_KERNEL(mm, lower_precision, mm_override);

@@ -9,7 +9,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <ostream>
+#include <vector>
 
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
@@ -424,6 +427,220 @@ TEST(Int8Linear, InputRoundsHalfToEvenAndSaturates) {
                                       linear_reference(input, weight, bias, clipping)),
               kReferenceTolerance)
         << (uint8 ? "u8" : "s8");
+  }
+}
+
+// ---- Transposed convolutions -------------------------------------------------------------
+// The weight is (in, out / groups, k...): output channel g * (out / groups) + j is column j
+// of group g's rows, and its scale s_w[oc] (transposed_weight_scales) multiplies that column.
+
+// `per_output` (one value per output channel) shaped to broadcast over a transposed weight.
+at::Tensor over_transposed_weight(const at::Tensor& weight, const at::Tensor& per_output,
+                                  int64_t groups) {
+  const int64_t in_per_group = weight.size(0) / groups, out_per_group = weight.size(1);
+  std::vector<int64_t> grouped = {groups, in_per_group, out_per_group};
+  std::vector<int64_t> shape = {groups, 1, out_per_group};
+  for (int64_t d = 2; d < weight.dim(); ++d) {
+    grouped.push_back(weight.size(d));
+    shape.push_back(1);
+  }
+  return (weight.reshape(grouped) * per_output.reshape(shape)).reshape(weight.sizes());
+}
+
+at::Tensor conv_transpose_double(const at::Tensor& input, const at::Tensor& weight,
+                                 const c10::optional<at::Tensor>& bias,
+                                 const ConvolutionArgs& args) {
+  return at::convolution(input.to(at::kDouble), weight.to(at::kDouble), in_double(bias),
+                         args.stride, args.padding, args.dilation, true, args.output_padding,
+                         args.groups);
+}
+
+// q_x = sat(round(x * s_x)), q_w = round(w * s_w[oc]) with the given per-output-channel
+// weight scales, acc = conv_transpose(q_x, q_w) in double (exact), y = (acc + b s_x s_w) /
+// (s_x s_w) along dim 1.
+at::Tensor conv_transpose_reference_with(const at::Tensor& input, const at::Tensor& weight,
+                                         const c10::optional<at::Tensor>& bias,
+                                         const ConvolutionArgs& args, const Int8Spec& spec,
+                                         const at::Tensor& scales) {
+  at::Tensor q_input = saturate_round(input * spec.input_scale, spec.input_uint8);
+  // w * s_w in fp32, as the kernel's quantising reorder computes it (and quantise_operands).
+  at::Tensor q_weight =
+      saturate_round(over_transposed_weight(weight, scales.to(at::kFloat), args.groups), false);
+  at::Tensor units = scales.to(at::kDouble) * static_cast<double>(spec.input_scale);
+  return dequantise(conv_transpose_double(q_input, q_weight, c10::nullopt, args), bias, units, 1);
+}
+
+at::Tensor conv_transpose_reference(const at::Tensor& input, const at::Tensor& weight,
+                                    const c10::optional<at::Tensor>& bias,
+                                    const ConvolutionArgs& args, const Int8Spec& spec) {
+  return conv_transpose_reference_with(
+      input, weight, bias, args, spec,
+      transposed_weight_scales(weight, args.groups, spec.weight_per_channel));
+}
+
+// relative_error of each output channel (dim 1) on its own: max |a - e| / max |e| over it.
+std::vector<double> per_channel_relative_error(const at::Tensor& actual,
+                                               const at::Tensor& expected) {
+  std::vector<double> errors;
+  for (int64_t c = 0; c < expected.size(1); ++c)
+    errors.push_back(testing::relative_error(actual.select(1, c), expected.select(1, c)));
+  return errors;
+}
+
+struct Int8TransposedCase {
+  const char* name;
+  std::vector<int64_t> input;   // N, C_in, spatial...
+  std::vector<int64_t> weight;  // C_in, C_out / groups, kernel...
+  std::vector<int64_t> stride, padding, output_padding, dilation;
+  int64_t groups;
+  bool bias;
+};
+void PrintTo(const Int8TransposedCase& c, std::ostream* os) { *os << c.name; }
+
+class Int8TransposedConvolution
+    : public ::testing::TestWithParam<
+          std::tuple<Int8TransposedCase, bool /*uint8*/, bool /*per_channel*/>> {};
+
+TEST_P(Int8TransposedConvolution, MatchesIntegerReferenceAndStockFp32) {
+  const auto& [c, uint8, per_channel] = GetParam();
+  at::manual_seed(52);
+  at::Tensor input = activations(c.input, uint8);
+  at::Tensor weight = at::randn(c.weight);
+  c10::optional<at::Tensor> bias;
+  if (c.bias) bias = at::randn({c.weight[1] * c.groups});
+  ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups, true, c.output_padding};
+  ASSERT_EQ(convolution_support(input, weight, bias, args), Fallback::none);
+  ASSERT_EQ(int8_convolution_support(input, args), Fallback::none);
+  Int8Spec spec = spec_for(input, uint8, per_channel);
+  at::Tensor stock = conv_transpose_double(input, weight, bias, args);
+  at::Tensor actual = int8_conv(input, weight, bias, args, spec);
+  EXPECT_TRUE(actual.is_contiguous());  // stock 1.13's transposed results are contiguous
+  ASSERT_EQ(actual.sizes(), stock.sizes());
+  expect_int8_result(actual, conv_transpose_reference(input, weight, bias, args, spec), stock);
+  // Cached primitive and packed weight: the same answer again.
+  EXPECT_TRUE(at::equal(actual, int8_conv(input, weight, bias, args, spec)));
+  // Another input scale on the same weight: the bias in accumulator units must follow it.
+  Int8Spec finer = spec;
+  finer.input_scale = spec.input_scale * 0.75f;
+  expect_int8_result(int8_conv(input, weight, bias, args, finer),
+                     conv_transpose_reference(input, weight, bias, args, finer), stock);
+}
+
+const Int8TransposedCase kInt8TransposedCases[] = {
+    {"stride2_pad1_outpad1", {2, 5, 7, 6}, {5, 4, 3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, 1, true},
+    {"groups3_dilated", {2, 6, 6, 5}, {6, 3, 3, 3}, {2, 1}, {2, 1}, {1, 0}, {2, 2}, 3, true},
+    {"nobias", {3, 4, 6, 7}, {4, 6, 3, 3}, {1, 1}, {0, 0}, {0, 0}, {1, 1}, 1, false},
+    {"upsample_k4_s2", {2, 8, 7, 9}, {8, 4, 4, 4}, {2, 2}, {1, 1}, {0, 0}, {1, 1}, 1, true},
+    {"depthwise_upsample", {2, 8, 6, 5}, {8, 1, 4, 4}, {2, 2}, {1, 1}, {0, 0}, {1, 1}, 8, false},
+    {"transpose1d", {3, 4, 11}, {4, 5, 3}, {3}, {2}, {2}, {1}, 1, true},
+    {"transpose1d_groups2", {2, 6, 9}, {6, 2, 4}, {2}, {1}, {1}, {1}, 2, false},
+    {"transpose3d", {2, 3, 4, 5, 3}, {3, 2, 3, 3, 3}, {2, 1, 2}, {1, 1, 1}, {1, 0, 1}, {1, 1, 1},
+     1, true},
+};
+
+INSTANTIATE_TEST_SUITE_P(Int8, Int8TransposedConvolution,
+                         ::testing::Combine(::testing::ValuesIn(kInt8TransposedCases),
+                                            ::testing::Bool(), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param).name) +
+                                  (std::get<1>(info.param) ? "_u8" : "_s8") +
+                                  (std::get<2>(info.param) ? "_per_channel" : "_per_tensor");
+                         });
+
+TEST(Int8TransposedWeightScales, Are127OverTheLargestMagnitudeOfEachOutputColumn) {
+  at::manual_seed(53);
+  // groups 2, 4 input channels, 3 outputs per group: output oc = g * 3 + j.
+  at::Tensor weight = at::randn({4, 3, 2, 2});
+  weight.select(1, 1).narrow(0, 2, 2).zero_();  // output channel 4 (group 1, column 1)
+  weight[1][2][0][1] = -9.f;                    // output channel 2 (group 0, column 2)
+  at::Tensor per_channel = transposed_weight_scales(weight, 2, true);
+  ASSERT_EQ(per_channel.scalar_type(), at::kFloat);
+  ASSERT_EQ(per_channel.sizes(), (std::vector<int64_t>{6}));
+  for (int64_t g = 0; g < 2; ++g) {
+    for (int64_t j = 0; j < 3; ++j) {
+      const int64_t oc = g * 3 + j;
+      if (oc == 4) continue;
+      float largest = weight.narrow(0, 2 * g, 2).select(1, j).abs().max().item<float>();
+      EXPECT_FLOAT_EQ(per_channel[oc].item<float>(), 127.f / largest) << "oc " << oc;
+    }
+  }
+  EXPECT_FLOAT_EQ(per_channel[2].item<float>(), 127.f / 9.f);
+  EXPECT_EQ(per_channel[4].item<float>(), 1.f);  // a channel of zeros
+  at::Tensor per_tensor = transposed_weight_scales(weight, 2, false);
+  ASSERT_EQ(per_tensor.sizes(), (std::vector<int64_t>{6}));
+  for (int64_t oc = 0; oc < 6; ++oc) EXPECT_FLOAT_EQ(per_tensor[oc].item<float>(), 127.f / 9.f);
+  // groups 1 with in != out: one scale per output column, not per input row.
+  at::Tensor wide = at::randn({2, 5, 3});
+  at::Tensor columns = transposed_weight_scales(wide, 1, true);
+  ASSERT_EQ(columns.sizes(), (std::vector<int64_t>{5}));
+  for (int64_t j = 0; j < 5; ++j)
+    EXPECT_FLOAT_EQ(columns[j].item<float>(), 127.f / wide.select(1, j).abs().max().item<float>());
+}
+
+// Output channel oc's weights scaled by 10^oc. Per-channel scales over the right dimension
+// (each output column) keep every output channel to INT8 precision; scales over dim 0 (input
+// channels: weight_scales, as for a direct convolution) would give every output channel the
+// scale of its row's largest column and round the small channels to (nearly) nothing.
+TEST(Int8TransposedConvolution, PerChannelScalesFollowOutputChannelsNotInputChannels) {
+  struct Shape {
+    int64_t groups, in_per_group, out_per_group;
+  };
+  // in == out so that the wrong scales (one per input row) can be read as per-output ones.
+  for (Shape shape : {Shape{1, 4, 4}, Shape{2, 4, 4}}) {
+    SCOPED_TRACE(::testing::Message() << "groups " << shape.groups);
+    at::manual_seed(54);
+    const int64_t in = shape.groups * shape.in_per_group;
+    const int64_t out = shape.groups * shape.out_per_group;
+    ASSERT_EQ(in, out);
+    at::Tensor magnitudes = at::pow(10.0, at::arange(out, at::kDouble)).to(at::kFloat);
+    at::Tensor weight =
+        over_transposed_weight(at::randn({in, shape.out_per_group, 3, 3}), magnitudes,
+                               shape.groups)
+            .contiguous();
+    at::Tensor input = at::randn({2, in, 6, 5});
+    at::Tensor bias = at::randn({out}) * magnitudes;
+    const std::vector<int64_t> two = {2, 2}, one = {1, 1};
+    ConvolutionArgs args{two, one, one, shape.groups, true, one};
+    ASSERT_EQ(convolution_support(input, weight, bias, args), Fallback::none);
+    Int8Spec spec = spec_for(input, false, true);
+
+    at::Tensor stock = conv_transpose_double(input, weight, bias, args);
+    at::Tensor actual = int8_conv(input, weight, bias, args, spec);
+    ASSERT_EQ(actual.sizes(), stock.sizes());
+    at::Tensor reference = conv_transpose_reference(input, weight, bias, args, spec);
+    at::Tensor wrong_scales = weight_scales(weight, true);  // over dim 0: input channels
+    ASSERT_EQ(wrong_scales.size(0), out);
+    at::Tensor wrong =
+        conv_transpose_reference_with(input, weight, bias, args, spec, wrong_scales);
+
+    std::vector<double> to_reference = per_channel_relative_error(actual, reference);
+    std::vector<double> to_stock = per_channel_relative_error(actual, stock);
+    std::vector<double> wrong_to_stock = per_channel_relative_error(wrong, stock);
+    std::vector<double> to_wrong = per_channel_relative_error(actual, wrong);
+    double worst_to_stock = 0, worst_wrong_to_stock = 0, worst_to_wrong = 0;
+    for (int64_t oc = 0; oc < out; ++oc) {
+      SCOPED_TRACE(::testing::Message() << "output channel " << oc);
+      // Exact arithmetic channel by channel (a global relative error would hide the small
+      // channels under the 10^(out-1) one).
+      EXPECT_LE(to_reference[oc], kReferenceTolerance);
+      // INT8 precision on every channel: 8-bit x and w give ~1% of the channel's range.
+      EXPECT_LE(to_stock[oc], 0.05);
+      EXPECT_GT(snr_db(actual.select(1, oc), stock.select(1, oc)), kMinimumSnrDb);
+      worst_to_stock = std::max(worst_to_stock, to_stock[oc]);
+      worst_wrong_to_stock = std::max(worst_wrong_to_stock, wrong_to_stock[oc]);
+      worst_to_wrong = std::max(worst_to_wrong, to_wrong[oc]);
+    }
+    // The wrong scales lose at least one channel (its weights round to a few steps or zero),
+    // and the kernel is nowhere near that result.
+    EXPECT_GT(worst_wrong_to_stock, 0.5);
+    EXPECT_GT(worst_wrong_to_stock, 10 * worst_to_stock);
+    EXPECT_GT(worst_to_wrong, 0.5);
+    // Per tensor, the same weight loses its small channels too: the test can tell.
+    Int8Spec per_tensor = spec;
+    per_tensor.weight_per_channel = false;
+    std::vector<double> per_tensor_to_stock =
+        per_channel_relative_error(int8_conv(input, weight, bias, args, per_tensor), stock);
+    EXPECT_GT(per_tensor_to_stock[0], 0.5);
   }
 }
 
