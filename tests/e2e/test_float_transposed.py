@@ -55,5 +55,8 @@ def test_transposed_convolutions_run_on_the_kernel_and_train_stock(run_py, mode,
         assert result["grad_ok"], (op, result)
         assert result["grad_out_rel"] <= 1e-5, (op, result)
         assert result["paths"].get(f"onednn_{mode}") == 1, (op, result)
-        assert result["paths"].get("stock") == 1, (op, result)
-        assert result["paths"]["fallback_reasons"] == {"gradient needed": 1}, (op, result)
+        # Stock: the call with a gradient, and the double-precision reference (aten::convolution
+        # reaches the shim through aten::_convolution, counted under the public op).
+        assert result["paths"].get("stock") == 2, (op, result)
+        assert result["paths"]["fallback_reasons"] == {
+            "gradient needed": 1, "input not a plain fp32 CPU tensor": 1}, (op, result)
