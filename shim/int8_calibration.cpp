@@ -227,6 +227,8 @@ bool write_as_rank(const std::string& path, const Int8Config& config, int rank, 
     ok = write_file_atomically(path, int8_config_text(merged), &why);
     if (ok) {
       for (int r = 0; r < world; ++r) ::unlink(part_path(r).c_str());
+      // Every rank has saved its part and let go of the lock: nothing waits on it any more.
+      ::unlink(lock_path.c_str());
       *said = "wrote " + std::to_string(merged.entries.size()) + " entries to " + path +
               " (merged from " + std::to_string(world) + " ranks)";
     } else {
