@@ -254,9 +254,8 @@ TEST(Int8ConvolutionFormat, ChannelsLastInputKeepsStockMemoryFormat) {
   expect_stock_memory_format({3, 5, 13, 11}, {7, 5, 3, 3}, at::MemoryFormat::ChannelsLast);
 }
 
-// Disabled: torch 1.13 returns a contiguous result for a channels_last_3d input (its
-// mkldnn_conv_use_channels_last ignores 3-D), the kernel a channels_last_3d one
-// (kernels/convolution.cpp, channels_last()). Enable once the kernel follows stock.
+// torch 1.13 returns a contiguous result for a channels_last_3d input (its
+// mkldnn_conv_use_channels_last ignores 3-D); the kernel follows it.
 TEST(Int8ConvolutionFormat, ChannelsLast3dInputKeepsStockMemoryFormat) {
   at::manual_seed(44);
   expect_stock_memory_format({2, 5, 6, 7, 5}, {7, 5, 3, 3, 3}, at::MemoryFormat::ChannelsLast3d);
