@@ -40,6 +40,13 @@ dt destination_type(Precision precision, const Int8Spec* int8) {
   return int8->output_scale > 0.f ? activation_type(int8->output_uint8) : dt::f32;
 }
 
+// The clamp's upper bound as the primitive applies it: oneDNN applies an INT8 result's
+// output scales before the post-ops, so there the bound is in the result's quantised units.
+float clamp_in_primitive(const ConvolutionPostOps& post_ops, const Int8Spec* int8) {
+  if (!post_ops.relu || post_ops.relu_upper <= 0.f) return 0.f;
+  return post_ops.relu_upper * (int8 && int8->output_scale > 0.f ? int8->output_scale : 1.f);
+}
+
 // The sum post-op's scale: an s8 addend (sum_s8_scale) is rescaled into the result's scale
 // by the sum; any other addend is written into the destination in the result's own type
 // and scale first and added as it is. (Copying INT8 addend bytes as they are and letting
@@ -166,7 +173,11 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
     } else if (post_ops.sum) {
       ops.append_sum(1.f);
     }
-    if (post_ops.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    if (const float upper = clamp_in_primitive(post_ops, int8); upper > 0.f) {
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, upper);
+    } else if (post_ops.relu) {
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    }
     attr.set_post_ops(ops);
   }
   dnnl::primitive_desc pd;
@@ -282,6 +293,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   shape_key.add(channels_last(weight)).add(has_bias).add_range(args.stride);
   shape_key.add_range(args.padding).add_range(args.dilation).add(args.groups);
   shape_key.add(precision).add(post_ops.relu).add(post_ops.sum != nullptr).add(args.transposed);
+  shape_key.add(clamp_in_primitive(post_ops, int8));
   // The sum's scale is the primitive's own (output multipliers alone do not fix it: inputs
   // and results scaled alike give the same multipliers).
   shape_key.add(post_ops.sum ? post_ops.sum_s8_scale : 0.f).add(sum_post_op_scale(post_ops, int8));

@@ -33,6 +33,7 @@ struct BatchNormFold {
 struct ConvolutionPostOps {
   const BatchNormFold* batch_norm = nullptr;  // not for transposed convolutions
   bool relu = false;
+  float relu_upper = 0.f;  // > 0: the relu also clamps at this value (relu6: 6)
   // A tensor of the result's shape added before the relu (a residual connection). Its bytes
   // are in `sum_layout` when given (a tensor handed over in oneDNN's layout; INT8 bytes with
   // scale `sum_scale`), else in its strides' layout.

@@ -51,6 +51,7 @@ struct Site {
   bool has_gamma = false, has_beta = false;
   double eps = 0;
   Relu relu = Relu::none;
+  float relu_upper = 0.f;  // a clamp's upper bound
   MatmulActivation activation = MatmulActivation::none;  // linear sites
   bool feeds_convolution = false;  // the chain's result goes straight into a conv2d
   int64_t feeds_pool = -1;  // ... or into this max pool op, which hands it on
@@ -384,7 +385,14 @@ void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site) {
   }
 }
 
-const char* relu_op_name(Relu kind) { return kind == Relu::in_place ? "aten::relu_" : "aten::relu"; }
+const char* relu_op_name(Relu kind) {
+  switch (kind) {
+    case Relu::in_place: return "aten::relu_";
+    case Relu::clamp_in_place: return "aten::hardtanh_";
+    case Relu::clamp_out_of_place: return "aten::hardtanh";
+    default: return "aten::relu";
+  }
+}
 
 }  // namespace
 
@@ -426,6 +434,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   const Site& site = *found;
   if (!site.has_batch_norm && site.relu == Relu::none) return plan;
   plan.relu = site.relu;
+  plan.relu_upper = site.relu_upper;
   if (site.feeds_convolution) {
     if (auto next = site.next_weight.lock()) plan.next_weight = at::Tensor(next);
   }
@@ -598,6 +607,7 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   site.var = weak(*var);
   site.eps = eps;
   site.relu = Relu::none;
+  site.relu_upper = 0.f;
   site.has_sum = false;  // learned again by after_add
   site.sum_of_earlier_result = false;
   st.batch_norm.record(output, conv_weight, site_id);
@@ -737,6 +747,7 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
   it->second.sum_from = from;
   it->second.sum_of_earlier_result = earlier_result;
   it->second.relu = Relu::none;
+  it->second.relu_upper = 0.f;
   if (earlier_result && self_producer >= 0) {
     auto earlier = reg.sites.find(static_cast<const c10::TensorImpl*>(from));
     if (earlier != reg.sites.end() && !earlier->second.off)
@@ -789,13 +800,26 @@ const dnnl::memory::desc* addend_layout(const at::Tensor& tensor, float* scale) 
   return taint->layout.get();
 }
 
-c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind) {
+c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind, float upper) {
   ThreadState& st = state();
   if (st.taints.empty()) return c10::nullopt;
   Taint* taint = find_taint(st, input);
   if (taint == nullptr || taint->allowed_relu != kind) return c10::nullopt;
   const void* site = taint->site;
-  if (kind == Relu::in_place) {
+  if (is_clamp(kind)) {
+    float learned = 0.f;
+    {
+      Registry& reg = registry();
+      std::lock_guard<std::mutex> lock(reg.mutex);
+      auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+      if (it != reg.sites.end()) learned = it->second.relu_upper;
+    }
+    if (learned != upper) {
+      check_read(st, input, "");  // another clamp than the one fused: repair first
+      return c10::nullopt;
+    }
+  }
+  if (is_in_place(kind)) {
     erase_taint(st, taint);  // relu_ makes its values right
     chain_ends(st, input, site);
     return input;
@@ -883,10 +907,11 @@ void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t 
 }
 
 void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
-                uint32_t version_before) {
+                uint32_t version_before, float upper) {
   if (!enabled()) return;
   ThreadState& st = state();
-  learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
+  // A linear layer's matmul fuses relu only.
+  if (!is_clamp(kind)) learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
   // conv -> relu, with no batch norm between.
   const WeakTensor conv_weight = st.convolution.weight;
   if (const void* conv_site = st.convolution.take_if_consumed_by(input, version_before)) {
@@ -897,6 +922,7 @@ void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
     site.weight = conv_weight;
     site.has_batch_norm = false;
     site.relu = kind;
+    site.relu_upper = upper;
     st.chain_end.record(output, nothing(), conv_site);
     return;
   }
@@ -905,7 +931,10 @@ void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
     Registry& reg = registry();
     std::lock_guard<std::mutex> lock(reg.mutex);
     auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(sum_site));
-    if (it != reg.sites.end() && !it->second.off && it->second.has_sum) it->second.relu = kind;
+    if (it != reg.sites.end() && !it->second.off && it->second.has_sum) {
+      it->second.relu = kind;
+      it->second.relu_upper = upper;
+    }
     st.chain_end.record(output, nothing(), sum_site);
     return;
   }
@@ -916,7 +945,10 @@ void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
-  if (it != reg.sites.end() && !it->second.off) it->second.relu = kind;
+  if (it != reg.sites.end() && !it->second.off) {
+    it->second.relu = kind;
+    it->second.relu_upper = upper;
+  }
   st.chain_end.record(output, nothing(), site_id);
 }
 

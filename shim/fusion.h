@@ -56,13 +56,22 @@ namespace ipex_shim::fusion {
 bool install(std::string* why);
 bool enabled();
 
-enum class Relu { none, in_place, out_of_place };
+// The activation after a convolution or linear: relu/relu_, or (convolutions only) a
+// hardtanh/hardtanh_ clamping to [0, upper] (relu6 is hardtanh(0, 6)).
+enum class Relu { none, in_place, out_of_place, clamp_in_place, clamp_out_of_place };
+constexpr bool is_clamp(Relu kind) {
+  return kind == Relu::clamp_in_place || kind == Relu::clamp_out_of_place;
+}
+constexpr bool is_in_place(Relu kind) {
+  return kind == Relu::in_place || kind == Relu::clamp_in_place;
+}
 
 struct ConvolutionPlan {
   bool fuse = false;
   bool fold_batch_norm = false;
   BatchNormFold batch_norm;
   Relu relu = Relu::none;
+  float relu_upper = 0.f;    // a clamp's upper bound (is_clamp(relu))
   bool keep_layout = false;  // the chain's result goes to a conv2d: keep oneDNN's layout
   at::Tensor next_weight;    // that conv2d's weight, when it is alive (INT8 asks its scale)
   // The result goes to this max pool op (INT8: its op, shim/int8_identity.h; else 0).
@@ -146,10 +155,11 @@ void handed_on(const at::Tensor& input, const at::Tensor& output,
 // layout (with their INT8 scale), else nullptr (then they are the tensor's values).
 const dnnl::memory::desc* addend_layout(const at::Tensor& tensor, float* scale);
 
-c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind);
+// `upper`: a clamp's upper bound (0 for relu).
+c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind, float upper = 0.f);
 // `version_before`: the input's version counter before the relu ran.
 void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
-                uint32_t version_before);
+                uint32_t version_before, float upper = 0.f);
 
 struct Stats {
   uint64_t fused_convolutions = 0;

@@ -9,6 +9,7 @@
 #include <ATen/ops/batch_norm_ops.h>
 #include <ATen/ops/max_pool2d_ops.h>
 #include <ATen/ops/gelu_ops.h>
+#include <ATen/ops/hardtanh_ops.h>
 #include <ATen/ops/relu_ops.h>
 
 #include "kernels/tensor_version.h"
@@ -59,42 +60,44 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
   return output;
 }
 
-template <class Op, fusion::Relu kind, class Result, class Input>
-Result relu_common(Input input) {
+// relu, relu_, hardtanh and hardtanh_ (`extra`: hardtanh's bounds). `fusable`: the call is
+// one a convolution can compute as its post-op (hardtanh: a clamp to [0, upper]).
+template <class Op, fusion::Relu kind, class Result, class Input, class... Extra>
+Result relu_common(Input input, float upper, bool fusable, const Extra&... extra) {
   using Wrapped = Intercept<Op>;
   const int64_t op =
       int8::tracking() ? int8::identify_anchored(int8::Kind::relu, {&input}) : int8::kNoOp;
   if (int8::calibrating()) {
     calibration::observe_inputs(op, {&input});
     Wrapped::stats().count(Path::observed);
-    if constexpr (kind == fusion::Relu::in_place) {
-      Wrapped::stock(input);
+    if constexpr (fusion::is_in_place(kind)) {
+      Wrapped::stock(input, extra...);
       calibration::observe_output(op, input);
       return input;
     } else {
-      at::Tensor output = Wrapped::stock(input);
+      at::Tensor output = Wrapped::stock(input, extra...);
       calibration::observe_output(op, output);
       int8::produced(op, output);
       return output;
     }
   }
-  const bool learn =
-      float_kernel_gate() == Fallback::none && fusion::enabled() && !needs_grad(input);
+  const bool learn = fusable && float_kernel_gate() == Fallback::none && fusion::enabled() &&
+                     !needs_grad(input);
   if (learn) {
-    if (auto answer = fusion::answer_relu(input, kind)) {
+    if (auto answer = fusion::answer_relu(input, kind, upper)) {
       Wrapped::stats().count(Path::fused);
-      if constexpr (kind == fusion::Relu::in_place) return input;
+      if constexpr (fusion::is_in_place(kind)) return input;
       else return *answer;
     }
   }
   const uint32_t version_before = learn ? version_of(input) : 0;
-  if constexpr (kind == fusion::Relu::in_place) {
-    Wrapped::pass_through(input);
-    if (learn) fusion::after_relu(input, input, kind, version_before);
+  if constexpr (fusion::is_in_place(kind)) {
+    Wrapped::pass_through(input, extra...);
+    if (learn) fusion::after_relu(input, input, kind, version_before, upper);
     return input;
   } else {
-    at::Tensor output = Wrapped::pass_through(input);
-    if (learn) fusion::after_relu(input, output, kind, version_before);
+    at::Tensor output = Wrapped::pass_through(input, extra...);
+    if (learn) fusion::after_relu(input, output, kind, version_before, upper);
     int8::produced(op, output);
     return output;
   }
@@ -301,11 +304,41 @@ at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArray
 
 at::Tensor relu_override(const at::Tensor& input) {
   return relu_common<at::_ops::relu, fusion::Relu::out_of_place, at::Tensor, const at::Tensor&>(
-      input);
+      input, 0.f, true);
 }
 
 at::Tensor& relu__override(at::Tensor& input) {
-  return relu_common<at::_ops::relu_, fusion::Relu::in_place, at::Tensor&, at::Tensor&>(input);
+  return relu_common<at::_ops::relu_, fusion::Relu::in_place, at::Tensor&, at::Tensor&>(
+      input, 0.f, true);
+}
+
+namespace {
+
+// hardtanh(x, 0, upper) with 0 < upper (relu6 is hardtanh(x, 0, 6)) is a clamp a
+// convolution can fuse; other bounds run as they are.
+bool clamp_from_zero(const at::Scalar& min_val, const at::Scalar& max_val, float* upper) {
+  if (min_val.isComplex() || max_val.isComplex()) return false;
+  const double lo = min_val.toDouble(), hi = max_val.toDouble();
+  *upper = static_cast<float>(hi);
+  return lo == 0.0 && hi > 0.0 && static_cast<double>(*upper) == hi;
+}
+
+}  // namespace
+
+at::Tensor hardtanh_override(const at::Tensor& input, const at::Scalar& min_val,
+                             const at::Scalar& max_val) {
+  float upper = 0.f;
+  const bool fusable = clamp_from_zero(min_val, max_val, &upper);
+  return relu_common<at::_ops::hardtanh, fusion::Relu::clamp_out_of_place, at::Tensor,
+                     const at::Tensor&>(input, upper, fusable, min_val, max_val);
+}
+
+at::Tensor& hardtanh__override(at::Tensor& input, const at::Scalar& min_val,
+                               const at::Scalar& max_val) {
+  float upper = 0.f;
+  const bool fusable = clamp_from_zero(min_val, max_val, &upper);
+  return relu_common<at::_ops::hardtanh_, fusion::Relu::clamp_in_place, at::Tensor&,
+                     at::Tensor&>(input, upper, fusable, min_val, max_val);
 }
 
 }  // namespace ipex_shim

@@ -14,6 +14,11 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
 at::Tensor relu_override(const at::Tensor& input);
 at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate);
 at::Tensor& relu__override(at::Tensor& input);
+// hardtanh/hardtanh_ (relu6): fused into a convolution when it clamps to [0, upper].
+at::Tensor hardtanh_override(const at::Tensor& input, const at::Scalar& min_val,
+                             const at::Scalar& max_val);
+at::Tensor& hardtanh__override(at::Tensor& input, const at::Scalar& min_val,
+                               const at::Scalar& max_val);
 // max_pool2d: pools a result handed over in oneDNN's layout as it is and hands it on.
 at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_size,
                                c10::IntArrayRef stride, c10::IntArrayRef padding,

@@ -30,6 +30,7 @@
 #include <ATen/ops/conv_transpose2d_ops.h>
 #include <ATen/ops/conv_transpose3d_ops.h>
 #include <ATen/ops/gelu_ops.h>
+#include <ATen/ops/hardtanh_ops.h>
 #include <ATen/ops/layer_norm_ops.h>
 #include <ATen/ops/linear_ops.h>
 #include <ATen/ops/matmul_ops.h>
@@ -119,6 +120,8 @@ void fill_table(torch::Library& library) {
   // Policy::observe
   SHIM_KERNEL(relu, observe, relu_override);
   SHIM_KERNEL(relu_, observe, relu__override);
+  SHIM_KERNEL(hardtanh, observe, hardtanh_override);
+  SHIM_KERNEL(hardtanh_, observe, hardtanh__override);
   SHIM_KERNEL(gelu, observe, gelu_override);
   SHIM_KERNEL(max_pool2d, observe, max_pool2d_override);
   SHIM_KERNEL(avg_pool2d, observe, avg_pool2d_override);

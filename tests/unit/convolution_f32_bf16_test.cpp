@@ -60,6 +60,25 @@ TEST_P(Convolution, ReluPostOpMatchesReluOfReference) {
   EXPECT_GE(actual.min().item<float>(), 0.f);
 }
 
+// relu6 (hardtanh(0, 6)) as the relu's upper clamp: values beyond 6 must be cut there.
+TEST_P(Convolution, ClampPostOpMatchesRelu6OfReference) {
+  const auto& [c, precision] = GetParam();
+  auto [input, weight, bias] = make_inputs(c, 9);
+  ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
+  at::Tensor plain = at::convolution(input, weight, bias, c.stride, c.padding, c.dilation, false,
+                                     std::vector<int64_t>(c.stride.size(), 0), c.groups);
+  const float upper = 0.5f * plain.max().item<float>();  // half the values above: work to do
+  ConvolutionPostOps clamp;
+  clamp.relu = true;
+  clamp.relu_upper = upper;
+  at::Tensor actual = convolution_forward(input, weight, bias, args, precision, clamp);
+  testing::expect_close(actual, at::clamp(plain, 0.0, upper), precision);
+  EXPECT_GE(actual.min().item<float>(), 0.f);
+  // BF16 writes the bound rounded to BF16 (half a step of 2^-8 up at most).
+  EXPECT_LE(actual.max().item<float>(),
+            precision == Precision::bf16 ? upper * (1.f + 1.f / 256.f) : upper);
+}
+
 TEST_P(Convolution, FoldedBatchNormMatchesConvThenBatchNorm) {
   const auto& [c, precision] = GetParam();
   auto [input, weight, bias] = make_inputs(c, 10);

@@ -188,6 +188,43 @@ TEST(Int8ConvolutionPostOps, ReluAppliesToTheDequantisedResult) {
   expect_int8_result(actual, at::relu(reference), at::relu(conv_double(input, weight, bias, args)));
 }
 
+// relu6 in INT8: oneDNN applies the output scales before the post-ops, so the clamp's bound
+// must be in the result's units. A u8 result in the next op's scale (the handoff's case) and
+// an fp32 one both clamp at the bound in values.
+TEST(Int8ConvolutionPostOps, ClampAppliesAtItsBoundInValuesForEveryResultType) {
+  at::manual_seed(43);
+  at::Tensor input = at::randn({3, 5, 13, 11});
+  at::Tensor weight = at::randn({7, 5, 3, 3});
+  at::Tensor bias = at::randn({7});
+  ConvolutionArgs args{kOnes, kOnes, kOnes, 1};
+  Int8Spec spec = spec_for(input, false, true);
+  at::Tensor reference = conv_reference(input, weight, bias, args, spec);
+  const float upper = 0.4f * reference.max().item<float>();
+  at::Tensor expected = at::clamp(reference, 0.0, upper);
+  at::Tensor stock = at::clamp(conv_double(input, weight, bias, args), 0.0, upper);
+  ConvolutionPostOps clamp;
+  clamp.relu = true;
+  clamp.relu_upper = upper;
+  // fp32 result.
+  expect_int8_result(int8_conv(input, weight, bias, args, spec, clamp), expected, stock);
+  // u8 result, scaled so that the bound is 255 * 3/4 steps (a bound applied in steps, not
+  // values, would cut at `upper` steps, i.e. almost everything).
+  Int8Spec quantised = spec;
+  quantised.output_uint8 = true;
+  quantised.output_scale = 0.75f * 255.f / upper;
+  dnnl::memory::desc layout;
+  ConvolutionHandoff keep;
+  keep.keep_output_layout = true;
+  keep.output_layout = &layout;
+  at::Tensor bytes = int8_conv(input, weight, bias, args, quantised, clamp, keep);
+  ASSERT_GT(layout.get_size(), 0u);
+  at::Tensor values = from_layout(bytes, layout, quantised.output_scale);
+  EXPECT_LE(values.max().item<float>(), upper + 0.5f / quantised.output_scale);
+  EXPECT_GE(values.max().item<float>(), upper - 0.5f / quantised.output_scale);
+  EXPECT_LE((values - expected).abs().max().item<float>(),
+            0.5f / quantised.output_scale + kReferenceTolerance * upper);
+}
+
 // W' = W * gamma / sqrt(var + eps), b' = (b - mean) * scale + beta, in fp32 as the kernel
 // folds them before it computes the weight scales.
 std::pair<at::Tensor, at::Tensor> fold_batch_norm(const at::Tensor& weight,
