@@ -156,6 +156,32 @@ std::vector<int64_t> pair_of(c10::IntArrayRef values, c10::IntArrayRef when_empt
   return values.vec();
 }
 
+// What every pooling wrapper shares. `kernel_on_bytes(layout, op)` runs the shim's kernel
+// on an input handed over in oneDNN's `layout` and returns nullopt where it does not apply;
+// otherwise (and in calibration) the stock op reads values, and a pass that can fuse learns
+// which chain the pool consumed (`after_pool`), so that later passes hand it over.
+template <class Op, int8::Kind kind, class KernelOnBytes, class... Args>
+at::Tensor pooling_common(const at::Tensor& self, KernelOnBytes kernel_on_bytes, Args... args) {
+  const dnnl::memory::desc* layout = fusion::layout_of(self);
+  if (int8::calibrating()) {
+    if (layout) fusion::settle(self);
+    return Observed<Op, kind>::call(self, args...);
+  }
+  const bool quantising = int8::quantising();
+  const int64_t op = quantising ? int8::identify_anchored(kind, {&self}) : int8::kNoOp;
+  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
+                     !needs_grad(self);
+  if (learn && layout) {
+    if (c10::optional<at::Tensor> output = kernel_on_bytes(*layout, op)) return *output;
+  }
+  if (layout) fusion::settle(self);  // stock reads values
+  at::Tensor output = Intercept<Op>::pass_through(self, args...);
+  // The pool op's identity matters to INT8 only (its entry gives the handed-over scale).
+  if (learn) fusion::after_pool(self, quantising ? op : 0);
+  int8::produced(op, output);
+  return output;
+}
+
 // The path a kernel on bytes of this type counts as.
 Path path_of(dnnl::memory::data_type type) {
   switch (type) {
@@ -171,47 +197,31 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding,
                                c10::IntArrayRef dilation, bool ceil_mode) {
   using Op = at::_ops::max_pool2d;
-  // The observer lets max_pool2d read bytes handed over in oneDNN's layout; every path but
-  // the INT8 kernel below needs their values first.
-  const dnnl::memory::desc* layout = fusion::layout_of(self);
-  if (int8::calibrating()) {
-    if (layout) fusion::settle(self);
-    return Observed<Op, int8::Kind::max_pool>::call(self, kernel_size, stride, padding,
-                                                    dilation, ceil_mode);
-  }
-  const bool quantising = int8::quantising();
-  const int64_t op =
-      quantising ? int8::identify_anchored(int8::Kind::max_pool, {&self}) : int8::kNoOp;
-  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
-                     !needs_grad(self);
-  if (learn && layout) {
+  auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
+                             int64_t op) -> c10::optional<at::Tensor> {
     const std::vector<int64_t> kernel = pair_of(kernel_size, {});
     const std::vector<int64_t> strides = pair_of(stride, kernel);
     const std::vector<int64_t> pads = pair_of(padding, {0, 0});
     const std::vector<int64_t> dilations = pair_of(dilation, {1, 1});
-    if (max_pool_support(self, kernel, strides, pads, dilations) == Fallback::none) {
-      try {
-        c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-        dnnl::memory::desc pooled_layout;
-        at::Tensor output = max_pool_handed_over(self, *layout, kernel, strides, pads,
-                                                 dilations, ceil_mode, &pooled_layout);
-        fusion::handed_on(self, output, pooled_layout, fusion::layout_scale(self));
-        fusion::consumed(self);
-        Intercept<Op>::stats().count(path_of(layout->data_type()));
-        int8::produced(op, output);
-        return output;
-      } catch (const std::exception& error) {
-        report_kernel_error(op_display_name<Op>(), error);
-      }
+    if (max_pool_support(self, kernel, strides, pads, dilations) != Fallback::none)
+      return c10::nullopt;
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      dnnl::memory::desc pooled_layout;
+      at::Tensor output = max_pool_handed_over(self, layout, kernel, strides, pads, dilations,
+                                               ceil_mode, &pooled_layout);
+      fusion::handed_on(self, output, pooled_layout, fusion::layout_scale(self));
+      fusion::consumed(self);
+      Intercept<Op>::stats().count(path_of(layout.data_type()));
+      int8::produced(op, output);
+      return output;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      return c10::nullopt;
     }
-  }
-  if (layout) fusion::settle(self);  // stock reads values
-  at::Tensor output =
-      Intercept<Op>::pass_through(self, kernel_size, stride, padding, dilation, ceil_mode);
-  // The pool op's identity matters to INT8 only (its entry gives the next scale).
-  if (learn) fusion::after_pool(self, quantising ? op : 0);
-  int8::produced(op, output);
-  return output;
+  };
+  return pooling_common<Op, int8::Kind::max_pool>(self, kernel_on_bytes, kernel_size, stride,
+                                                  padding, dilation, ceil_mode);
 }
 
 namespace {
@@ -245,61 +255,32 @@ at::Tensor avg_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                                bool count_include_pad, c10::optional<int64_t> divisor_override) {
   using Op = at::_ops::avg_pool2d;
-  const dnnl::memory::desc* layout = fusion::layout_of(self);
-  if (int8::calibrating()) {
-    if (layout) fusion::settle(self);
-    return Observed<Op, int8::Kind::avg_pool>::call(self, kernel_size, stride, padding,
-                                                    ceil_mode, count_include_pad,
-                                                    divisor_override);
-  }
-  const bool quantising = int8::quantising();
-  const int64_t op =
-      quantising ? int8::identify_anchored(int8::Kind::avg_pool, {&self}) : int8::kNoOp;
-  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
-                     !needs_grad(self);
-  if (learn && layout) {
+  auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
+                             int64_t op) -> c10::optional<at::Tensor> {
     const std::vector<int64_t> kernel = pair_of(kernel_size, {});
     const std::vector<int64_t> strides = pair_of(stride, kernel);
     const std::vector<int64_t> pads = pair_of(padding, {0, 0});
     if (avg_pool_support(self, kernel, strides, pads, ceil_mode,
-                         divisor_override.has_value()) == Fallback::none) {
-      if (auto values = average_handed_over<Op>(self, *layout, kernel, strides, pads,
-                                                count_include_pad, op))
-        return *values;
-    }
-  }
-  if (layout) fusion::settle(self);  // stock reads values
-  at::Tensor output = Intercept<Op>::pass_through(self, kernel_size, stride, padding, ceil_mode,
-                                                  count_include_pad, divisor_override);
-  if (learn) fusion::after_pool(self, quantising ? op : 0);
-  int8::produced(op, output);
-  return output;
+                         divisor_override.has_value()) != Fallback::none)
+      return c10::nullopt;
+    return average_handed_over<Op>(self, layout, kernel, strides, pads, count_include_pad, op);
+  };
+  return pooling_common<Op, int8::Kind::avg_pool>(self, kernel_on_bytes, kernel_size, stride,
+                                                  padding, ceil_mode, count_include_pad,
+                                                  divisor_override);
 }
 
 at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArrayRef output_size) {
   using Op = at::_ops::adaptive_avg_pool2d;
-  const dnnl::memory::desc* layout = fusion::layout_of(self);
-  if (int8::calibrating()) {
-    if (layout) fusion::settle(self);
-    return Observed<Op, int8::Kind::adaptive_pool>::call(self, output_size);
-  }
-  const bool quantising = int8::quantising();
-  const int64_t op =
-      quantising ? int8::identify_anchored(int8::Kind::adaptive_pool, {&self}) : int8::kNoOp;
-  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
-                     !needs_grad(self);
-  std::vector<int64_t> kernel;
-  const c10::optional<at::IntArrayRef> sizes = c10::asIntArrayRefSlowOpt(output_size);
-  if (learn && layout && sizes && adaptive_as_average(self, *sizes, &kernel)) {
+  auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
+                             int64_t op) -> c10::optional<at::Tensor> {
+    std::vector<int64_t> kernel;
+    const c10::optional<at::IntArrayRef> sizes = c10::asIntArrayRefSlowOpt(output_size);
+    if (!sizes || !adaptive_as_average(self, *sizes, &kernel)) return c10::nullopt;
     const int64_t zeros[] = {0, 0};
-    if (auto values = average_handed_over<Op>(self, *layout, kernel, kernel, zeros, true, op))
-      return *values;
-  }
-  if (layout) fusion::settle(self);  // stock reads values
-  at::Tensor output = Intercept<Op>::pass_through(self, output_size);
-  if (learn) fusion::after_pool(self, quantising ? op : 0);
-  int8::produced(op, output);
-  return output;
+    return average_handed_over<Op>(self, layout, kernel, kernel, zeros, true, op);
+  };
+  return pooling_common<Op, int8::Kind::adaptive_pool>(self, kernel_on_bytes, output_size);
 }
 
 at::Tensor relu_override(const at::Tensor& input) {

@@ -66,6 +66,25 @@ def shim_lines(stderr):
     return [l for l in stderr.splitlines() if l.startswith("ipex_shim:")]
 
 
+def calibrate_then_infer(run_py, program, tmp):
+    """The INT8 flow on `program` (which takes OUT.pt and "calibrate" or "infer", and prints a
+    JSON line last): a stock run, a calibration run writing tmp/conf.json, an int8 run with it.
+    Returns the stock and int8 outputs, the int8 run's JSON line and the written config."""
+    import torch  # the caller's tests need torch anyway; collection must not
+    conf = tmp / "conf.json"
+    proc = run_py(program, preload=False, args=(str(tmp / "stock.pt"), "infer"))
+    assert proc.returncode == 0, describe(proc)
+    proc = run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
+                  args=(str(tmp / "calibration.pt"), "calibrate"))
+    assert proc.returncode == 0 and conf.exists(), describe(proc)
+    proc = run_py(program, mode="int8", env={"IPEX_CONFIG": str(conf)},
+                  args=(str(tmp / "int8.pt"), "infer"))
+    assert proc.returncode == 0, describe(proc)
+    return {"stock": torch.load(tmp / "stock.pt"), "int8": torch.load(tmp / "int8.pt"),
+            "status": json.loads(proc.stdout.strip().splitlines()[-1]),
+            "config": json.loads(conf.read_text())}
+
+
 def describe(proc):
     """A failure message with everything a reader needs."""
     args = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))

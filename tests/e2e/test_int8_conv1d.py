@@ -4,12 +4,11 @@ calibration never saw. Every conv1d call runs on the INT8 kernel, every op finds
 and the output stays within INT8 accuracy of stock fp32 (cosine >= 0.99, the brief's bar for
 the models in test_int8_accuracy.py).
 """
-import json
 
 import pytest
 import torch
 
-from conftest import describe
+from conftest import calibrate_then_infer
 
 PROGRAM = r"""
 import json, sys
@@ -50,19 +49,7 @@ def cosine(a, b):
 
 @pytest.fixture(scope="module")
 def runs(run_py, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("int8_conv1d")
-    conf = tmp / "conf.json"
-    proc = run_py(PROGRAM, preload=False, args=(str(tmp / "stock.pt"), "infer"))
-    assert proc.returncode == 0, describe(proc)
-    proc = run_py(PROGRAM, mode="calibration", env={"IPEX_CONFIG": str(conf)},
-                  args=(str(tmp / "calibration.pt"), "calibrate"))
-    assert proc.returncode == 0 and conf.exists(), describe(proc)
-    proc = run_py(PROGRAM, mode="int8", env={"IPEX_CONFIG": str(conf)},
-                  args=(str(tmp / "int8.pt"), "infer"))
-    assert proc.returncode == 0, describe(proc)
-    return {"stock": torch.load(tmp / "stock.pt"), "int8": torch.load(tmp / "int8.pt"),
-            "status": json.loads(proc.stdout.strip().splitlines()[-1]),
-            "config": json.loads(conf.read_text())}
+    return calibrate_then_infer(run_py, PROGRAM, tmp_path_factory.mktemp("int8_conv1d"))
 
 
 def test_calibration_writes_an_entry_per_conv1d(runs):

@@ -4,12 +4,11 @@ calibration writes a "Convolution" entry for each, with an SQNR estimate, keyed 
 direct convolutions; INT8 inference on a batch calibration never saw runs every transposed
 call on the INT8 kernel and stays within INT8 accuracy of stock fp32 (cosine >= 0.99).
 """
-import json
 
 import pytest
 import torch
 
-from conftest import describe
+from conftest import calibrate_then_infer
 
 PROGRAM = r"""
 import json, sys
@@ -49,19 +48,7 @@ def cosine(a, b):
 
 @pytest.fixture(scope="module")
 def runs(run_py, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("int8_transposed")
-    conf = tmp / "conf.json"
-    proc = run_py(PROGRAM, preload=False, args=(str(tmp / "stock.pt"), "infer"))
-    assert proc.returncode == 0, describe(proc)
-    proc = run_py(PROGRAM, mode="calibration", env={"IPEX_CONFIG": str(conf)},
-                  args=(str(tmp / "calibration.pt"), "calibrate"))
-    assert proc.returncode == 0 and conf.exists(), describe(proc)
-    proc = run_py(PROGRAM, mode="int8", env={"IPEX_CONFIG": str(conf)},
-                  args=(str(tmp / "int8.pt"), "infer"))
-    assert proc.returncode == 0, describe(proc)
-    return {"stock": torch.load(tmp / "stock.pt"), "int8": torch.load(tmp / "int8.pt"),
-            "status": json.loads(proc.stdout.strip().splitlines()[-1]),
-            "config": json.loads(conf.read_text())}
+    return calibrate_then_infer(run_py, PROGRAM, tmp_path_factory.mktemp("int8_transposed"))
 
 
 def test_calibration_writes_a_keyed_entry_per_transposed_convolution(runs):

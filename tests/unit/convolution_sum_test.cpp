@@ -17,6 +17,8 @@
 namespace ipex_shim {
 namespace {
 
+using testing::conv_double;
+using testing::in_double;
 using testing::ConvCase;
 using testing::relative_error;
 using dt = dnnl::memory::data_type;
@@ -25,16 +27,6 @@ using tag = dnnl::memory::format_tag;
 // ---------------------------------------------------------------------------------------
 // References and comparisons.
 
-c10::optional<at::Tensor> in_double(const c10::optional<at::Tensor>& bias) {
-  return bias && bias->defined() ? c10::optional<at::Tensor>(bias->to(at::kDouble)) : c10::nullopt;
-}
-
-at::Tensor conv_double(const at::Tensor& input, const at::Tensor& weight,
-                       const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args) {
-  return at::convolution(input.to(at::kDouble), weight.to(at::kDouble), in_double(bias),
-                         args.stride, args.padding, args.dilation, false,
-                         std::vector<int64_t>(args.stride.size(), 0), args.groups);
-}
 
 at::Tensor batch_norm_double(const at::Tensor& conv, const BatchNormFold& fold) {
   return at::batch_norm(conv, fold.gamma.to(at::kDouble), fold.beta.to(at::kDouble),

@@ -22,6 +22,9 @@
 namespace ipex_shim {
 namespace {
 
+using testing::conv_double;
+using testing::in_double;
+
 constexpr double kReferenceTolerance = 1e-5;  // fp32 rounding of the final scale and bias
 constexpr double kMinimumSnrDb = 30.0;
 
@@ -58,16 +61,6 @@ at::Tensor dequantise(at::Tensor acc, const c10::optional<at::Tensor>& bias,
   return acc / unit;
 }
 
-c10::optional<at::Tensor> in_double(const c10::optional<at::Tensor>& bias) {
-  return bias && bias->defined() ? c10::optional<at::Tensor>(bias->to(at::kDouble)) : c10::nullopt;
-}
-
-at::Tensor conv_double(const at::Tensor& input, const at::Tensor& weight,
-                       const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args) {
-  return at::convolution(input.to(at::kDouble), weight.to(at::kDouble), in_double(bias),
-                         args.stride, args.padding, args.dilation, false,
-                         std::vector<int64_t>(args.stride.size(), 0), args.groups);
-}
 
 at::Tensor conv_reference(const at::Tensor& input, const at::Tensor& weight,
                           const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args,

@@ -139,6 +139,34 @@ Handed reordered(const std::vector<int64_t>& sizes, dnnl::memory::data_type type
   return handed;
 }
 
+// Calls `check(handed, channels_last)` for bytes of `precision` handed over from each source
+// (a convolution's kept result, NHWC bytes, nChw16c bytes), in an NCHW and a channels-last
+// tensor of `sizes`.
+template <class Check>
+void for_each_handed_over(const std::vector<int64_t>& sizes, Precision precision, Check check) {
+  const auto type = to_dnnl(precision);
+  for (bool channels_last : {false, true}) {
+    for (Source source : {Source::convolution, Source::nhwc, Source::blocked16}) {
+      SCOPED_TRACE(::testing::Message() << source_name(source) << ", "
+                                        << (channels_last ? "channels-last" : "NCHW")
+                                        << " tensor");
+      Handed handed;
+      if (source == Source::convolution) {
+        handed = kept_convolution(sizes, precision, channels_last);
+        ASSERT_GT(handed.layout.get_size(), 0u) << "the convolution's output was not kept";
+        ASSERT_EQ(handed.layout.data_type(), type);
+        ASSERT_EQ(handed.bytes.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+      } else {
+        handed = reordered(sizes, type,
+                           source == Source::nhwc ? dnnl::memory::format_tag::acdb
+                                                  : dnnl::memory::format_tag::aBcd16b,
+                           channels_last);
+      }
+      check(handed, channels_last);
+    }
+  }
+}
+
 // Pools `handed` and checks values, type and memory format against stock max_pool2d.
 void expect_stock_max_pool(const Handed& handed, const FloatPoolCase& c, bool channels_last) {
   ASSERT_EQ(max_pool_support(handed.bytes, c.kernel, c.stride, c.padding, c.dilation),
@@ -167,27 +195,9 @@ class HandedOverMaxPool
 TEST_P(HandedOverMaxPool, EqualsStockMaxPoolOfTheHandedOverValues) {
   const auto& [c, precision] = GetParam();
   at::manual_seed(5);
-  const auto type = to_dnnl(precision);
-  for (bool channels_last : {false, true}) {
-    for (Source source : {Source::convolution, Source::nhwc, Source::blocked16}) {
-      SCOPED_TRACE(::testing::Message() << source_name(source) << ", "
-                                        << (channels_last ? "channels-last" : "NCHW")
-                                        << " tensor");
-      Handed handed;
-      if (source == Source::convolution) {
-        handed = kept_convolution(c.input, precision, channels_last);
-        ASSERT_GT(handed.layout.get_size(), 0u) << "the convolution's output was not kept";
-        ASSERT_EQ(handed.layout.data_type(), type);
-        ASSERT_EQ(handed.bytes.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
-      } else {
-        handed = reordered(c.input, type,
-                           source == Source::nhwc ? dnnl::memory::format_tag::acdb
-                                                  : dnnl::memory::format_tag::aBcd16b,
-                           channels_last);
-      }
-      expect_stock_max_pool(handed, c, channels_last);
-    }
-  }
+  for_each_handed_over(c.input, precision, [&](const Handed& handed, bool channels_last) {
+    expect_stock_max_pool(handed, c, channels_last);
+  });
 }
 
 const FloatPoolCase kFloatPoolCases[] = {
@@ -291,27 +301,9 @@ class HandedOverAvgPool
 TEST_P(HandedOverAvgPool, EqualsStockAvgPoolOfTheHandedOverValues) {
   const auto& [c, precision, count_include_pad] = GetParam();
   at::manual_seed(7);
-  const auto type = to_dnnl(precision);
-  for (bool channels_last : {false, true}) {
-    for (Source source : {Source::convolution, Source::nhwc, Source::blocked16}) {
-      SCOPED_TRACE(::testing::Message() << source_name(source) << ", "
-                                        << (channels_last ? "channels-last" : "NCHW")
-                                        << " tensor");
-      Handed handed;
-      if (source == Source::convolution) {
-        handed = kept_convolution(c.input, precision, channels_last);
-        ASSERT_GT(handed.layout.get_size(), 0u) << "the convolution's output was not kept";
-        ASSERT_EQ(handed.layout.data_type(), type);
-        ASSERT_EQ(handed.bytes.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
-      } else {
-        handed = reordered(c.input, type,
-                           source == Source::nhwc ? dnnl::memory::format_tag::acdb
-                                                  : dnnl::memory::format_tag::aBcd16b,
-                           channels_last);
-      }
-      expect_stock_avg_pool(handed, c, count_include_pad, channels_last);
-    }
-  }
+  for_each_handed_over(c.input, precision, [&](const Handed& handed, bool channels_last) {
+    expect_stock_avg_pool(handed, c, count_include_pad, channels_last);
+  });
 }
 
 const AvgPoolCase kAvgPoolCases[] = {

@@ -8,9 +8,23 @@
 #include <ostream>
 #include <vector>
 
+#include "kernels/convolution.h"
 #include "kernels/onednn_context.h"
 
 namespace ipex_shim::testing {
+
+// A bias in double, if there is one.
+inline c10::optional<at::Tensor> in_double(const c10::optional<at::Tensor>& bias) {
+  return bias && bias->defined() ? c10::optional<at::Tensor>(bias->to(at::kDouble)) : c10::nullopt;
+}
+
+// Stock direct convolution in double.
+inline at::Tensor conv_double(const at::Tensor& input, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& bias, const ConvolutionArgs& args) {
+  return at::convolution(input.to(at::kDouble), weight.to(at::kDouble), in_double(bias),
+                         args.stride, args.padding, args.dilation, false,
+                         std::vector<int64_t>(args.stride.size(), 0), args.groups);
+}
 
 // Largest absolute error relative to the reference's largest magnitude.
 inline double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
