@@ -68,6 +68,8 @@ struct Site {
   // earlier, and is add_'s self, while this chain's result is its `other` (the downsample of
   // a block: `out += downsample(x)`); the fused result then moves into self.
   bool sum_of_earlier_result = false;
+  // The add is out of place (`x + bn(conv(...))`, either order): add.Tensor returns the sum.
+  bool sum_out_of_place = false;
   bool off = false;  // a prediction failed here: never fuse this site again
 };
 
@@ -289,15 +291,26 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
   if (!st.taints.empty()) {
     const std::string& name = op.schema().name();
     const size_t count = op.schema().arguments().size();
-    // The fused `out += identity`: the identity is read by the convolution that fused it,
-    // not by this add_ (which the shim answers), so it must not be repaired here.
+    // The fused `out += identity` (or `identity + out`): the identity is read by the
+    // convolution that fused it, not by this add (which the shim answers), so it must not be
+    // repaired here.
     const at::Tensor* skip = nullptr;
-    if (name == "aten::add_" && count >= 2) {
+    if ((name == "aten::add_" || name == "aten::add") && count >= 2) {
       auto args = torch::jit::last(*stack, count);
       if (args[0].isTensor() && args[1].isTensor()) {
         Taint* self = find_taint(st, args[0].toTensor());
         Taint* other = find_taint(st, args[1].toTensor());
         if (self && self->allowed_op == "aten::add_" && same(self->sum_other, args[1].toTensor()) &&
+            version_of(args[1].toTensor()) == self->sum_version && !self->sum_written)
+          skip = &args[1].toTensor();
+        // `identity + out` (out of place, either order): the identity was read by the
+        // convolution that fused the add.
+        if (name == "aten::add" && other && other->allowed_op == "aten::add" &&
+            same(other->sum_other, args[0].toTensor()) &&
+            version_of(args[0].toTensor()) == other->sum_version && !other->sum_written)
+          skip = &args[0].toTensor();
+        if (name == "aten::add" && self && self->allowed_op == "aten::add" &&
+            same(self->sum_other, args[1].toTensor()) &&
             version_of(args[1].toTensor()) == self->sum_version && !self->sum_written)
           skip = &args[1].toTensor();
         // A downsample's fused add: self's bytes (kept in oneDNN's layout) were read by the
@@ -565,9 +578,10 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
     return convolution(ConvolutionPostOps{&fold, false});
   };
   if (!sum_other.expired()) {
-    // Next comes `out += identity`, which the convolution already did.
-    add_taint(st, output, conv_input, conv_weight, batch_norm_value, "aten::add_", Relu::none,
-              site_id, convolution);
+    // Next comes `out += identity` (or `identity + out`), which the convolution already did.
+    add_taint(st, output, conv_input, conv_weight, batch_norm_value,
+              site.sum_out_of_place ? "aten::add" : "aten::add_", Relu::none, site_id,
+              convolution);
     st.taints.back().sum_other = sum_other;
     st.taints.back().sum_version = sum_version;
     st.taints.back().sum_written = sum_written;
@@ -610,6 +624,7 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
   site.relu_upper = 0.f;
   site.has_sum = false;  // learned again by after_add
   site.sum_of_earlier_result = false;
+  site.sum_out_of_place = false;
   st.batch_norm.record(output, conv_weight, site_id);
   remember(&st.last_output, site_id, output);
   st.chain_end.record(output, nothing(), site_id);
@@ -746,6 +761,7 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
   it->second.has_sum = true;
   it->second.sum_from = from;
   it->second.sum_of_earlier_result = earlier_result;
+  it->second.sum_out_of_place = false;
   it->second.relu = Relu::none;
   it->second.relu_upper = 0.f;
   if (earlier_result && self_producer >= 0) {
@@ -755,6 +771,88 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
   }
   st.sum.record(self, conv_weight, site_id);
   st.chain_end.record(self, nothing(), site_id);
+}
+
+c10::optional<at::Tensor> answer_add_out_of_place(const at::Tensor& self,
+                                                  const at::Tensor& other,
+                                                  const at::Scalar& alpha) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return c10::nullopt;
+  // The fused operand is the batch norm's result (either side); the other is the identity.
+  const at::Tensor* fused = &other;
+  const at::Tensor* identity = &self;
+  Taint* taint = find_taint(st, other);
+  if (taint == nullptr || taint->allowed_op != "aten::add") {
+    fused = &self;
+    identity = &other;
+    taint = find_taint(st, self);
+  }
+  if (taint == nullptr || taint->allowed_op != "aten::add") return c10::nullopt;
+  if (!same(taint->sum_other, *identity) || version_of(*identity) != taint->sum_version ||
+      taint->sum_written || alpha.isComplex() || alpha.toDouble() != 1.0) {
+    check_read(st, *fused, "");  // another add than the one fused: repair first
+    return c10::nullopt;
+  }
+  const Relu relu = learned_relu(taint->site);
+  const void* site = taint->site;
+  std::function<at::Tensor()> before_add = taint->correct_value;
+  WeakTensor addend = taint->sum_other;
+  // The batch norm's result keeps its taint (its storage holds the sum): any read repairs it.
+  taint->allowed_op.clear();
+  taint->sum_other = nothing();
+  at::Tensor sum = share_storage(*fused);
+  if (relu == Relu::none) {
+    chain_ends(st, sum, site);
+    return sum;
+  }
+  add_taint(st, sum, nothing(), nothing(),
+            [before_add, addend] {
+              at::Tensor value = before_add();
+              auto locked = addend.lock();
+              if (!locked) throw std::runtime_error("the fused add's identity is gone");
+              at::Tensor identity_value(locked);
+              settle(identity_value);  // its values, not bytes in oneDNN's layout
+              return value.add_(identity_value);
+            },
+            relu_op_name(relu), relu, site);
+  return sum;
+}
+
+void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
+                            const at::Scalar& alpha, const at::Tensor& result,
+                            uint32_t self_version, uint32_t other_version) {
+  if (!enabled()) return;
+  ThreadState& st = state();
+  if (alpha.isComplex() || alpha.toDouble() != 1.0) return;
+  if (!other.sizes().equals(self.sizes()) || !result.sizes().equals(self.sizes()) ||
+      other.scalar_type() != self.scalar_type())
+    return;
+  Produced batch_norm = st.batch_norm;
+  const WeakTensor conv_weight = batch_norm.weight;
+  const at::Tensor* identity = &self;
+  const void* site_id = st.batch_norm.take_if_consumed_by(other, other_version);
+  if (site_id == nullptr) {
+    site_id = batch_norm.take_if_consumed_by(self, self_version);
+    identity = &other;
+  }
+  if (site_id == nullptr) return;
+  // The identity must be the input of an earlier convolution (the block's input).
+  const void* from = nullptr;
+  for (const auto& [conv_site, input] : st.last_input)
+    if (same(input, *identity)) from = conv_site;
+  if (from == nullptr) return;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
+  if (it == reg.sites.end() || it->second.off || !it->second.has_batch_norm) return;
+  it->second.has_sum = true;
+  it->second.sum_from = from;
+  it->second.sum_of_earlier_result = false;
+  it->second.sum_out_of_place = true;
+  it->second.relu = Relu::none;
+  it->second.relu_upper = 0.f;
+  st.sum.record(result, conv_weight, site_id);
+  st.chain_end.record(result, nothing(), site_id);
 }
 
 void after_pool(const at::Tensor& input, int64_t pool_op) {

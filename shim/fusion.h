@@ -144,6 +144,16 @@ bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scala
 void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
                uint32_t version_before, int64_t self_producer = -1);
 
+// add (out of place): `identity + bn(conv(...))` in either order, answered with the fused
+// sum when it is the predicted add (else nullopt; after_add_out_of_place learns, given the
+// operands' versions before the add and its result).
+c10::optional<at::Tensor> answer_add_out_of_place(const at::Tensor& self,
+                                                  const at::Tensor& other,
+                                                  const at::Scalar& alpha);
+void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
+                            const at::Scalar& alpha, const at::Tensor& result,
+                            uint32_t self_version, uint32_t other_version);
+
 // Pooling. after_pool learns that the chain ending in `input` feeds the pooling op `pool_op`
 // (INT8: its op; else 0), so later passes hand it over; handed_on taints a pooled
 // result whose bytes are in `layout` (scale `scale`) for the convolutions that read it next.

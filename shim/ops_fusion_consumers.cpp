@@ -119,6 +119,32 @@ at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate) 
   return output;
 }
 
+at::Tensor add_override(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
+  using Wrapped = Intercept<at::_ops::add_Tensor>;
+  if (int8::calibrating())
+    return Observed<at::_ops::add_Tensor, int8::Kind::add>::call(self, other, alpha);
+  // A residual block's `x + bn(conv(...))` (mobilenet's), fused into the convolution.
+  const int64_t op = int8::quantising()
+                         ? int8::identify_anchored(int8::Kind::add, {&self, &other})
+                         : int8::kNoOp;
+  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
+                     !needs_grad(self, other);
+  if (learn) {
+    if (auto answer = fusion::answer_add_out_of_place(self, other, alpha)) {
+      Wrapped::stats().count(Path::fused);
+      int8::produced(op, *answer);
+      return *answer;
+    }
+  }
+  const uint32_t self_version = learn ? version_of(self) : 0;
+  const uint32_t other_version = learn ? version_of(other) : 0;
+  at::Tensor output = Wrapped::pass_through(self, other, alpha);
+  if (learn)
+    fusion::after_add_out_of_place(self, other, alpha, output, self_version, other_version);
+  int8::produced(op, output);
+  return output;
+}
+
 at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
   using Wrapped = Intercept<at::_ops::add__Tensor>;
   if (int8::calibrating())

@@ -29,6 +29,8 @@ at::Tensor avg_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                                bool count_include_pad, c10::optional<int64_t> divisor_override);
 at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArrayRef output_size);
+// add: `x + bn(conv(...))` answered by a convolution that fused it.
+at::Tensor add_override(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
 // add_: `out += identity` answered by a convolution that fused it.
 at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
 

@@ -84,7 +84,6 @@ void add(torch::Library& library, Policy policy) {
 #define SHIM_KERNEL(op, policy, kernel) \
   add<at::_ops::op>(library, Policy::policy, TORCH_FN(kernel))
 
-using ObservedAdd = Observed<at::_ops::add_Tensor, int8::Kind::add>;
 
 void fill_table(torch::Library& library) {
   // Policy::lower_precision
@@ -114,7 +113,7 @@ void fill_table(torch::Library& library) {
   SHIM_OP(softmax_int, fp32);
 
   // Policy::promote
-  SHIM_KERNEL(add_Tensor, promote, ObservedAdd::call);
+  SHIM_KERNEL(add_Tensor, promote, add_override);
   SHIM_KERNEL(add__Tensor, promote, add__override);
 
   // Policy::observe

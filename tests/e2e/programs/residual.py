@@ -71,9 +71,48 @@ class Net(nn.Module):
         return self.head(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-def build():
+class InvertedResidual(nn.Module):
+    """mobilenet_v2's block: `x + bn(conv(relu6(bn(conv(x)))))`, an out-of-place add."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(channels, 2 * channels, 1, bias=False),
+                                    nn.BatchNorm2d(2 * channels), nn.ReLU6(inplace=True))
+        self.project = nn.Conv2d(2 * channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.twist = None
+
+    def forward(self, x):
+        out = self.bn(self.project(self.expand(x)))
+        if self.twist == "oop_identity_changed":
+            x.mul_(0.5)  # in place, after the convolution that would add it
+        if self.twist == "oop_swapped":
+            result = out + x  # the other operand order
+        else:
+            result = x + out
+        if self.twist == "oop_out_read":
+            self.seen = out.sum().item()  # the batch norm's own result, read after the add
+        return result
+
+
+class OutOfPlaceNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16))
+        self.blocks = nn.Sequential(InvertedResidual(16), InvertedResidual(16))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return self.head(x.mean((2, 3)))
+
+
+OUT_OF_PLACE = ["oop_plain", "oop_identity_changed", "oop_swapped", "oop_out_read"]
+
+
+def build(kind=None):
     torch.manual_seed(0)
-    net = Net().eval()
+    net = (OutOfPlaceNet() if kind == "out_of_place" else Net()).eval()
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -96,8 +135,23 @@ def main():
     results, counters = {}, {}
     net = None
     for scenario in ["plain", "identity_changed", "identity_read", "other_addend",
-                     "out_changed", "out_viewed", "pooled_read", "features_read"]:
+                     "out_changed", "out_viewed", "pooled_read", "features_read"] + OUT_OF_PLACE:
         net = None  # each scenario learns on a network of its own (same weights)
+        if scenario in OUT_OF_PLACE:
+            net = build("out_of_place")
+            with grad_mode():
+                for _ in range(2):
+                    net(x)
+                for i, block in enumerate(net.blocks):
+                    block.twist = scenario if i == 1 else None
+                result = net(x).clone()
+                if scenario == "oop_out_read":
+                    result = torch.cat([result.flatten(), torch.tensor([net.blocks[1].seen])])
+                results[scenario] = result
+            if status is not None:
+                report = json.loads(status())
+                counters[scenario] = dict(report["fusion"], add=report["ops"]["add.Tensor"])
+            continue
         net = build()
         with grad_mode():
             for _ in range(2):
