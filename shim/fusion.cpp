@@ -632,6 +632,23 @@ void after_batch_norm(const at::Tensor& input, const at::Tensor& output,
 
 namespace {
 
+// Teaches `site_id` (a convolution with its batch norm) that its result is added to `from`'s
+// input (earlier_result: to `from`'s batch-norm result), in place or not; the relu after the
+// add is learned next. With reg.mutex held; false when the site cannot fuse.
+bool learn_sum(Registry& reg, const void* site_id, const void* from, bool earlier_result,
+               bool out_of_place) {
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
+  if (it == reg.sites.end() || it->second.off || !it->second.has_batch_norm) return false;
+  Site& site = it->second;
+  site.has_sum = true;
+  site.sum_from = from;
+  site.sum_of_earlier_result = earlier_result;
+  site.sum_out_of_place = out_of_place;
+  site.relu = Relu::none;
+  site.relu_upper = 0.f;
+  return true;
+}
+
 // The relu a site learned to fuse (none for a site that is gone).
 Relu learned_relu(const void* site) {
   Registry& reg = registry();
@@ -756,14 +773,7 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
   if (site_id == nullptr || from == nullptr) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
-  if (it == reg.sites.end() || it->second.off || !it->second.has_batch_norm) return;
-  it->second.has_sum = true;
-  it->second.sum_from = from;
-  it->second.sum_of_earlier_result = earlier_result;
-  it->second.sum_out_of_place = false;
-  it->second.relu = Relu::none;
-  it->second.relu_upper = 0.f;
+  if (!learn_sum(reg, site_id, from, earlier_result, /*out_of_place=*/false)) return;
   if (earlier_result && self_producer >= 0) {
     auto earlier = reg.sites.find(static_cast<const c10::TensorImpl*>(from));
     if (earlier != reg.sites.end() && !earlier->second.off)
@@ -843,14 +853,7 @@ void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
   if (from == nullptr) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site_id));
-  if (it == reg.sites.end() || it->second.off || !it->second.has_batch_norm) return;
-  it->second.has_sum = true;
-  it->second.sum_from = from;
-  it->second.sum_of_earlier_result = false;
-  it->second.sum_out_of_place = true;
-  it->second.relu = Relu::none;
-  it->second.relu_upper = 0.f;
+  if (!learn_sum(reg, site_id, from, /*earlier_result=*/false, /*out_of_place=*/true)) return;
   st.sum.record(result, conv_weight, site_id);
   st.chain_end.record(result, nothing(), site_id);
 }
