@@ -248,6 +248,12 @@ void repair(ThreadState& st, Taint* taint) {
   g_repairs.fetch_add(1, std::memory_order_relaxed);
 }
 
+// The ops whose wrappers take an input handed over in oneDNN's layout as it is (or settle it).
+bool pools_handed_over_bytes(const std::string& op) {
+  return op == "aten::max_pool2d" || op == "aten::avg_pool2d" ||
+         op == "aten::adaptive_avg_pool2d";
+}
+
 // A read of `tensor` by `op`: unless `op` is the predicted consumer, repair it. A read of
 // what a tainted tensor is computed from (it may be about to change) repairs that first.
 void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op) {
@@ -268,9 +274,7 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
   // Bytes handed over in oneDNN's layout: the pooling wrappers read them as they are, or
   // settle them first.
-  if (taint->layout && taint->allowed_op == "aten::conv2d" &&
-      (op == "aten::max_pool2d" || op == "aten::avg_pool2d" || op == "aten::adaptive_avg_pool2d"))
-    return;
+  if (taint->layout && taint->allowed_op == "aten::conv2d" && pools_handed_over_bytes(op)) return;
   g_mispredictions.fetch_add(1, std::memory_order_relaxed);
   switch_off(taint->site);
   repair(st, taint);
@@ -752,6 +756,7 @@ void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar
                uint32_t version_before, int64_t self_producer) {
   if (!enabled()) return;
   ThreadState& st = state();
+  if (st.batch_norm.site == nullptr) return;  // no batch norm's result to learn about
   if (alpha.isComplex() || alpha.toDouble() != 1.0) return;
   if (!other.sizes().equals(self.sizes()) || other.scalar_type() != self.scalar_type()) return;
   // Which operand is the batch norm's untouched result decides the fusion's shape.
@@ -833,6 +838,7 @@ void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
                             uint32_t self_version, uint32_t other_version) {
   if (!enabled()) return;
   ThreadState& st = state();
+  if (st.batch_norm.site == nullptr) return;  // no batch norm's result to learn about
   if (alpha.isComplex() || alpha.toDouble() != 1.0) return;
   if (!other.sizes().equals(self.sizes()) || !result.sizes().equals(self.sizes()) ||
       other.scalar_type() != self.scalar_type())

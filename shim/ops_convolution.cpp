@@ -226,6 +226,22 @@ at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Te
   return output;
 }
 
+namespace {
+
+// _convolution handed to the wrapper of the public op of its rank: Direct or Transposed.
+template <class Direct, class Transposed>
+at::Tensor public_convolution(const at::Tensor& input, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                              c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                              bool transposed, c10::IntArrayRef output_padding, int64_t groups) {
+  if (transposed)
+    return transposed_convolution_override<Transposed>(input, weight, bias, stride, padding,
+                                                       output_padding, groups, dilation);
+  return convolution_override<Direct>(input, weight, bias, stride, padding, dilation, groups);
+}
+
+}  // namespace
+
 at::Tensor underscore_convolution_override(
     const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
@@ -236,23 +252,14 @@ at::Tensor underscore_convolution_override(
   if (input.dim() == weight.dim()) {
     switch (input.dim()) {
       case 3:
-        return transposed ? transposed_convolution_override<at::_ops::conv_transpose1d>(
-                                input, weight, bias, stride, padding, output_padding, groups,
-                                dilation)
-                          : convolution_override<at::_ops::conv1d>(input, weight, bias, stride,
-                                                                   padding, dilation, groups);
+        return public_convolution<at::_ops::conv1d, at::_ops::conv_transpose1d>(
+            input, weight, bias, stride, padding, dilation, transposed, output_padding, groups);
       case 4:
-        return transposed ? transposed_convolution_override<at::_ops::conv_transpose2d_input>(
-                                input, weight, bias, stride, padding, output_padding, groups,
-                                dilation)
-                          : convolution_override<at::_ops::conv2d>(input, weight, bias, stride,
-                                                                   padding, dilation, groups);
+        return public_convolution<at::_ops::conv2d, at::_ops::conv_transpose2d_input>(
+            input, weight, bias, stride, padding, dilation, transposed, output_padding, groups);
       case 5:
-        return transposed ? transposed_convolution_override<at::_ops::conv_transpose3d_input>(
-                                input, weight, bias, stride, padding, output_padding, groups,
-                                dilation)
-                          : convolution_override<at::_ops::conv3d>(input, weight, bias, stride,
-                                                                   padding, dilation, groups);
+        return public_convolution<at::_ops::conv3d, at::_ops::conv_transpose3d_input>(
+            input, weight, bias, stride, padding, dilation, transposed, output_padding, groups);
       default:
         break;
     }
