@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace ipex_shim {
@@ -33,6 +35,7 @@ class Pool {
   std::mutex mutex;
   size_t limit = size_t{1024} << 20;
   std::vector<Kept> kept;
+  std::unordered_map<void*, size_t> live;  // the pool's blocks owned by tensors, by address
   size_t cached_bytes = 0;
   size_t in_use_bytes = 0;
   uint64_t tick = 0, reused = 0, allocated = 0;
@@ -54,22 +57,29 @@ class Pool {
     kept.pop_back();
     cached_bytes -= block.size;
     in_use_bytes += block.size;
+    live.emplace(block.data, block.size);
     ++reused;
     return block;
   }
 
-  void count_new(size_t size) {
+  void count_new(Block block) {
     std::lock_guard<std::mutex> lock(mutex);
     ++allocated;
-    in_use_bytes += size;
+    in_use_bytes += block.size;
+    live.emplace(block.data, block.size);
   }
 
-  // Keeps `block` for reuse (unless it alone exceeds the limit), then frees the longest
-  // unused blocks beyond the limit.
-  void give_back(Block block) {
+  // Takes back the block at `data` if it is one of the pool's: keeps it for reuse (unless it
+  // alone exceeds the limit), then frees the longest unused blocks beyond the limit.
+  // Returns false for memory the pool did not hand out.
+  bool give_back(void* data) {
     std::vector<void*> to_free;
     {
       std::lock_guard<std::mutex> lock(mutex);
+      auto it = live.find(data);
+      if (it == live.end()) return false;
+      const Block block{data, it->second};
+      live.erase(it);
       in_use_bytes -= block.size;
       if (block.size > limit) {
         to_free.push_back(block.data);
@@ -79,7 +89,8 @@ class Pool {
       }
       evict_locked(&to_free);
     }
-    for (void* data : to_free) free(data);  // outside the lock
+    for (void* freed : to_free) free(freed);  // outside the lock
+    return true;
   }
 
   void set_limit(size_t bytes) {
@@ -119,30 +130,42 @@ Pool& pool() {
   return *instance;
 }
 
-struct Context {
-  Block block;
-};
+// The allocator that serves what the pool does not (requests under 1 MiB): the CPU allocator
+// current when the pool took its place (serve_all_cpu_tensors), else PyTorch's default.
+std::atomic<c10::Allocator*> g_beneath{nullptr};
 
-void return_to_pool(void* context) {
-  auto* owned = static_cast<Context*>(context);
-  pool().give_back(owned->block);
-  delete owned;
+c10::Allocator* beneath() {
+  c10::Allocator* allocator = g_beneath.load(std::memory_order_acquire);
+  return allocator ? allocator : c10::GetDefaultCPUAllocator();
 }
 
+// The deleter of every pool buffer, and the allocator's raw deleter. Memory the pool did
+// not hand out belongs to the allocator beneath it: small requests, and (once the pool is
+// the process's CPU allocator) buffers that libtorch's ideep took through the allocator
+// current before the switch and frees through whichever allocator is current now.
+void release(void* data) {
+  if (pool().give_back(data)) return;
+  const c10::DeleterFnPtr deleter = beneath()->raw_deleter();
+  TORCH_CHECK(deleter != nullptr, "ipex-shim: memory of an allocator without a raw deleter");
+  deleter(data);
+}
+
+// Data and context are the same pointer, as c10::Allocator::raw_allocate requires (libtorch's
+// ideep allocates its buffers that way from the current CPU allocator).
 class PoolAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t bytes) const override {
-    if (bytes < kSmallest) return c10::GetDefaultCPUAllocator()->allocate(bytes);
+    if (bytes < kSmallest) return beneath()->allocate(bytes);
     const size_t size = (bytes + kGranule - 1) / kGranule * kGranule;
     Block block = pool().take(size);
     if (block.data == nullptr) {
       TORCH_CHECK(posix_memalign(&block.data, kAlignment, size) == 0,
                   "ipex-shim: not enough memory for a buffer of ", size, " bytes");
-      pool().count_new(size);
+      pool().count_new(block);
     }
-    return {block.data, new Context{block}, &return_to_pool, c10::Device(c10::DeviceType::CPU)};
+    return {block.data, block.data, &release, c10::Device(c10::DeviceType::CPU)};
   }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
 };
 
 PoolAllocator& allocator() {
@@ -159,6 +182,18 @@ at::Tensor pooled_empty(c10::IntArrayRef sizes, at::ScalarType dtype, at::Memory
 }
 
 void set_buffer_cache_limit(size_t bytes) { pool().set_limit(bytes); }
+
+bool serve_all_cpu_tensors() {
+  // Above the default allocator's priority (0), so that a later registration at the default
+  // priority does not undo it.
+  c10::Allocator* current = c10::GetCPUAllocator();
+  if (current == &allocator()) return true;
+  g_beneath.store(current, std::memory_order_release);
+  c10::SetCPUAllocator(&allocator(), /*priority=*/1);
+  return serves_all_cpu_tensors();
+}
+
+bool serves_all_cpu_tensors() { return c10::GetCPUAllocator() == &allocator(); }
 
 BufferPoolStats buffer_pool_stats() {
   Pool& p = pool();

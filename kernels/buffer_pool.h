@@ -9,6 +9,7 @@
 // PyTorch's own CPU allocator.
 //
 // The tensors are ordinary resizable CPU tensors (a resize allocates from the pool too).
+// serve_all_cpu_tensors() extends the pool to every CPU tensor of the process.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,6 +25,14 @@ at::Tensor pooled_empty(c10::IntArrayRef sizes, at::ScalarType dtype,
 
 // How many freed bytes the pool may keep (0: keep none, every buffer is freed at once).
 void set_buffer_cache_limit(size_t bytes);
+
+// Makes the pool PyTorch's CPU allocator for the whole process (c10::SetCPUAllocator), so that
+// stock ops' large results and autograd's saved tensors are reused too: a training step
+// allocates and frees gigabytes of activations and gradients, each fresh mmap page-faulted
+// again. Requests under 1 MiB still go to the allocator it replaced (PyTorch's default),
+// which also frees the memory it handed out before the switch. Returns whether it took.
+bool serve_all_cpu_tensors();
+bool serves_all_cpu_tensors();
 
 struct BufferPoolStats {
   size_t limit = 0;

@@ -67,36 +67,6 @@ struct ConvPrimitive {
   bool output_channels_last;
 };
 
-int64_t output_channels(const at::Tensor& weight, const ConvolutionArgs& args) {
-  // PyTorch: (out, in/groups, k...) for a convolution, (in, out/groups, k...) transposed.
-  return args.transposed ? weight.size(1) * args.groups : weight.size(0);
-}
-
-// The weight as oneDNN sees it, over the tensor's own memory: (out, in, k...) with a leading
-// group dimension when grouped. A transposed convolution's weight is read with its first two
-// dimensions swapped (strides only, no copy).
-dnnl::memory::desc weight_user_desc(const at::Tensor& weight, const ConvolutionArgs& args) {
-  const int64_t groups = args.groups;
-  int64_t out_dim = 0, in_dim = 1;
-  if (args.transposed) std::swap(out_dim, in_dim);
-  // Along the grouped dimension (dim 0 of the tensor) the group index is the slower part.
-  const int64_t group_stride = weight.stride(0) * (weight.size(0) / groups);
-  dnnl::memory::dims dims, strides;
-  if (groups > 1) {
-    dims.push_back(groups);
-    strides.push_back(group_stride);
-  }
-  for (int64_t d : {out_dim, in_dim}) {
-    dims.push_back(d == 0 ? weight.size(0) / groups : weight.size(1));
-    strides.push_back(weight.stride(d));
-  }
-  for (int64_t d = 2; d < weight.dim(); ++d) {
-    dims.push_back(weight.size(d));
-    strides.push_back(weight.stride(d));
-  }
-  return dnnl::memory::desc(dims, dt::f32, strides);
-}
-
 // `to` gets `from`'s values: the same bytes when both have one layout (a parallel copy, at
 // memory speed), else a reorder without scaling.
 void copy_bytes(dnnl::memory from, dnnl::memory to) {
@@ -120,33 +90,11 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
                              const ConvolutionPostOps& post_ops, const Int8Spec* int8 = nullptr,
                              const std::vector<float>& output_scales = {}) {
   const int64_t spatial = input.dim() - 2;
-  const int64_t batch = input.size(0);
   const int64_t out_channels = output_channels(weight, args);
-
-  std::vector<int64_t> output_sizes = {batch, out_channels};
-  dnnl::memory::dims strides, dilates, padding_l, padding_r;
-  for (int64_t d = 0; d < spatial; ++d) {
-    const int64_t in = input.size(d + 2);
-    const int64_t kernel = weight.size(d + 2);
-    const int64_t stride = args.stride[d];
-    const int64_t dilation = args.dilation[d];
-    const int64_t pad = args.padding[d];
-    strides.push_back(stride);
-    dilates.push_back(dilation - 1);  // oneDNN counts the gaps, PyTorch the spacing
-    padding_l.push_back(pad);
-    if (args.transposed) {
-      // The output grows by output_padding on the right: less right padding to crop.
-      output_sizes.push_back((in - 1) * stride - 2 * pad + dilation * (kernel - 1) +
-                             args.output_padding[d] + 1);
-      padding_r.push_back(pad - args.output_padding[d]);
-    } else {
-      const int64_t out = (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
-      output_sizes.push_back(out);
-      // PyTorch drops the input rows that do not fit a whole stride; oneDNN wants the right
-      // padding that makes its output size formula land on the same `out`.
-      padding_r.push_back((out - 1) * stride + dilation * (kernel - 1) + 1 - in - pad);
-    }
-  }
+  const ConvolutionGeometry g = convolution_geometry(input, weight, args);
+  const std::vector<int64_t>& output_sizes = g.output_sizes;
+  const dnnl::memory::dims &strides = g.strides, &dilates = g.dilates;
+  const dnnl::memory::dims &padding_l = g.padding_l, &padding_r = g.padding_r;
 
   const dt compute = to_dnnl(precision);
   const dt src_type = int8 ? activation_type(int8->input_uint8) : compute;
@@ -235,6 +183,65 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
 }
 
 }  // namespace
+
+int64_t output_channels(const at::Tensor& weight, const ConvolutionArgs& args) {
+  // PyTorch: (out, in/groups, k...) for a convolution, (in, out/groups, k...) transposed.
+  return args.transposed ? weight.size(1) * args.groups : weight.size(0);
+}
+
+// The weight as oneDNN sees it, over the tensor's own memory: (out, in, k...) with a leading
+// group dimension when grouped. A transposed convolution's weight is read with its first two
+// dimensions swapped (strides only, no copy).
+dnnl::memory::desc weight_user_desc(const at::Tensor& weight, const ConvolutionArgs& args) {
+  const int64_t groups = args.groups;
+  int64_t out_dim = 0, in_dim = 1;
+  if (args.transposed) std::swap(out_dim, in_dim);
+  // Along the grouped dimension (dim 0 of the tensor) the group index is the slower part.
+  const int64_t group_stride = weight.stride(0) * (weight.size(0) / groups);
+  dnnl::memory::dims dims, strides;
+  if (groups > 1) {
+    dims.push_back(groups);
+    strides.push_back(group_stride);
+  }
+  for (int64_t d : {out_dim, in_dim}) {
+    dims.push_back(d == 0 ? weight.size(0) / groups : weight.size(1));
+    strides.push_back(weight.stride(d));
+  }
+  for (int64_t d = 2; d < weight.dim(); ++d) {
+    dims.push_back(weight.size(d));
+    strides.push_back(weight.stride(d));
+  }
+  return dnnl::memory::desc(dims, dt::f32, strides);
+}
+
+ConvolutionGeometry convolution_geometry(const at::Tensor& input, const at::Tensor& weight,
+                                         const ConvolutionArgs& args) {
+  ConvolutionGeometry g;
+  g.output_sizes = {input.size(0), output_channels(weight, args)};
+  for (int64_t d = 0; d < input.dim() - 2; ++d) {
+    const int64_t in = input.size(d + 2);
+    const int64_t kernel = weight.size(d + 2);
+    const int64_t stride = args.stride[d];
+    const int64_t dilation = args.dilation[d];
+    const int64_t pad = args.padding[d];
+    g.strides.push_back(stride);
+    g.dilates.push_back(dilation - 1);  // oneDNN counts the gaps, PyTorch the spacing
+    g.padding_l.push_back(pad);
+    if (args.transposed) {
+      // The output grows by output_padding on the right: less right padding to crop.
+      g.output_sizes.push_back((in - 1) * stride - 2 * pad + dilation * (kernel - 1) +
+                               args.output_padding[d] + 1);
+      g.padding_r.push_back(pad - args.output_padding[d]);
+    } else {
+      const int64_t out = (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
+      g.output_sizes.push_back(out);
+      // PyTorch drops the input rows that do not fit a whole stride; oneDNN wants the right
+      // padding that makes its output size formula land on the same `out`.
+      g.padding_r.push_back((out - 1) * stride + dilation * (kernel - 1) + 1 - in - pad);
+    }
+  }
+  return g;
+}
 
 at::Tensor from_layout(const at::Tensor& tensor, const dnnl::memory::desc& layout, float scale) {
   at::Tensor result = at::empty_strided(tensor.sizes(), tensor.strides(), tensor.options());

@@ -5,6 +5,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 #include "kernels/int8.h"
 #include "kernels/onednn_context.h"
 #include "shim/op_stats.h"
@@ -45,6 +47,18 @@ struct ConvolutionPostOps {
   // result's own type and scale.
   float sum_s8_scale = 0.f;
 };
+
+// PyTorch's output sizes and the window geometry in oneDNN's terms.
+struct ConvolutionGeometry {
+  std::vector<int64_t> output_sizes;
+  dnnl::memory::dims strides, dilates, padding_l, padding_r;
+};
+ConvolutionGeometry convolution_geometry(const at::Tensor& input, const at::Tensor& weight,
+                                         const ConvolutionArgs& args);
+int64_t output_channels(const at::Tensor& weight, const ConvolutionArgs& args);
+// The fp32 weight as oneDNN sees it, over the tensor's own memory: (out, in, k...) with a
+// leading group dimension when grouped (transposed: its first two dimensions swapped).
+dnnl::memory::desc weight_user_desc(const at::Tensor& weight, const ConvolutionArgs& args);
 
 // Why a case cannot run on the kernel, or Fallback::none when it can.
 Fallback convolution_support(const at::Tensor& input, const at::Tensor& weight,

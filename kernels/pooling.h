@@ -27,6 +27,25 @@ at::Tensor max_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
                                 c10::IntArrayRef padding, c10::IntArrayRef dilation,
                                 bool ceil_mode, dnnl::memory::desc* output_layout);
 
+// Max pooling of a tensor the program made (fp32, contiguous or channels-last), the
+// result in stock's memory format. With `workspace` (training) the window winners are kept
+// there for max_pool_plain_backward, which gives the input's gradient like stock's (ties go
+// to the first element of a window). Callers send inputs for which max_pool_needs_stock
+// holds to stock: oneDNN's max skips NaN where PyTorch's returns it, and a window of only
+// -inf gives the lowest finite float (and, where it includes padding, its gradient to no
+// input element) where PyTorch's gives -inf.
+Fallback max_pool_plain_support(const at::Tensor& input, c10::IntArrayRef kernel,
+                                c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                c10::IntArrayRef dilation);
+bool max_pool_needs_stock(const at::Tensor& input);  // a NaN or a -inf anywhere
+at::Tensor max_pool_plain(const at::Tensor& input, c10::IntArrayRef kernel,
+                          c10::IntArrayRef stride, c10::IntArrayRef padding,
+                          c10::IntArrayRef dilation, bool ceil_mode, at::Tensor* workspace);
+at::Tensor max_pool_plain_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                   const at::Tensor& workspace, c10::IntArrayRef kernel,
+                                   c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                   c10::IntArrayRef dilation, bool ceil_mode);
+
 // Average pooling (avg_pool2d without ceil_mode or divisor_override; adaptive_avg_pool2d
 // whose output size divides the input's, which is then a plain average pool with kernel
 // and stride input/output). avg_pool_handed_over gives the result as bytes of the source's

@@ -148,6 +148,12 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
       at::set_num_threads(settings.num_threads);
 
     set_buffer_cache_limit(static_cast<size_t>(settings.buffer_cache_mb) << 20);
+    // Stock ops' large results (and in training autograd's saved activations and the
+    // gradients) come from the pool too, their pages mapped once instead of on every pass.
+    if (settings.buffer_cache_mb > 0 && !serve_all_cpu_tensors())
+      log_line(Severity::warning,
+               "another CPU allocator outranks the shim's buffer pool; stock ops keep "
+               "PyTorch's allocator");
     register_introspection();
     register_overrides();
     if (settings.mode == Mode::fp32 || settings.mode == Mode::bf16)

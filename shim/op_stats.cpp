@@ -14,6 +14,7 @@ const char* path_name(Path path) {
     case Path::onednn_bf16: return "onednn_bf16";
     case Path::onednn_int8: return "onednn_int8";
     case Path::autograd_bf16: return "autograd_bf16";
+    case Path::autograd_shim: return "autograd_shim";
     case Path::observed: return "observed";
     case Path::fused: return "fused";
     case Path::count_: break;

@@ -17,6 +17,7 @@ enum class Path : int {
   onednn_bf16,  // the shim's oneDNN kernel in BF16
   onednn_int8,  // the shim's oneDNN kernel in INT8
   autograd_bf16,  // gradient needed: stock kernels on BF16 copies, recorded by autograd
+  autograd_shim,  // gradient needed: the shim's own forward and backward (an autograd function)
   observed,     // calibration: stock result, inputs/outputs observed
   fused,        // answered by the preceding fused convolution (no work of its own)
   count_,

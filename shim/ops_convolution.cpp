@@ -14,6 +14,8 @@
 #include <ATen/ops/conv_transpose3d_ops.h>
 
 #include "kernels/convolution.h"
+#include "kernels/convolution_training.h"
+#include "shim/autograd_kernels.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
 #include "shim/intercept.h"
@@ -52,6 +54,17 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     if (input_layout) fusion::settle(input);
     if (precision == Precision::fp32)
       return with_grad<Op>(input, weight, bias, stride, padding, dilation, groups);
+    const ConvolutionArgs args{stride, padding, dilation, groups};
+    if (convolution_training_support(input, weight, bias, args) == Fallback::none) {
+      try {
+        at::Tensor output = convolution_recorded(input, weight, bias.value_or(at::Tensor()),
+                                                 stride, padding, dilation, groups);
+        Wrapped::stats().count(Path::autograd_shim);
+        return output;
+      } catch (const std::exception& error) {
+        report_kernel_error(op_display_name<Op>(), error);
+      }
+    }
     return with_grad<Op>(to_bf16(input), to_bf16(weight), to_bf16(bias), stride, padding,
                          dilation, groups);
   }

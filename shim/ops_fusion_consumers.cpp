@@ -13,7 +13,9 @@
 #include <ATen/ops/relu_ops.h>
 
 #include "kernels/tensor_version.h"
+#include "kernels/batch_norm.h"
 #include "kernels/pooling.h"
+#include "shim/autograd_kernels.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
 #include "shim/ops_observed.h"
@@ -39,6 +41,26 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
     calibration::observe_output(op, output);
     int8::produced(op, output);
     return output;
+  }
+  if (training && needs_grad(input, weight, bias) && float_kernel_gate() == Fallback::none) {
+    // Training: the shim's batch statistics and backward (stock 1.13's fp32 training batch
+    // norm reads each activation three times from memory).
+    const at::Tensor none;
+    const at::Tensor& w = weight ? *weight : none;
+    const at::Tensor& b = bias ? *bias : none;
+    const at::Tensor& mean = running_mean ? *running_mean : none;
+    const at::Tensor& var = running_var ? *running_var : none;
+    // Without an affine weight and bias (rare) stock runs: the autograd function takes both.
+    if (!fusion::layout_of(input) && w.defined() && b.defined() &&
+        batch_norm_training_support(input, w, b, mean, var) == Fallback::none) {
+      try {
+        at::Tensor output = batch_norm_recorded(input, w, b, mean, var, momentum, eps);
+        Wrapped::stats().count(Path::autograd_shim);
+        return output;
+      } catch (const std::exception& error) {
+        report_kernel_error(op_display_name<at::_ops::batch_norm>(), error);
+      }
+    }
   }
   const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
                      !needs_grad(input, weight, bias);
@@ -223,6 +245,32 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding,
                                c10::IntArrayRef dilation, bool ceil_mode) {
   using Op = at::_ops::max_pool2d;
+  if (needs_grad(self) && !int8::calibrating() && float_kernel_gate() == Fallback::none &&
+      !fusion::layout_of(self)) {
+    // Training: oneDNN's forward and backward (stock's pass over resnet's stem takes
+    // 70-85 ms a step, oneDNN's 6 plus 7).
+    const std::vector<int64_t> kernel = pair_of(kernel_size, {});
+    const std::vector<int64_t> strides = pair_of(stride, kernel);
+    const std::vector<int64_t> pads = pair_of(padding, {0, 0});
+    const std::vector<int64_t> dilations = pair_of(dilation, {1, 1});
+    if (max_pool_plain_support(self, kernel, strides, pads, dilations) == Fallback::none) {
+      try {
+        bool needs_stock = false;
+        {
+          c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+          needs_stock = max_pool_needs_stock(self);
+        }
+        if (!needs_stock) {
+          at::Tensor output =
+              max_pool2d_recorded(self, kernel, strides, pads, dilations, ceil_mode);
+          Intercept<Op>::stats().count(Path::autograd_shim);
+          return output;
+        }
+      } catch (const std::exception& error) {
+        report_kernel_error(op_display_name<Op>(), error);
+      }
+    }
+  }
   auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
                              int64_t op) -> c10::optional<at::Tensor> {
     const std::vector<int64_t> kernel = pair_of(kernel_size, {});

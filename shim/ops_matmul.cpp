@@ -11,7 +11,9 @@
 #include <ATen/ops/matmul_ops.h>
 #include <ATen/ops/mm_ops.h>
 
+#include "kernels/linear_training.h"
 #include "kernels/matmul.h"
+#include "shim/autograd_kernels.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
 #include "shim/intercept.h"
@@ -66,6 +68,15 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
   if (needs_grad(input, weight, bias)) {
     if (lower_precision(Intercept<Op>::stats()) == Precision::fp32)
       return with_grad<Op>(input, weight, bias);
+    if (linear_training_support(input, weight, bias) == Fallback::none) {
+      try {
+        at::Tensor output = linear_recorded(input, weight, bias.value_or(at::Tensor()));
+        Intercept<Op>::stats().count(Path::autograd_shim);
+        return output;
+      } catch (const std::exception& error) {
+        report_kernel_error(op_display_name<Op>(), error);
+      }
+    }
     return with_grad<Op>(to_bf16(input), to_bf16(weight), to_bf16(bias));
   }
   const Precision precision = lower_precision(Intercept<Op>::stats());

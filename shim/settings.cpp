@@ -38,7 +38,8 @@ const std::vector<EnvVar>& environment_table() {
       {"IPEX_INT8_MIN_SQNR", "15", "a number of dB (0 to 100)",
        "calibration: ops whose estimated INT8 signal-to-noise is lower are written quantized: false"},
       {"IPEX_BUFFER_CACHE_MB", "1024", "an integer from 0 to 1048576",
-       "MiB of freed result buffers of the shim's kernels kept for reuse (0: none kept)"},
+       "MiB of freed CPU tensor buffers (1 MiB and larger; the shim's kernels' and, in every mode "
+       "but off, stock ops' too) kept for reuse (0: none kept, PyTorch's allocator left alone)"},
       {"OMP_NUM_THREADS", "(unset)", "a positive integer",
        "threads for the shim's kernels; unset: every CPU in the affinity mask"},
   };

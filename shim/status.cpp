@@ -94,6 +94,7 @@ std::string status_json() {
                             {"unversioned_packs", cache.unversioned_packs}};
   BufferPoolStats buffers = buffer_pool_stats();
   status["buffer_cache"] = {{"limit_bytes", buffers.limit},
+                            {"serves_all_cpu_tensors", serves_all_cpu_tensors()},
                             {"cached_bytes", buffers.cached_bytes},
                             {"cached_buffers", buffers.cached_buffers},
                             {"in_use_bytes", buffers.in_use_bytes},
@@ -132,9 +133,9 @@ std::vector<std::string> summary_lines() {
   lines.push_back("summary for pid " + std::to_string(getpid()) + ", mode " +
                   mode_name(runtime_settings().mode) + ": calls per op and path");
   char buffer[512];
-  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %14s %8s %10s  %s", "op",
-                "stock", "onednn_fp32", "onednn_bf16", "onednn_int8", "autograd_bf16", "fused",
-                "observed", "fallback reasons");
+  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %14s %16s %8s %10s  %s",
+                "op", "stock", "onednn_fp32", "onednn_bf16", "onednn_int8", "autograd_bf16",
+                "autograd_shim", "fused", "observed", "fallback reasons");
   lines.push_back(buffer);
   for (const OpStats* stats : all_op_stats()) {
     if (stats->total() == 0) continue;
@@ -146,13 +147,14 @@ std::vector<std::string> summary_lines() {
       reasons += std::string(fallback_name(static_cast<Fallback>(r))) + ": " + std::to_string(calls);
     }
     std::snprintf(buffer, sizeof(buffer),
-                  "  %-24s %10llu %12llu %12llu %12llu %14llu %8llu %10llu  %s",
+                  "  %-24s %10llu %12llu %12llu %12llu %14llu %16llu %8llu %10llu  %s",
                   stats->name().c_str(),
                   static_cast<unsigned long long>(stats->calls(Path::stock)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_fp32)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_bf16)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_int8)),
                   static_cast<unsigned long long>(stats->calls(Path::autograd_bf16)),
+                  static_cast<unsigned long long>(stats->calls(Path::autograd_shim)),
                   static_cast<unsigned long long>(stats->calls(Path::fused)),
                   static_cast<unsigned long long>(stats->calls(Path::observed)),
                   reasons.c_str());

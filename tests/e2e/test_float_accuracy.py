@@ -128,6 +128,7 @@ def test_heavy_ops_ran_on_shim_kernels(runs, mode):
             assert counts.get(path, 0) > 0, f"{model} {op}: {counts}"
             assert counts.get("stock", 0) == 0, f"{model} {op} fell back: {counts}"
             assert counts.get("autograd_bf16", 0) == 0, f"{model} {op}: {counts}"
+            assert counts.get("autograd_shim", 0) == 0, f"{model} {op}: {counts}"
     for model in MODELS:
         facts, stock = report["models"][model], control["models"][model]
         assert facts["dtype"] == "torch.float32", facts

@@ -87,7 +87,7 @@ def test_training_accuracy_and_gradients(digits, mode):
         ops = epoch["train_ops"]
         for op in ("conv2d", "linear"):
             if mode == "bf16":
-                assert ops[op].get("autograd_bf16", 0) > 0, ops
+                assert ops[op].get("autograd_shim", 0) > 0, ops
                 assert ops[op].get("onednn_bf16", 0) == 0, ops
             else:
                 assert ops[op].get("stock", 0) > 0, ops

@@ -102,7 +102,7 @@ def test_torchrun_ddp_ranks_agree(shim, torch_available, tmp_path):
         assert facts["active"] is True and facts["mode"] == "bf16", facts
         assert facts["grads_ok"], facts
         for op in ("conv2d", "linear"):
-            assert facts["train_ops"][op].get("autograd_bf16", 0) > 0, facts["train_ops"]
+            assert facts["train_ops"][op].get("autograd_shim", 0) > 0, facts["train_ops"]
             assert facts["all_ops"][op].get("onednn_bf16", 0) > 0, facts["all_ops"]
         assert facts["checksum"] != facts["initial_checksum"], "training changed nothing"
         assert f"rank {r} checksum {facts['checksum']}" in proc.stdout, describe(proc)

@@ -1,0 +1,295 @@
+#include "shim/autograd_kernels.h"
+
+#include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/max_pool2d_with_indices.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/max_pool2d_with_indices_backward.h>
+#include <ATen/ops/native_batch_norm_backward.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "kernels/batch_norm.h"
+#include "kernels/convolution_training.h"
+#include "kernels/linear_training.h"
+#include "kernels/pooling.h"
+#include "shim/dispatch_key.h"
+
+namespace ipex_shim {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::vector<int64_t> ints(const at::IValue& value) { return value.toIntVector(); }
+
+struct MaxPool2d : public torch::autograd::Function<MaxPool2d> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            std::vector<int64_t> kernel, std::vector<int64_t> stride,
+                            std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                            bool ceil_mode) {
+    at::Tensor workspace;
+    at::Tensor output;
+    {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      output = max_pool_plain(input, kernel, stride, padding, dilation, ceil_mode, &workspace);
+    }
+    ctx->save_for_backward({input});
+    ctx->saved_data["workspace"] = workspace;
+    ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["ceil_mode"] = ceil_mode;
+    return output;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const at::Tensor input = ctx->get_saved_variables()[0];
+    const std::vector<int64_t> kernel = ints(ctx->saved_data["kernel"]);
+    const std::vector<int64_t> stride = ints(ctx->saved_data["stride"]);
+    const std::vector<int64_t> padding = ints(ctx->saved_data["padding"]);
+    const std::vector<int64_t> dilation = ints(ctx->saved_data["dilation"]);
+    const bool ceil_mode = ctx->saved_data["ceil_mode"].toBool();
+    const at::Tensor& grad = grad_outputs[0];
+    at::Tensor grad_input;
+    if (c10::GradMode::is_enabled()) {
+      // create_graph=True: the gradient must itself be differentiable, so stock's ops
+      // compute it (the winners again, then their backward, which autograd records).
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      const at::Tensor indices = std::get<1>(at::max_pool2d_with_indices(
+          input.detach(), kernel, stride, padding, dilation, ceil_mode));
+      grad_input = at::max_pool2d_with_indices_backward(grad, input, kernel, stride, padding,
+                                                        dilation, ceil_mode, indices);
+    } else {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      grad_input = max_pool_plain_backward(grad, input, ctx->saved_data["workspace"].toTensor(),
+                                           kernel, stride, padding, dilation, ceil_mode);
+    }
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct BatchNorm : public torch::autograd::Function<BatchNorm> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight, const at::Tensor& bias,
+                            const c10::optional<at::Tensor>& running_mean,
+                            const c10::optional<at::Tensor>& running_var, double momentum,
+                            double eps) {
+    BatchNormForward result;
+    {
+      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      result = batch_norm_training(input, weight, bias, running_mean.value_or(at::Tensor()),
+                                   running_var.value_or(at::Tensor()), momentum, eps);
+    }
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["mean"] = result.mean;
+    ctx->saved_data["invstd"] = result.invstd;
+    ctx->saved_data["eps"] = eps;
+    return result.output;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor mean = ctx->saved_data["mean"].toTensor();
+    const at::Tensor invstd = ctx->saved_data["invstd"].toTensor();
+    const std::array<bool, 3> wanted = {ctx->needs_input_grad(0),
+                                        ctx->needs_input_grad(1),
+                                        ctx->needs_input_grad(2)};
+    // Stock's backward from the batch statistics the forward kept: it reads each activation
+    // and gradient as few times as a kernel can (a version of ours took twice its time), and
+    // under create_graph=True autograd can differentiate it again.
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    auto grads = at::native_batch_norm_backward(grad_outputs[0], input, weight, {}, {}, mean,
+                                                invstd, true, ctx->saved_data["eps"].toDouble(),
+                                                wanted);
+    return {std::get<0>(grads), std::get<1>(grads), std::get<2>(grads), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// What both convolution functions (with and without bias: autograd's Function takes no
+// undefined tensor as an input) share.
+at::Tensor convolution_forward_common(AutogradContext* ctx, const at::Tensor& input,
+                                      const at::Tensor& weight, const at::Tensor& bias,
+                                      const std::vector<int64_t>& stride,
+                                      const std::vector<int64_t>& padding,
+                                      const std::vector<int64_t>& dilation, int64_t groups) {
+  ConvolutionSaved saved;
+  at::Tensor output;
+  {
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    output = convolution_training_forward(input, weight, bias,
+                                          ConvolutionArgs{stride, padding, dilation, groups},
+                                          &saved);
+  }
+  // The input is kept too (a live tensor in most programs anyway): a double backward
+  // recomputes from it.
+  ctx->save_for_backward({input, weight});
+  ctx->saved_data["source"] = saved.source;
+  ctx->saved_data["stride"] = stride;
+  ctx->saved_data["padding"] = padding;
+  ctx->saved_data["dilation"] = dilation;
+  ctx->saved_data["groups"] = groups;
+  ctx->saved_data["has_bias"] = bias.defined();
+  return output;
+}
+
+variable_list convolution_backward_common(AutogradContext* ctx, const variable_list& grads) {
+  const variable_list saved = ctx->get_saved_variables();
+  const at::Tensor& input = saved[0];
+  const at::Tensor& weight = saved[1];
+  const std::vector<int64_t> stride = ints(ctx->saved_data["stride"]);
+  const std::vector<int64_t> padding = ints(ctx->saved_data["padding"]);
+  const std::vector<int64_t> dilation = ints(ctx->saved_data["dilation"]);
+  const int64_t groups = ctx->saved_data["groups"].toInt();
+  const bool has_bias = ctx->saved_data["has_bias"].toBool();
+  const std::array<bool, 3> wanted = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                      has_bias && ctx->needs_input_grad(2)};
+  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  std::array<at::Tensor, 3> out;
+  if (c10::GradMode::is_enabled()) {
+    std::vector<int64_t> bias_sizes;
+    if (has_bias) bias_sizes.push_back(weight.size(0));
+    auto stock = at::convolution_backward(grads[0], input, weight, bias_sizes, stride, padding,
+                                          dilation, false, std::vector<int64_t>(stride.size(), 0),
+                                          groups, wanted);
+    out = {std::get<0>(stock), std::get<1>(stock), std::get<2>(stock)};
+  } else {
+    ConvolutionSaved kept{ctx->saved_data["source"].toTensor()};
+    out = convolution_training_backward(grads[0], input, weight, has_bias,
+                                        ConvolutionArgs{stride, padding, dilation, groups},
+                                        kept, wanted);
+  }
+  variable_list result = {out[0], out[1]};
+  if (has_bias) result.push_back(out[2]);
+  for (int i = 0; i < 4; ++i) result.emplace_back();  // stride, padding, dilation, groups
+  return result;
+}
+
+struct Convolution : public torch::autograd::Function<Convolution> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight, std::vector<int64_t> stride,
+                            std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                            int64_t groups) {
+    return convolution_forward_common(ctx, input, weight, at::Tensor(), stride, padding,
+                                      dilation, groups);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return convolution_backward_common(ctx, grads);
+  }
+};
+
+struct ConvolutionWithBias : public torch::autograd::Function<ConvolutionWithBias> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight, const at::Tensor& bias,
+                            std::vector<int64_t> stride, std::vector<int64_t> padding,
+                            std::vector<int64_t> dilation, int64_t groups) {
+    return convolution_forward_common(ctx, input, weight, bias, stride, padding, dilation,
+                                      groups);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return convolution_backward_common(ctx, grads);
+  }
+};
+
+at::Tensor linear_forward_common(AutogradContext* ctx, const at::Tensor& input,
+                                 const at::Tensor& weight, const at::Tensor& bias) {
+  LinearSaved saved;
+  at::Tensor output;
+  {
+    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    output = linear_training_forward(input, weight, bias, &saved);
+  }
+  ctx->save_for_backward({input, weight});
+  ctx->saved_data["source"] = saved.source;
+  ctx->saved_data["has_bias"] = bias.defined();
+  return output;
+}
+
+variable_list linear_backward_common(AutogradContext* ctx, const variable_list& grads) {
+  const variable_list saved = ctx->get_saved_variables();
+  const at::Tensor& input = saved[0];
+  const at::Tensor& weight = saved[1];
+  const bool has_bias = ctx->saved_data["has_bias"].toBool();
+  const std::array<bool, 3> wanted = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                      has_bias && ctx->needs_input_grad(2)};
+  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  std::array<at::Tensor, 3> out;
+  if (c10::GradMode::is_enabled()) {
+    // create_graph=True: differentiable stock ops in fp32.
+    const at::Tensor& grad = grads[0];
+    if (wanted[0]) out[0] = at::matmul(grad, weight);
+    const at::Tensor grad_rows = grad.reshape({-1, weight.size(0)});
+    if (wanted[1]) out[1] = at::mm(grad_rows.t(), input.reshape({-1, weight.size(1)}));
+    if (wanted[2]) out[2] = grad_rows.sum(0);
+  } else {
+    out = linear_training_backward(grads[0], input, weight, has_bias,
+                                   LinearSaved{ctx->saved_data["source"].toTensor()}, wanted);
+  }
+  variable_list result = {out[0], out[1]};
+  if (has_bias) result.push_back(out[2]);
+  return result;
+}
+
+struct Linear : public torch::autograd::Function<Linear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight) {
+    return linear_forward_common(ctx, input, weight, at::Tensor());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return linear_backward_common(ctx, grads);
+  }
+};
+
+struct LinearWithBias : public torch::autograd::Function<LinearWithBias> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight, const at::Tensor& bias) {
+    return linear_forward_common(ctx, input, weight, bias);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return linear_backward_common(ctx, grads);
+  }
+};
+
+}  // namespace
+
+at::Tensor linear_recorded(const at::Tensor& input, const at::Tensor& weight,
+                           const at::Tensor& bias) {
+  if (bias.defined()) return LinearWithBias::apply(input, weight, bias);
+  return Linear::apply(input, weight);
+}
+
+at::Tensor convolution_recorded(const at::Tensor& input, const at::Tensor& weight,
+                                const at::Tensor& bias, c10::IntArrayRef stride,
+                                c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                int64_t groups) {
+  if (bias.defined())
+    return ConvolutionWithBias::apply(input, weight, bias, stride.vec(), padding.vec(),
+                                      dilation.vec(), groups);
+  return Convolution::apply(input, weight, stride.vec(), padding.vec(), dilation.vec(), groups);
+}
+
+at::Tensor batch_norm_recorded(const at::Tensor& input, const at::Tensor& weight,
+                               const at::Tensor& bias, const at::Tensor& running_mean,
+                               const at::Tensor& running_var, double momentum, double eps) {
+  // Running statistics are passed as optionals: autograd's Function takes every at::Tensor
+  // argument as an input that could need a gradient, and an undefined one it rejects.
+  const c10::optional<at::Tensor> mean =
+      running_mean.defined() ? c10::optional<at::Tensor>(running_mean) : c10::nullopt;
+  const c10::optional<at::Tensor> var =
+      running_var.defined() ? c10::optional<at::Tensor>(running_var) : c10::nullopt;
+  return BatchNorm::apply(input, weight, bias, mean, var, momentum, eps);
+}
+
+at::Tensor max_pool2d_recorded(const at::Tensor& input, c10::IntArrayRef kernel,
+                               c10::IntArrayRef stride, c10::IntArrayRef padding,
+                               c10::IntArrayRef dilation, bool ceil_mode) {
+  return MaxPool2d::apply(input, kernel.vec(), stride.vec(), padding.vec(), dilation.vec(),
+                          ceil_mode);
+}
+
+}  // namespace ipex_shim
