@@ -22,23 +22,36 @@ struct TrainingPrimitives {
   std::vector<int64_t> output_sizes;
 };
 
+// Stock's memory format for the result and the input's gradient: channels-last when a 2-D
+// convolution's input or weight is (its 1-D and 3-D results are contiguous).
+at::MemoryFormat result_format(const at::Tensor& input, const at::Tensor& weight) {
+  const auto channels_last = at::MemoryFormat::ChannelsLast;
+  return input.dim() == 4 && (input.suggest_memory_format() == channels_last ||
+                              weight.suggest_memory_format() == channels_last)
+             ? channels_last
+             : at::MemoryFormat::Contiguous;
+}
+
 std::shared_ptr<const TrainingPrimitives> primitives_for(const at::Tensor& input,
                                                          const at::Tensor& weight,
                                                          bool has_bias,
                                                          const ConvolutionArgs& args) {
   static PrimitiveCache<TrainingPrimitives>* cache = new PrimitiveCache<TrainingPrimitives>();
+  const bool channels_last = result_format(input, weight) == at::MemoryFormat::ChannelsLast;
   KeyBuilder key;
   key.add_range(input.sizes()).add_range(weight.sizes()).add_range(args.stride);
   key.add_range(args.padding).add_range(args.dilation).add(args.groups).add(has_bias);
+  key.add(channels_last);
   return cache->get(key.take(), [&] {
     const ConvolutionGeometry g = convolution_geometry(input, weight, args);
     const int64_t spatial = input.dim() - 2;
     const int64_t out_channels = output_channels(weight, args);
-    // Activations and their gradients in 16-channel blocks where the channels allow (the
-    // layout oneDNN's avx512 BF16 kernels run fastest on without AMX, and stock's
-    // training convolutions use); otherwise oneDNN's choice.
+    // Activations and their gradients: channels-last programs' own layout (NHWC, so that
+    // the reorders are casts and the result is written in place); otherwise 16-channel
+    // blocks where the channels allow (the layout oneDNN's avx512 BF16 kernels run fastest
+    // on without AMX, and stock's training convolutions use), else oneDNN's choice.
     const bool blocked = spatial == 2 && input.size(1) % 16 == 0 && out_channels % 16 == 0;
-    const tag activations = blocked ? tag::aBcd16b : tag::any;
+    const tag activations = channels_last ? tag::nhwc : blocked ? tag::aBcd16b : tag::any;
     const auto src = dnnl::memory::desc(to_dims(input.sizes()), dt::bf16, activations);
     const auto dst = dnnl::memory::desc(to_dims(g.output_sizes), dt::f32, activations);
     const auto diff_dst = dnnl::memory::desc(to_dims(g.output_sizes), dt::bf16, activations);
@@ -89,8 +102,13 @@ Fallback convolution_training_support(const at::Tensor& input, const at::Tensor&
   if (args.transposed) return Fallback::unsupported_shape;
   if (const Fallback why = convolution_support(input, weight, bias, args); why != Fallback::none)
     return why;
-  // Channels-last programs keep stock's path, whose results are channels-last.
-  if (!input.is_contiguous() || !weight.is_contiguous()) return Fallback::unsupported_shape;
+  // Contiguous tensors, or channels-last ones of a 2-D convolution (3-D channels-last
+  // programs keep stock's path).
+  const auto dense_for = [](const at::Tensor& t) {
+    return t.is_contiguous() ||
+           (t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast));
+  };
+  if (!dense_for(input) || !dense_for(weight)) return Fallback::unsupported_shape;
   if (bias && bias->defined() && !bias->is_contiguous()) return Fallback::unsupported_shape;
   return Fallback::none;
 }
@@ -109,7 +127,7 @@ at::Tensor convolution_training_forward(const at::Tensor& input, const at::Tenso
   const dnnl::memory weights = in_layout(wrap(weight, weight_user_desc(weight, args)),
                                          p->forward_pd.weights_desc(), &weights_buffer);
   saved->source = source.storage;
-  at::Tensor output = new_contiguous_float(p->output_sizes);
+  at::Tensor output = pooled_empty(p->output_sizes, at::kFloat, result_format(input, weight));
   run_into(wrap(output, strided_desc(output)), p->forward_pd.dst_desc(), [&](dnnl::memory dst) {
     std::unordered_map<int, dnnl::memory> run{
         {DNNL_ARG_SRC, source.memory}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
@@ -137,7 +155,7 @@ std::array<at::Tensor, 3> convolution_training_backward(const at::Tensor& grad_o
     at::Tensor weights_buffer;
     const dnnl::memory weights = in_layout(wrap(weight, weight_user_desc(weight, args)),
                                            p->data_pd.weights_desc(), &weights_buffer);
-    grads[0] = new_contiguous_float(input.sizes());
+    grads[0] = pooled_empty(input.sizes(), at::kFloat, result_format(input, weight));
     run_into(wrap(grads[0], strided_desc(grads[0])), p->data_pd.diff_src_desc(), [&](dnnl::memory to) {
       execute(p->backward_data, p->data_pd,
               {{DNNL_ARG_DIFF_DST, grad}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DIFF_SRC, to}});
@@ -152,8 +170,9 @@ std::array<at::Tensor, 3> convolution_training_backward(const at::Tensor& grad_o
                   p->weights_pd.src_desc(), &source_buffer);
     at::Tensor bias_grad;
     if (has_bias) bias_grad = at::empty({output_channels(weight, args)}, weight.options());
-    // The weights' gradient in the weight's own (contiguous) strides.
-    at::Tensor weight_grad = at::empty(weight.sizes(), weight.options());
+    // The weights' gradient in the weight's own memory format.
+    at::Tensor weight_grad = at::empty(
+        weight.sizes(), weight.options().memory_format(weight.suggest_memory_format()));
     dnnl::memory user = wrap(weight_grad, weight_user_desc(weight_grad, args));
     at::Tensor diff_buffer;
     dnnl::memory diff = user;

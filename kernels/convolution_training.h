@@ -14,8 +14,8 @@
 
 namespace ipex_shim {
 
-// Direct (not transposed) 1-D/2-D/3-D convolutions of contiguous fp32 input and weight;
-// otherwise the reason.
+// Direct (not transposed) 1-D/2-D/3-D convolutions of contiguous fp32 input and weight, or
+// channels-last ones of a 2-D convolution; otherwise the reason.
 Fallback convolution_training_support(const at::Tensor& input, const at::Tensor& weight,
                                       const c10::optional<at::Tensor>& bias,
                                       const ConvolutionArgs& args);
@@ -25,12 +25,13 @@ struct ConvolutionSaved {
   at::Tensor source;
 };
 
-// The fp32 result (contiguous, as stock's); `saved` gets what the backward needs.
+// The fp32 result in stock's memory format; `saved` gets what the backward needs.
 at::Tensor convolution_training_forward(const at::Tensor& input, const at::Tensor& weight,
                                         const at::Tensor& bias, const ConvolutionArgs& args,
                                         ConvolutionSaved* saved);
 
-// Gradients of input, weight and bias (those `wanted`; the others undefined), fp32.
+// Gradients of input, weight and bias (those `wanted`; the others undefined), fp32, the
+// input's in the result's memory format and the weight's in the weight's.
 std::array<at::Tensor, 3> convolution_training_backward(const at::Tensor& grad_output,
                                                         const at::Tensor& input,
                                                         const at::Tensor& weight, bool has_bias,

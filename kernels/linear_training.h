@@ -1,7 +1,7 @@
-// BF16 linear for calls autograd records (bf16 mode): oneDNN inner product forward, backward
-// data and backward weights with fp32 in and out, the casts inside the reorders (as
-// kernels/convolution_training.h does for convolutions). The input is read as a matrix of
-// its rows (every dimension but the last).
+// BF16 linear for calls autograd records (bf16 mode): forward, input gradient and weight
+// gradient as oneDNN BF16 matmuls with fp32 results, reading BF16 copies of the input and
+// weight that the forward makes once (a cast each, as stock's path pays too) and keeps for
+// the backward. The input is read as a matrix of its rows (every dimension but the last).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,8 +16,10 @@ namespace ipex_shim {
 Fallback linear_training_support(const at::Tensor& input, const at::Tensor& weight,
                                  const c10::optional<at::Tensor>& bias);
 
+// What the forward keeps for the backward: BF16 copies of the input rows and the weight.
 struct LinearSaved {
-  at::Tensor source;  // the input rows as BF16 bytes in the primitive's layout
+  at::Tensor source;
+  at::Tensor weights;
 };
 
 at::Tensor linear_training_forward(const at::Tensor& input, const at::Tensor& weight,

@@ -111,8 +111,7 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
   }
 };
 
-// What both convolution functions (with and without bias: autograd's Function takes no
-// undefined tensor as an input) share.
+// The convolution's forward and backward (ConvolutionImpl below), with or without bias.
 at::Tensor convolution_forward_common(AutogradContext* ctx, const at::Tensor& input,
                                       const at::Tensor& weight, const at::Tensor& bias,
                                       const std::vector<int64_t>& stride,
@@ -170,32 +169,9 @@ variable_list convolution_backward_common(AutogradContext* ctx, const variable_l
   return result;
 }
 
-struct Convolution : public torch::autograd::Function<Convolution> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            const at::Tensor& weight, std::vector<int64_t> stride,
-                            std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                            int64_t groups) {
-    return convolution_forward_common(ctx, input, weight, at::Tensor(), stride, padding,
-                                      dilation, groups);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return convolution_backward_common(ctx, grads);
-  }
-};
 
-struct ConvolutionWithBias : public torch::autograd::Function<ConvolutionWithBias> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            const at::Tensor& weight, const at::Tensor& bias,
-                            std::vector<int64_t> stride, std::vector<int64_t> padding,
-                            std::vector<int64_t> dilation, int64_t groups) {
-    return convolution_forward_common(ctx, input, weight, bias, stride, padding, dilation,
-                                      groups);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return convolution_backward_common(ctx, grads);
-  }
-};
 
+// The linear's forward and backward (LinearImpl below), with or without bias.
 at::Tensor linear_forward_common(AutogradContext* ctx, const at::Tensor& input,
                                  const at::Tensor& weight, const at::Tensor& bias) {
   LinearSaved saved;
@@ -206,6 +182,7 @@ at::Tensor linear_forward_common(AutogradContext* ctx, const at::Tensor& input,
   }
   ctx->save_for_backward({input, weight});
   ctx->saved_data["source"] = saved.source;
+  ctx->saved_data["weights"] = saved.weights;
   ctx->saved_data["has_bias"] = bias.defined();
   return output;
 }
@@ -228,39 +205,60 @@ variable_list linear_backward_common(AutogradContext* ctx, const variable_list& 
     if (wanted[2]) out[2] = grad_rows.sum(0);
   } else {
     out = linear_training_backward(grads[0], input, weight, has_bias,
-                                   LinearSaved{ctx->saved_data["source"].toTensor()}, wanted);
+                                   LinearSaved{ctx->saved_data["source"].toTensor(),
+                                               ctx->saved_data["weights"].toTensor()},
+                                   wanted);
   }
   variable_list result = {out[0], out[1]};
   if (has_bias) result.push_back(out[2]);
   return result;
 }
 
-struct Linear : public torch::autograd::Function<Linear> {
+
+
+// The convolution and linear functions, over `forward` and `backward` of an Impl: autograd's
+// Function takes no undefined tensor as an input, so an op without bias and one with bias
+// are two functions.
+template <class Impl>
+struct WithoutBias : public torch::autograd::Function<WithoutBias<Impl>> {
+  template <class... Extra>
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            const at::Tensor& weight) {
-    return linear_forward_common(ctx, input, weight, at::Tensor());
+                            const at::Tensor& weight, Extra... extra) {
+    return Impl::forward(ctx, input, weight, at::Tensor(), extra...);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return linear_backward_common(ctx, grads);
+    return Impl::backward(ctx, grads);
   }
 };
 
-struct LinearWithBias : public torch::autograd::Function<LinearWithBias> {
+template <class Impl>
+struct WithBias : public torch::autograd::Function<WithBias<Impl>> {
+  template <class... Extra>
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            const at::Tensor& weight, const at::Tensor& bias) {
-    return linear_forward_common(ctx, input, weight, bias);
+                            const at::Tensor& weight, const at::Tensor& bias, Extra... extra) {
+    return Impl::forward(ctx, input, weight, bias, extra...);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return linear_backward_common(ctx, grads);
+    return Impl::backward(ctx, grads);
   }
+};
+
+struct ConvolutionImpl {
+  static constexpr auto forward = &convolution_forward_common;
+  static constexpr auto backward = &convolution_backward_common;
+};
+
+struct LinearImpl {
+  static constexpr auto forward = &linear_forward_common;
+  static constexpr auto backward = &linear_backward_common;
 };
 
 }  // namespace
 
 at::Tensor linear_recorded(const at::Tensor& input, const at::Tensor& weight,
                            const at::Tensor& bias) {
-  if (bias.defined()) return LinearWithBias::apply(input, weight, bias);
-  return Linear::apply(input, weight);
+  if (bias.defined()) return WithBias<LinearImpl>::apply(input, weight, bias);
+  return WithoutBias<LinearImpl>::apply(input, weight);
 }
 
 at::Tensor convolution_recorded(const at::Tensor& input, const at::Tensor& weight,
@@ -268,9 +266,10 @@ at::Tensor convolution_recorded(const at::Tensor& input, const at::Tensor& weigh
                                 c10::IntArrayRef padding, c10::IntArrayRef dilation,
                                 int64_t groups) {
   if (bias.defined())
-    return ConvolutionWithBias::apply(input, weight, bias, stride.vec(), padding.vec(),
+    return WithBias<ConvolutionImpl>::apply(input, weight, bias, stride.vec(), padding.vec(),
                                       dilation.vec(), groups);
-  return Convolution::apply(input, weight, stride.vec(), padding.vec(), dilation.vec(), groups);
+  return WithoutBias<ConvolutionImpl>::apply(input, weight, stride.vec(), padding.vec(),
+                                             dilation.vec(), groups);
 }
 
 at::Tensor batch_norm_recorded(const at::Tensor& input, const at::Tensor& weight,

@@ -54,6 +54,18 @@ def clean_env(extra=None, drop=()):
     return env
 
 
+def cosine(a, b):
+    """Cosine similarity of two tensors, in double."""
+    import torch  # collection must not need torch
+    return torch.nn.functional.cosine_similarity(
+        a.double().flatten(), b.double().flatten(), dim=0).item()
+
+
+def rel_l2(got, ref):
+    """|got - ref| / |ref| (L2 norms, in double)."""
+    return ((got.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
 def parse_report(stdout):
     """The JSON object a program printed on its `E2E-REPORT:` line (exactly one)."""
     lines = [l for l in stdout.splitlines() if l.startswith(REPORT_PREFIX)]

@@ -20,18 +20,9 @@ Tolerances
 import pytest
 import torch
 
-from conftest import describe, parse_report
+from conftest import cosine, describe, parse_report, rel_l2
 
 MODES = ("bf16", "fp32")
-
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(
-        a.double().flatten(), b.double().flatten(), dim=0).item()
-
-
-def rel_l2(got, ref):
-    return ((got.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 @pytest.fixture(scope="module")
