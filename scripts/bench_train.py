@@ -3,6 +3,7 @@
 
     /usr/bin/python3 scripts/bench_train.py                  # resnet18 batch 32 and bert batch 8
     /usr/bin/python3 scripts/bench_train.py --model resnet18 --batch 32 --rounds 5
+    /usr/bin/python3 scripts/bench_train.py --model resnet18 --channels-last
 
 One training step = forward, loss, backward, SGD step, on fixed seeded data. Each variant
 runs in its own process (the shim rows with LD_PRELOAD=<lib> IPEX_MODE=...), all built from
@@ -26,7 +27,7 @@ REPO = os.path.dirname(HERE)
 VARIANTS = ("stock_fp32", "autocast_bf16", "shim_fp32", "shim_bf16")
 
 
-def build(name, batch):
+def build(name, batch, channels_last=False):
     import torch
     sys.path.insert(0, HERE)
     import bench_models
@@ -41,6 +42,9 @@ def build(name, batch):
         inputs = bench_models.make_input(name, batch, 1, image_size=224)
         labels = torch.randint(0, 1000, (batch,), generator=torch.Generator().manual_seed(2))
         loss_fn = lambda out: torch.nn.functional.cross_entropy(out.float(), labels)
+    if channels_last:  # the CNN and its images in channels-last memory format, every row
+        model = model.to(memory_format=torch.channels_last)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     model.train()
     return model, inputs, loss_fn
 
@@ -48,7 +52,7 @@ def build(name, batch):
 def worker(args):
     import torch
     torch.set_num_threads(args.threads)
-    model, inputs, loss_fn = build(args.model, args.batch)
+    model, inputs, loss_fn = build(args.model, args.batch, args.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     autocast = args.variant == "autocast_bf16"
 
@@ -92,7 +96,7 @@ def start(variant, args):
         env["IPEX_MODE"] = variant[len("shim_"):]
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant,
            "--model", args.model, "--batch", str(args.batch), "--threads", str(args.threads),
-           "--warmup", str(args.warmup)]
+           "--warmup", str(args.warmup)] + (["--channels-last"] if args.channels_last else [])
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     if proc.stdout.readline().strip() != "ready":
         raise RuntimeError(f"{variant}: worker did not start")
@@ -120,7 +124,8 @@ def run_model(args):
         proc.stdin.flush()
         proc.wait()
     medians = {v: statistics.median(times[v]) for v in variants}
-    print(f"\n{args.model} training step, batch {args.batch}, {args.threads} threads, "
+    layout = ", channels-last" if args.channels_last else ""
+    print(f"\n{args.model} training step, batch {args.batch}{layout}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.iters} steps, interleaved")
     print(f"{'variant':<16}{'median ms':>10}{'vs fp32':>9}{'vs autocast':>12}{'steps':>7}{'loss':>10}")
     for v in variants:
@@ -128,7 +133,8 @@ def run_model(args):
         vs_ac = medians["autocast_bf16"] / medians[v] if "autocast_bf16" in medians else float("nan")
         print(f"{v:<16}{medians[v] * 1000:>10.1f}{vs_fp32:>8.2f}x{vs_ac:>11.2f}x"
               f"{len(times[v]):>7}{last[v]['loss']:>10.4f}")
-    return {"model": args.model, "batch": args.batch, "threads": args.threads,
+    return {"model": args.model, "batch": args.batch, "channels_last": args.channels_last,
+            "threads": args.threads,
             "times": times, "median_s": medians,
             "ops": {v: last[v]["ops"] for v in variants}}
 
@@ -142,6 +148,8 @@ def main():
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--channels-last", action="store_true",
+                        help="CNNs: model and images in channels-last format (every row)")
     parser.add_argument("--lib", default=os.path.join(REPO, "build", "libipex_shim.so"))
     parser.add_argument("--json", default=os.path.join(REPO, "bench-out", "bench_train.json"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
