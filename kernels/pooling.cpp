@@ -260,7 +260,10 @@ Fallback max_pool_plain_support(const at::Tensor& input, c10::IntArrayRef kernel
 bool max_pool_needs_stock(const at::Tensor& input) {
   // One pass for both (about 2 ms on resnet's 100 MB stem activation, against 60 ms that
   // the kernel saves over stock's): a NaN makes both extremes NaN.
-  const auto extremes = at::aminmax(input);
+  // Over the dense storage as one flat run (a reduction over a channels-last tensor's
+  // logical order took 15 ms where this takes 2).
+  const auto extremes =
+      at::aminmax(input.as_strided({input.numel()}, {1}, input.storage_offset()));
   const float lowest = std::get<0>(extremes).item<float>();
   return std::isnan(lowest) || lowest == -std::numeric_limits<float>::infinity();
 }

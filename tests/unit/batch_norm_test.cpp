@@ -198,6 +198,30 @@ TEST(BatchNormTrainingStatistics, RunningVarIsUnbiasedAndInvstdIsBiased) {
 }
 
 // Momentum weighs the batch's statistics against the running ones (0.3 batch, 0.7 running).
+// A first sample far from the batch's mean (0.5 and 40 standard deviations away) costs the
+// variance no precision (a one-pass variance from sums shifted by the first sample's mean,
+// tried and dropped for speed, would have to fall back to a second pass for the far one).
+TEST(BatchNormTrainingStatistics, AFirstSampleAwayFromTheMeanKeepsTheVarianceExact) {
+  for (double away : {0.5, 40.0}) {
+    SCOPED_TRACE(away);
+    at::manual_seed(17);
+    at::Tensor input = at::randn({8, 4, 16, 16});
+    input.select(0, 0).add_(away);
+    Parameters p = random_parameters(4);
+    at::Tensor running_mean = p.running_mean.clone(), running_var = p.running_var.clone();
+    BatchNormForward got =
+        batch_norm_training(input, p.weight, p.bias, running_mean, running_var, 1.0, kEps);
+    at::Tensor x = input.to(at::kDouble);
+    const int64_t reduced[] = {0, 2, 3};
+    at::Tensor biased = x.var(at::IntArrayRef(reduced), /*unbiased=*/false);
+    at::Tensor unbiased = x.var(at::IntArrayRef(reduced), /*unbiased=*/true);
+    const at::Tensor invstd = (biased + kEps).rsqrt();
+    expect_mean_close(got.mean, x.mean(reduced), invstd);
+    EXPECT_LE(elementwise_relative_error(got.invstd, invstd), kRelative);
+    EXPECT_LE(elementwise_relative_error(running_var, unbiased), kRelative);
+  }
+}
+
 TEST(BatchNormTrainingStatistics, MomentumWeighsTheBatchAgainstTheRunningValues) {
   at::manual_seed(14);
   at::Tensor input = at::randn({4, 5, 6, 6}) * 3 - 1;
