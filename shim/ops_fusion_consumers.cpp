@@ -42,7 +42,9 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
     int8::produced(op, output);
     return output;
   }
-  if (training && needs_grad(input, weight, bias) && float_kernel_gate() == Fallback::none) {
+  // (Not in the INT8 modes, whose op identities count this call through the path below.)
+  if (training && needs_grad(input, weight, bias) && !int8::tracking() &&
+      float_kernel_gate() == Fallback::none) {
     // Training: the shim's batch statistics and backward (stock 1.13's fp32 training batch
     // norm reads each activation three times from memory).
     const at::Tensor none;
@@ -245,7 +247,7 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding,
                                c10::IntArrayRef dilation, bool ceil_mode) {
   using Op = at::_ops::max_pool2d;
-  if (needs_grad(self) && !int8::calibrating() && float_kernel_gate() == Fallback::none &&
+  if (needs_grad(self) && !int8::tracking() && float_kernel_gate() == Fallback::none &&
       !fusion::layout_of(self)) {
     // Training: oneDNN's forward and backward (stock's pass over resnet's stem takes
     // 70-85 ms a step, oneDNN's 6 plus 7).
