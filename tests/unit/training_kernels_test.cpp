@@ -60,15 +60,7 @@ void expect_matches(const at::Tensor& actual, const at::Tensor& expected,
 // ---------------------------------------------------------------------------------------
 // Convolution.
 
-struct TrainingConvCase {
-  const char* name;
-  std::vector<int64_t> input;   // N, C, spatial...
-  std::vector<int64_t> weight;  // O, C/groups, kernel...
-  std::vector<int64_t> stride, padding, dilation;
-  int64_t groups;
-  bool bias;
-};
-void PrintTo(const TrainingConvCase& c, std::ostream* os) { *os << c.name; }
+using TrainingConvCase = testing::ConvCase;  // reference.h
 
 const TrainingConvCase kConvCases[] = {
     // Channels multiples of 16: the aBcd16b (blocked) activations path.
