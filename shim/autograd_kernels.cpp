@@ -3,8 +3,8 @@
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/max_pool2d_with_indices.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/max_pool2d_with_indices_backward.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/native_batch_norm_backward.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -169,8 +169,6 @@ variable_list convolution_backward_common(AutogradContext* ctx, const variable_l
   return result;
 }
 
-
-
 // The linear's forward and backward (LinearImpl below), with or without bias.
 at::Tensor linear_forward_common(AutogradContext* ctx, const at::Tensor& input,
                                  const at::Tensor& weight, const at::Tensor& bias) {
@@ -213,8 +211,6 @@ variable_list linear_backward_common(AutogradContext* ctx, const variable_list& 
   if (has_bias) result.push_back(out[2]);
   return result;
 }
-
-
 
 // The convolution and linear functions, over `forward` and `backward` of an Impl: autograd's
 // Function takes no undefined tensor as an input, so an op without bias and one with bias
@@ -267,7 +263,7 @@ at::Tensor convolution_recorded(const at::Tensor& input, const at::Tensor& weigh
                                 int64_t groups) {
   if (bias.defined())
     return WithBias<ConvolutionImpl>::apply(input, weight, bias, stride.vec(), padding.vec(),
-                                      dilation.vec(), groups);
+                                            dilation.vec(), groups);
   return WithoutBias<ConvolutionImpl>::apply(input, weight, stride.vec(), padding.vec(),
                                              dilation.vec(), groups);
 }
