@@ -94,6 +94,29 @@ std::shared_ptr<const TrainingPrimitives> primitives_for(const at::Tensor& input
   });
 }
 
+// `from` reordered into `layout` in a new buffer (kept alive by `*keep`), or `from` itself
+// when it already is in that layout.
+dnnl::memory in_layout(dnnl::memory from, const dnnl::memory::desc& layout, at::Tensor* keep) {
+  if (from.get_desc() == layout) return from;
+  Reordered to = allocate(layout);
+  cached_reorder(from.get_desc(), layout)->execute(thread_stream(), from, to.memory);
+  *keep = to.storage;
+  return to.memory;
+}
+
+// Has `run(memory)` write `user` through a primitive whose destination layout is `layout`:
+// directly when the two agree, else into a buffer reordered into `user` afterwards.
+template <class Run>
+void run_into(dnnl::memory user, const dnnl::memory::desc& layout, Run run) {
+  if (user.get_desc() == layout) {
+    run(user);
+    return;
+  }
+  Reordered buffer = allocate(layout);
+  run(buffer.memory);
+  cached_reorder(layout, user.get_desc())->execute(thread_stream(), buffer.memory, user);
+}
+
 }  // namespace
 
 Fallback convolution_training_support(const at::Tensor& input, const at::Tensor& weight,

@@ -3,6 +3,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
 
+#include "kernels/buffer_pool.h"
+#include "kernels/matmul.h"
 #include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
 
@@ -84,15 +86,12 @@ at::Tensor to_bf16_matrix(const at::Tensor& tensor, int64_t rows, int64_t column
 
 Fallback linear_training_support(const at::Tensor& input, const at::Tensor& weight,
                                  const c10::optional<at::Tensor>& bias) {
-  if (!plain_float_cpu(input) || !plain_float_cpu(weight)) return Fallback::unsupported_dtype;
-  if (bias && bias->defined() && !plain_float_cpu(*bias)) return Fallback::unsupported_dtype;
-  if (input.dim() < 2 || weight.dim() != 2 || input.size(-1) != weight.size(1))
-    return Fallback::unsupported_shape;  // stock gives the error message
-  if (input.numel() == 0 || weight.numel() == 0) return Fallback::unsupported_shape;
-  if (!input.is_contiguous() || !weight.is_contiguous()) return Fallback::unsupported_shape;
-  if (bias && bias->defined() &&
-      (bias->dim() != 1 || bias->size(0) != weight.size(0) || !bias->is_contiguous()))
+  if (const Fallback why = linear_support(input, weight, bias); why != Fallback::none)
+    return why;
+  // Read as row-major matrices in place: rows of a contiguous input of rank 2 or more.
+  if (input.dim() < 2 || !input.is_contiguous() || !weight.is_contiguous())
     return Fallback::unsupported_shape;
+  if (bias && bias->defined() && !bias->is_contiguous()) return Fallback::unsupported_shape;
   return Fallback::none;
 }
 
@@ -106,7 +105,7 @@ at::Tensor linear_training_forward(const at::Tensor& input, const at::Tensor& we
   // function returned in place), written as a matrix.
   std::vector<int64_t> sizes = input.sizes().vec();
   sizes.back() = out;
-  at::Tensor output = new_contiguous_float(sizes);
+  at::Tensor output = pooled_empty(sizes, at::kFloat);
   std::unordered_map<int, dnnl::memory> run{
       {DNNL_ARG_SRC, dnnl::memory(p->forward_pd.src_desc(), cpu_engine(),
                                   saved->source.data_ptr())},
@@ -129,14 +128,14 @@ std::array<at::Tensor, 3> linear_training_backward(const at::Tensor& grad_output
   const at::Tensor grad_rows = grad_output.to(at::kFloat).contiguous();
   const at::Tensor grad = to_bf16_matrix(grad_rows, rows, out);
   if (wanted[0]) {
-    grads[0] = new_contiguous_float(input.sizes());
+    grads[0] = pooled_empty(input.sizes(), at::kFloat);
     execute(p->backward_data, p->data_pd,
             {{DNNL_ARG_SRC, as_matrix(grad, rows, out, dt::bf16)},
              {DNNL_ARG_WEIGHTS, as_matrix(saved.weights, out, in, dt::bf16)},
              {DNNL_ARG_DST, as_matrix(grads[0], rows, in)}});
   }
   if (wanted[1]) {
-    grads[1] = new_contiguous_float({out, in});
+    grads[1] = pooled_empty({out, in}, at::kFloat);
     execute(p->backward_weights, p->weights_pd,
             {{DNNL_ARG_SRC, dnnl::memory(p->weights_pd.src_desc(), cpu_engine(),
                                          grad.data_ptr())},

@@ -89,16 +89,6 @@ void execute(const dnnl::primitive& primitive, const dnnl::primitive_desc_base& 
   thread_stream().wait();
 }
 
-dnnl::memory in_layout(dnnl::memory from, const dnnl::memory::desc& layout, at::Tensor* keep) {
-  if (from.get_desc() == layout) return from;
-  Reordered to = allocate(layout);
-  cached_reorder(from.get_desc(), layout)->execute(thread_stream(), from, to.memory);
-  *keep = to.storage;
-  return to.memory;
-}
-
-at::Tensor new_contiguous_float(c10::IntArrayRef sizes) { return pooled_empty(sizes, at::kFloat); }
-
 Reordered reorder_to(const dnnl::memory& from, const dnnl::memory::desc& desc) {
   Reordered out = allocate(desc);
   dnnl::memory source = from;

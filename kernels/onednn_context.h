@@ -6,11 +6,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <dnnl.hpp>
-#include <memory>
 #include <string>
 #include <unordered_map>
-
-#include "kernels/primitive_cache.h"
 
 namespace ipex_shim {
 
@@ -54,28 +51,5 @@ Reordered reorder_to(const dnnl::memory& from, const dnnl::memory::desc& desc);
 
 // A 1-D buffer tensor large enough for `desc`, and memory over it.
 Reordered allocate(const dnnl::memory::desc& desc);
-
-// `from` reordered into `layout` in a new buffer (kept alive by `*keep`), or `from` itself
-// when it already is in that layout.
-dnnl::memory in_layout(dnnl::memory from, const dnnl::memory::desc& layout, at::Tensor* keep);
-
-// Has `run(memory)` write `user` through a primitive whose destination layout is `layout`:
-// directly when the two agree, else into a buffer reordered into `user` afterwards.
-template <class Run>
-void run_into(dnnl::memory user, const dnnl::memory::desc& layout, Run run);
-
-// A new contiguous fp32 tensor from the buffer pool.
-at::Tensor new_contiguous_float(c10::IntArrayRef sizes);
-
-template <class Run>
-void run_into(dnnl::memory user, const dnnl::memory::desc& layout, Run run) {
-  if (user.get_desc() == layout) {
-    run(user);
-    return;
-  }
-  Reordered buffer = allocate(layout);
-  run(buffer.memory);
-  cached_reorder(layout, user.get_desc())->execute(thread_stream(), buffer.memory, user);
-}
 
 }  // namespace ipex_shim

@@ -111,6 +111,38 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
   }
 };
 
+// What the convolution and linear functions keep of their operands: the input (a live
+// tensor in most programs anyway; a double backward recomputes from it), the weight, and
+// whether a bias came (the function's inputs are input, weight[, bias]).
+void keep_operands(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                   const at::Tensor& bias) {
+  ctx->save_for_backward({input, weight});
+  ctx->saved_data["has_bias"] = bias.defined();
+}
+
+struct Operands {
+  at::Tensor input, weight;
+  bool has_bias;
+  std::array<bool, 3> wanted;  // gradients of input, weight, bias to compute
+};
+
+Operands operands_of(AutogradContext* ctx) {
+  const variable_list saved = ctx->get_saved_variables();
+  const bool has_bias = ctx->saved_data["has_bias"].toBool();
+  return {saved[0], saved[1], has_bias,
+          {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+           has_bias && ctx->needs_input_grad(2)}};
+}
+
+// The backward's answer: a gradient per input (the bias's only if one came), then an
+// undefined one for each of `trailing` non-tensor arguments.
+variable_list gradients(const std::array<at::Tensor, 3>& grads, bool has_bias, int trailing) {
+  variable_list result = {grads[0], grads[1]};
+  if (has_bias) result.push_back(grads[2]);
+  for (int i = 0; i < trailing; ++i) result.emplace_back();
+  return result;
+}
+
 // The convolution's forward and backward (ConvolutionImpl below), with or without bias.
 at::Tensor convolution_forward_common(AutogradContext* ctx, const at::Tensor& input,
                                       const at::Tensor& weight, const at::Tensor& bias,
@@ -125,29 +157,21 @@ at::Tensor convolution_forward_common(AutogradContext* ctx, const at::Tensor& in
                                           ConvolutionArgs{stride, padding, dilation, groups},
                                           &saved);
   }
-  // The input is kept too (a live tensor in most programs anyway): a double backward
-  // recomputes from it.
-  ctx->save_for_backward({input, weight});
+  keep_operands(ctx, input, weight, bias);
   ctx->saved_data["source"] = saved.source;
   ctx->saved_data["stride"] = stride;
   ctx->saved_data["padding"] = padding;
   ctx->saved_data["dilation"] = dilation;
   ctx->saved_data["groups"] = groups;
-  ctx->saved_data["has_bias"] = bias.defined();
   return output;
 }
 
 variable_list convolution_backward_common(AutogradContext* ctx, const variable_list& grads) {
-  const variable_list saved = ctx->get_saved_variables();
-  const at::Tensor& input = saved[0];
-  const at::Tensor& weight = saved[1];
+  const auto [input, weight, has_bias, wanted] = operands_of(ctx);
   const std::vector<int64_t> stride = ints(ctx->saved_data["stride"]);
   const std::vector<int64_t> padding = ints(ctx->saved_data["padding"]);
   const std::vector<int64_t> dilation = ints(ctx->saved_data["dilation"]);
   const int64_t groups = ctx->saved_data["groups"].toInt();
-  const bool has_bias = ctx->saved_data["has_bias"].toBool();
-  const std::array<bool, 3> wanted = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                      has_bias && ctx->needs_input_grad(2)};
   c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
   std::array<at::Tensor, 3> out;
   if (c10::GradMode::is_enabled()) {
@@ -163,10 +187,7 @@ variable_list convolution_backward_common(AutogradContext* ctx, const variable_l
                                         ConvolutionArgs{stride, padding, dilation, groups},
                                         kept, wanted);
   }
-  variable_list result = {out[0], out[1]};
-  if (has_bias) result.push_back(out[2]);
-  for (int i = 0; i < 4; ++i) result.emplace_back();  // stride, padding, dilation, groups
-  return result;
+  return gradients(out, has_bias, 4);  // then stride, padding, dilation, groups
 }
 
 // The linear's forward and backward (LinearImpl below), with or without bias.
@@ -178,20 +199,14 @@ at::Tensor linear_forward_common(AutogradContext* ctx, const at::Tensor& input,
     c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
     output = linear_training_forward(input, weight, bias, &saved);
   }
-  ctx->save_for_backward({input, weight});
+  keep_operands(ctx, input, weight, bias);
   ctx->saved_data["source"] = saved.source;
   ctx->saved_data["weights"] = saved.weights;
-  ctx->saved_data["has_bias"] = bias.defined();
   return output;
 }
 
 variable_list linear_backward_common(AutogradContext* ctx, const variable_list& grads) {
-  const variable_list saved = ctx->get_saved_variables();
-  const at::Tensor& input = saved[0];
-  const at::Tensor& weight = saved[1];
-  const bool has_bias = ctx->saved_data["has_bias"].toBool();
-  const std::array<bool, 3> wanted = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                      has_bias && ctx->needs_input_grad(2)};
+  const auto [input, weight, has_bias, wanted] = operands_of(ctx);
   c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
   std::array<at::Tensor, 3> out;
   if (c10::GradMode::is_enabled()) {
@@ -207,9 +222,7 @@ variable_list linear_backward_common(AutogradContext* ctx, const variable_list& 
                                                ctx->saved_data["weights"].toTensor()},
                                    wanted);
   }
-  variable_list result = {out[0], out[1]};
-  if (has_bias) result.push_back(out[2]);
-  return result;
+  return gradients(out, has_bias, 0);
 }
 
 // The convolution and linear functions, over `forward` and `backward` of an Impl: autograd's

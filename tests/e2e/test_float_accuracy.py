@@ -31,7 +31,7 @@ Tolerances
 import pytest
 import torch
 
-from conftest import describe, parse_report
+from conftest import cosine, describe, parse_report
 
 MODELS = {"resnet18": 128, "mobilenet_v2": 128, "resnet50": 64, "vgg11_bn": 64, "encoder": 256}
 CNNS = [m for m in MODELS if m != "encoder"]
@@ -44,10 +44,6 @@ HEAVY = {"conv2d": CNNS, "linear": list(MODELS), "matmul": ["encoder"]}
 def rows(t):
     return t.reshape(-1, t.shape[-1]) if t.dim() > 2 else t
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(
-        a.double().flatten(), b.double().flatten(), dim=0).item()
 
 
 def top1(a, b):

@@ -12,15 +12,11 @@ import math
 import pytest
 import torch
 
-from conftest import describe, parse_report
+from conftest import cosine, describe, parse_report
 
 EPOCHS = 6
 N_TEST = 360
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(
-        a.double().flatten(), b.double().flatten(), dim=0).item()
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,12 @@ under torchrun, 4 SGD steps of a small CNN.
 """
 import json
 import socket
-import subprocess
 
 import pytest
 import torch
 
-from conftest import describe, parse_report
+from conftest import cosine, describe, parse_report
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(
-        a.double().flatten(), b.double().flatten(), dim=0).item()
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ import json
 import pytest
 import torch
 
-from conftest import describe, parse_report
+from conftest import cosine, describe, parse_report
 
 CNNS = ["resnet18", "resnet50", "mobilenet_v2"]
 MODELS = CNNS + ["encoder"]
@@ -60,10 +60,6 @@ ABSOLUTE_SLACK = 0.005
 # The brief's absolute target, where ideal INT8 meets it (see the docstring).
 MIN_COSINE = {"resnet18": 0.99, "resnet50": 0.99, "encoder": 0.99}
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(
-        a.double().flatten(), b.double().flatten(), dim=0).item()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-from conftest import describe, parse_report, shim_lines
+from conftest import cosine, describe, parse_report, shim_lines
 
 MARKER = "INT8CFG-PROGRAM-STARTS"
 SEED_FIELDS = [  # in the seed's order, with their types
@@ -86,10 +86,6 @@ def calibrate(run_py, shim, workdir, tag, args=()):
     assert len(wrote) == 1 and f"to {config}" in wrote[0], describe(run.proc)
     return config, json.loads(config.read_text()), run
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(
-        a.flatten().double(), b.flatten().double(), dim=0).item()
 
 
 def close_to_fp32(got, want, tolerance=1e-5):

@@ -6,9 +6,8 @@ the models in test_int8_accuracy.py).
 """
 
 import pytest
-import torch
 
-from conftest import calibrate_then_infer
+from conftest import calibrate_then_infer, cosine
 
 PROGRAM = r"""
 import json, sys
@@ -42,9 +41,6 @@ except (AttributeError, RuntimeError):
     print("{}")
 """
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,8 @@ import json
 import pytest
 import torch
 
-from conftest import describe, parse_report
+from conftest import cosine, describe, parse_report
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(
-        a.double().flatten(), b.double().flatten(), dim=0).item()
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ call on the INT8 kernel and stays within INT8 accuracy of stock fp32 (cosine >= 
 """
 
 import pytest
-import torch
 
-from conftest import calibrate_then_infer
+from conftest import calibrate_then_infer, cosine
 
 PROGRAM = r"""
 import json, sys
@@ -41,9 +40,6 @@ except (AttributeError, RuntimeError):
     print("{}")
 """
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,8 @@ differ from each other by more than 20%).
 import pytest
 import torch
 
-from conftest import describe
+from conftest import cosine, describe
 
-
-def cosine(a, b):
-    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
 
 
 def rel(a, b):
