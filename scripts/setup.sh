@@ -8,6 +8,7 @@ packages=(
   g++ cmake ninja-build ccache
   libtorch-dev python3-torch python3-torchvision   # the same libtorch for C++ and Python
   libdnnl-dev nlohmann-json3-dev googletest libgtest-dev
+  ocl-icd-opencl-dev opencl-headers   # dnnl-config.cmake requires OpenCL to configure
   libopenblas0-pthread    # a fair stock fp32 anchor: the reference BLAS is 10-100x slower
   python3-pytest python3-sklearn python3-matplotlib
 )
