@@ -2,24 +2,67 @@
 #include "kernels/tensor_version.h"
 
 namespace ipex_shim {
+namespace {
 
-WeightCache::Fingerprint::Fingerprint(const at::Tensor& tensor)
+const c10::StorageImpl* storage_of(const at::Tensor& tensor) {
+  return tensor.has_storage() ? tensor.storage().unsafeGetStorageImpl() : nullptr;
+}
+
+}  // namespace
+
+WeightCache::Fingerprint::Fingerprint(const at::Tensor& tensor, const WeightCache& cache)
     : impl(tensor.getIntrusivePtr()),
       storage(tensor.storage().getWeakStorageImpl()),
+      storage_address(storage_of(tensor)),
       data(tensor.data_ptr()),
       version(version_of(tensor)),
+      write_generation(cache.generation(storage_address)),
       sizes(tensor.sizes().vec()),
       strides(tensor.strides().vec()),
       dtype(tensor.scalar_type()) {}
 
-bool WeightCache::Fingerprint::matches(const at::Tensor& tensor) const {
+bool WeightCache::Fingerprint::matches(const at::Tensor& tensor, const WeightCache& cache) const {
   auto locked = impl.lock();
   auto locked_storage = storage.lock();
   return locked.get() == tensor.unsafeGetTensorImpl() &&
          locked_storage.get() == tensor.storage().unsafeGetStorageImpl() &&
-         data == tensor.data_ptr() &&
-         version == version_of(tensor) && tensor.sizes().equals(sizes) &&
-         tensor.strides().equals(strides) && dtype == tensor.scalar_type();
+         data == tensor.data_ptr() && version == version_of(tensor) &&
+         write_generation == cache.generation(storage_address) &&
+         tensor.sizes().equals(sizes) && tensor.strides().equals(strides) &&
+         dtype == tensor.scalar_type();
+}
+
+void WeightCache::watch(const c10::StorageImpl* storage) {
+  if (storage == nullptr) return;
+  Watched& watched = watched_[storage];
+  if (watched.entries++ == 0) watched_count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void WeightCache::unwatch(const c10::StorageImpl* storage) {
+  auto it = watched_.find(storage);
+  if (it == watched_.end()) return;
+  if (--it->second.entries == 0) {
+    watched_.erase(it);
+    watched_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+uint64_t WeightCache::generation(const c10::StorageImpl* storage) const {
+  auto it = watched_.find(storage);
+  return it == watched_.end() ? 0 : it->second.generation;
+}
+
+void WeightCache::note_write(const c10::StorageImpl* storage) {
+  if (storage == nullptr || !watching()) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = watched_.find(storage);
+  if (it != watched_.end()) ++it->second.generation;
+}
+
+void WeightCache::forget(const Entry& entry) {
+  bytes_ -= entry.bytes;
+  unwatch(entry.weight.storage_address);
+  for (const Fingerprint& extra : entry.extra) unwatch(extra.storage_address);
 }
 
 PackedWeight WeightCache::get(const at::Tensor& weight, const std::string& variant,
@@ -37,30 +80,45 @@ PackedWeight WeightCache::get(const at::Tensor& weight, const std::string& varia
     return pack();
   }
   const c10::TensorImpl* key = weight.unsafeGetTensorImpl();
+  std::unique_ptr<Entry> entry;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto range = entries_.equal_range(key);
     for (auto it = range.first; it != range.second; ++it) {
-      Entry& entry = it->second;
-      if (entry.variant != variant) continue;
-      bool fresh = entry.weight.matches(weight) && entry.extra.size() == extra.size();
+      Entry& kept = it->second;
+      if (kept.variant != variant) continue;
+      bool fresh = kept.weight.matches(weight, *this) && kept.extra.size() == extra.size();
       for (size_t i = 0; fresh && i < extra.size(); ++i)
-        fresh = entry.extra[i].matches(extra[i]);
+        fresh = kept.extra[i].matches(extra[i], *this);
       if (fresh) {
         ++hits_;
         // Weights of freed models are released even when nothing new is packed.
         if ((hits_ & 1023) == 0) drop_dead_entries();
-        return entry.packed;
+        return kept.packed;
       }
-      bytes_ -= entry.bytes;  // stale: the weight changed since it was packed
+      forget(kept);  // stale: the weight changed since it was packed
       entries_.erase(it);
       break;
     }
+    // Watched and fingerprinted before packing: a write while it packs (another thread)
+    // moves the generation past the one recorded, so the entry is stale at its next use.
+    watch(storage_of(weight));
+    for (const at::Tensor& tensor : extra) watch(storage_of(tensor));
+    entry.reset(new Entry{Fingerprint(weight, *this), {}, variant, {}, 0});
+    for (const at::Tensor& tensor : extra) entry->extra.emplace_back(tensor, *this);
   }
-  // Pack outside the lock: packing a large weight takes milliseconds.
-  PackedWeight packed = pack();
-  Entry entry{Fingerprint(weight), {}, variant, packed, packed.memory.get_desc().get_size()};
-  for (const at::Tensor& tensor : extra) entry.extra.emplace_back(tensor);
+  // Pack outside the lock: packing a large weight takes milliseconds. Should it throw, the
+  // storages watched for it are released.
+  try {
+    entry->packed = pack();
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    unwatch(entry->weight.storage_address);
+    for (const Fingerprint& fingerprint : entry->extra) unwatch(fingerprint.storage_address);
+    throw;
+  }
+  entry->bytes = entry->packed.memory.get_desc().get_size();
+  PackedWeight packed = entry->packed;
   std::lock_guard<std::mutex> lock(mutex_);
   drop_dead_entries();
   ++packs_;
@@ -68,14 +126,14 @@ PackedWeight WeightCache::get(const at::Tensor& weight, const std::string& varia
   auto range = entries_.equal_range(key);
   for (auto it = range.first; it != range.second;) {
     if (it->second.variant == variant || replaces_others) {
-      bytes_ -= it->second.bytes;
+      forget(it->second);
       it = entries_.erase(it);
     } else {
       ++it;
     }
   }
-  bytes_ += entry.bytes;
-  entries_.emplace(key, std::move(entry));
+  bytes_ += entry->bytes;
+  entries_.emplace(key, std::move(*entry));
   return packed;
 }
 
@@ -84,7 +142,7 @@ void WeightCache::drop_dead_entries() {
     bool dead = !it->second.weight.alive();
     for (const Fingerprint& extra : it->second.extra) dead = dead || !extra.alive();
     if (dead) {
-      bytes_ -= it->second.bytes;
+      forget(it->second);
       it = entries_.erase(it);
     } else {
       ++it;
@@ -100,6 +158,7 @@ WeightCache::Stats WeightCache::stats() {
 
 void WeightCache::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& kept : entries_) forget(kept.second);
   entries_.clear();
   bytes_ = 0;
   hits_ = 0;
