@@ -19,6 +19,7 @@ struct IpexShimCoreSettings {
   long buffer_cache_mb;
   int num_threads;
   int threads_from_env;
+  int bf16_emulation;
 };
 
 // Filled by the core: what the bootstrap calls at the start of every new thread.
@@ -41,7 +42,8 @@ inline IpexShimCoreSettings to_core_settings(const Settings& settings) {
           settings.fusion ? 1 : 0, settings.strict ? 1 : 0, settings.int8_algorithm.c_str(),
           settings.int8_granularity.c_str(), settings.int8_min_sqnr_db, settings.buffer_cache_mb,
           settings.num_threads,
-          settings.threads_from_env ? 1 : 0};
+          settings.threads_from_env ? 1 : 0,
+          settings.bf16_emulation ? 1 : 0};
 }
 
 inline Settings from_core_settings(const IpexShimCoreSettings& core) {
@@ -57,6 +59,7 @@ inline Settings from_core_settings(const IpexShimCoreSettings& core) {
   settings.buffer_cache_mb = core.buffer_cache_mb;
   settings.num_threads = core.num_threads;
   settings.threads_from_env = core.threads_from_env != 0;
+  settings.bf16_emulation = core.bf16_emulation != 0;
   return settings;
 }
 

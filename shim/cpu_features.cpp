@@ -39,6 +39,7 @@ CpuFeatures detect() {
     __cpuid_count(7, 1, eax, ebx, ecx, edx);
     features.avx_vnni = os_avx && bit(eax, 4);
     features.avx512_bf16 = avx512 && bit(eax, 5);
+    features.avx_ne_convert = os_avx && bit(edx, 5);
   }
   return features;
 }
@@ -55,7 +56,20 @@ std::vector<std::pair<std::string, bool>> cpu_feature_list(const CpuFeatures& f)
           {"avx512bw", f.avx512bw},   {"avx512vl", f.avx512vl},
           {"avx512_vnni", f.avx512_vnni}, {"avx512_bf16", f.avx512_bf16},
           {"avx_vnni", f.avx_vnni},   {"amx_tile", f.amx_tile},
-          {"amx_bf16", f.amx_bf16},   {"amx_int8", f.amx_int8}};
+          {"amx_bf16", f.amx_bf16},   {"amx_int8", f.amx_int8},
+          {"avx_ne_convert", f.avx_ne_convert}};
+}
+
+Bf16Decision decide_bf16(const CpuFeatures& f, bool onednn_reaches_bf16, bool emulation_forced) {
+  const bool cpu_bf16 = f.avx512_bf16 || f.amx_bf16 || f.avx_ne_convert;
+  if (cpu_bf16 && onednn_reaches_bf16) return {true, true, "BF16 kernels (native BF16)"};
+  std::string missing =
+      cpu_bf16 ? "oneDNN's ISA here has no BF16 kernels for it (its version, or ONEDNN_MAX_CPU_ISA)"
+               : "this CPU has no native BF16 (avx512_bf16, amx_bf16 or avx_ne_convert)";
+  if (emulation_forced)
+    return {true, false, "BF16 kernels, emulated (IPEX_BF16_EMULATION=1; " + missing + ")"};
+  return {false, false, "fp32 kernels: " + missing +
+                     ", and emulated BF16 is slower than fp32 (IPEX_BF16_EMULATION=1 forces it)"};
 }
 
 std::string cpu_feature_summary(const CpuFeatures& features) {

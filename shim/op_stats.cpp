@@ -35,6 +35,8 @@ const char* fallback_name(Fallback reason) {
     case Fallback::tracing: return "jit tracing";
     case Fallback::autocast: return "torch.autocast region";
     case Fallback::no_int8_isa: return "no VNNI/AMX for INT8";
+    case Fallback::no_bf16_isa: return "no native BF16: fp32 kernels";
+    case Fallback::symbolic_sizes: return "symbolic sizes (tracing)";
     case Fallback::count_: break;
   }
   return "?";

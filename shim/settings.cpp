@@ -37,6 +37,9 @@ const std::vector<EnvVar>& environment_table() {
        "calibration: how convolution and linear weights are quantised"},
       {"IPEX_INT8_MIN_SQNR", "15", "a number of dB (0 to 100)",
        "calibration: ops whose estimated INT8 signal-to-noise is lower are written quantized: false"},
+      {"IPEX_BF16_EMULATION", "0", "0, 1",
+       "bf16 mode on a CPU without native BF16: 0 runs the fp32 kernels (emulated BF16 is slower), "
+       "1 runs BF16 anyway"},
       {"IPEX_BUFFER_CACHE_MB", "1024", "an integer from 0 to 1048576",
        "MiB of freed CPU tensor buffers (1 MiB and larger; the shim's kernels' and, in every mode "
        "but off, stock ops' too) kept for reuse (0: none kept, PyTorch's allocator left alone)"},
@@ -155,6 +158,8 @@ Settings parse_settings(EnvLookup lookup, int cpus, std::vector<std::string>* pr
       problems->push_back(invalid("IPEX_INT8_MIN_SQNR", text, "a number of dB from 0 to 100", "15"));
     }
   }
+
+  settings.bf16_emulation = parse_switch(lookup, "IPEX_BF16_EMULATION", false, problems);
 
   if (const char* text = lookup("IPEX_BUFFER_CACHE_MB")) {
     long megabytes = 0;

@@ -73,9 +73,17 @@ def parse_report(stdout):
     return json.loads(lines[0][len(REPORT_PREFIX):])
 
 
+# What a mode runs on a CPU without its instructions is said once at start (bf16 without
+# native BF16, int8 without VNNI/AMX): expected on such machines, so the tests that read the
+# shim's messages leave it out; test_cpu_plan.py checks it.
+CPU_PLAN_LINES = ("ipex_shim: warning: IPEX_MODE=bf16 runs ",
+                  "ipex_shim: warning: INT8 needs VNNI or AMX")
+
+
 def shim_lines(stderr):
-    """The lines of stderr that the shim wrote."""
-    return [l for l in stderr.splitlines() if l.startswith("ipex_shim:")]
+    """The lines of stderr that the shim wrote, but for CPU_PLAN_LINES."""
+    return [l for l in stderr.splitlines()
+            if l.startswith("ipex_shim:") and not l.startswith(CPU_PLAN_LINES)]
 
 
 def calibrate_then_infer(run_py, program, tmp):
@@ -212,3 +220,45 @@ def run_py(shim, torch_available):
 def run_cmd(shim):
     """run_cmd(argv, mode=None, env=None, preload=True, **kw) -> CompletedProcess."""
     return shim.run
+
+
+@pytest.fixture(scope="session")
+def cpu_plan(run_py):
+    """What bf16 and int8 mode run on this CPU (status()["on_this_cpu"]), read once from a
+    preloaded process: {"bf16": "...", "int8": "...", "native_bf16": bool, "int8_kernels": bool}."""
+    proc = run_py("import json, torch; print(json.dumps(json.loads("
+                  "torch.ops.ipex_shim.status())['on_this_cpu']))", mode="fp32")
+    assert proc.returncode == 0, describe(proc)
+    plan = json.loads(proc.stdout.strip().splitlines()[-1])
+    plan["native_bf16"] = plan["bf16"].startswith("BF16 kernels (native")
+    plan["int8_kernels"] = plan["int8"].startswith("INT8 kernels")
+    return plan
+
+
+def skip_without_kernels(cpu_plan, mode):
+    """Skips a test of `mode`'s own kernels (bf16, int8) on a CPU where that mode runs the
+    fp32 kernels instead."""
+    if mode == "bf16" and not cpu_plan["native_bf16"]:
+        pytest.skip("bf16 mode runs " + cpu_plan["bf16"])
+    if mode == "int8" and not cpu_plan["int8_kernels"]:
+        pytest.skip("int8 mode runs " + cpu_plan["int8"])
+
+
+def bf16_path(cpu_plan):
+    """The path bf16 mode's heavy ops are counted on here: onednn_bf16, or onednn_fp32 on a CPU
+    without native BF16."""
+    return "onednn_bf16" if cpu_plan["native_bf16"] else "onednn_fp32"
+
+
+@pytest.fixture(scope="session")
+def native_bf16(cpu_plan):
+    """Skips a test of BF16 kernels on a CPU where bf16 mode runs the fp32 kernels."""
+    if not cpu_plan["native_bf16"]:
+        pytest.skip("bf16 mode runs " + cpu_plan["bf16"])
+
+
+@pytest.fixture(scope="session")
+def int8_kernels(cpu_plan):
+    """Skips a test of INT8 kernels on a CPU where int8 mode runs the fp32 kernels."""
+    if not cpu_plan["int8_kernels"]:
+        pytest.skip("int8 mode runs " + cpu_plan["int8"])

@@ -29,6 +29,7 @@ ConvInputs make_inputs(const ConvCase& c, uint64_t seed) {
 
 TEST_P(Convolution, MatchesAtenReference) {
   const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   auto [input, weight, bias] = make_inputs(c, 7);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
   ASSERT_EQ(convolution_support(input, weight, bias, args), Fallback::none);
@@ -49,6 +50,7 @@ TEST_P(Convolution, MatchesAtenReference) {
 
 TEST_P(Convolution, ReluPostOpMatchesReluOfReference) {
   const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   auto [input, weight, bias] = make_inputs(c, 8);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
   at::Tensor expected = at::relu(at::convolution(input, weight, bias, c.stride, c.padding,
@@ -63,6 +65,7 @@ TEST_P(Convolution, ReluPostOpMatchesReluOfReference) {
 // relu6 (hardtanh(0, 6)) as the relu's upper clamp: values beyond 6 must be cut there.
 TEST_P(Convolution, ClampPostOpMatchesRelu6OfReference) {
   const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   auto [input, weight, bias] = make_inputs(c, 9);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
   at::Tensor plain = at::convolution(input, weight, bias, c.stride, c.padding, c.dilation, false,
@@ -81,6 +84,7 @@ TEST_P(Convolution, ClampPostOpMatchesRelu6OfReference) {
 
 TEST_P(Convolution, FoldedBatchNormMatchesConvThenBatchNorm) {
   const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   auto [input, weight, bias] = make_inputs(c, 10);
   const int64_t channels = c.weight[0];
   BatchNormFold fold{at::rand({channels}) + 0.5, at::randn({channels}), at::randn({channels}),
@@ -143,6 +147,7 @@ class TransposedConvolution
 
 TEST_P(TransposedConvolution, MatchesAtenReference) {
   const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(9);
   at::Tensor input = at::randn(c.input);
   at::Tensor weight = at::randn(c.weight);
@@ -185,6 +190,7 @@ TEST(TransposedConvolutionSupport, OutputPaddingBeyondPaddingGoesToStock) {
 }
 
 TEST(ConvolutionFormat, ChannelsLastInputGivesChannelsLastOutput) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   at::manual_seed(3);
   at::Tensor input = at::randn({2, 8, 10, 10}).contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor weight = at::randn({4, 8, 3, 3});

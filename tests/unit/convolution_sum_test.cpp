@@ -112,6 +112,7 @@ class ConvolutionSum : public ::testing::TestWithParam<std::tuple<ConvCase, Prec
 
 TEST_P(ConvolutionSum, EqualsReluOfConvolutionPlusAddend) {
   const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(71);
   at::Tensor input = at::randn(c.input);
   at::Tensor weight = at::randn(c.weight);
@@ -227,6 +228,7 @@ INSTANTIATE_TEST_SUITE_P(Kernels, ConvolutionSum,
 // 7 output channels: the result is not kept in a padded blocked layout, but the sum of a
 // plain or NHWC handed-over addend must still be right.
 TEST(ConvolutionSumOddChannels, PlainAndNhwcAddendsWithSevenOutputChannels) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   at::manual_seed(72);
   at::Tensor input = at::randn({3, 5, 11, 9}), weight = at::randn({7, 5, 3, 3});
   at::Tensor bias = at::randn({7});
@@ -352,6 +354,7 @@ HandedOver u8_addend(const Int8Problem& p, const ConvolutionArgs& args, float s_
 }
 
 TEST(Int8ConvolutionSum, U8ResultWithHandedOverU8AddendOfAnotherScale) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   for (const ConvCase& c : kInt8SumCases) {
     for (bool same_scale : {false, true}) {
       SCOPED_TRACE(::testing::Message()
@@ -408,6 +411,7 @@ TEST(Int8ConvolutionSum, U8ResultWithHandedOverU8AddendOfAnotherScale) {
 }
 
 TEST(Int8ConvolutionSum, Fp32ResultWithHandedOverU8Addend) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   for (const ConvCase& c : kInt8SumCases) {
     for (bool relu : {false, true}) {
       SCOPED_TRACE(::testing::Message() << c.name << " relu " << relu);
@@ -446,6 +450,7 @@ TEST(Int8ConvolutionSum, Fp32ResultWithHandedOverU8Addend) {
 // calibrated scale sum_s8_scale and rescaled by the sum: a plain fp32 addend quantised by the
 // kernel, and s8 bytes handed over by another convolution with their own scale.
 TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   for (const ConvCase& c : kInt8SumCases) {
     for (bool handed_over : {false, true}) {
       for (bool uint8_result : {true, false}) {
@@ -517,6 +522,7 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
 // addend's scale twice the result's, ignoring the ratio adds the addend twice, applying it
 // the wrong way round four times: both far outside the tolerance of the right result.
 TEST(Int8ConvolutionSum, WrongSumScaleIsFarFromTheResult) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   const ConvCase& c = kInt8SumCases[0];
   Int8Problem p = make_problem(c, 76);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
@@ -571,6 +577,7 @@ TEST(Int8ConvolutionSum, WrongSumScaleIsFarFromTheResult) {
 // the same oneDNN output multipliers s_o / (s_x s_w), but the s8 addend's sum scale s_o / s8
 // differs: the second call must not run with the first one's sum scale.
 TEST(Int8ConvolutionSum, S8SumScaleFollowsTheOutputScaleWhenMultipliersCoincide) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   const ConvCase& c = kInt8SumCases[0];
   Int8Problem p = make_problem(c, 77);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};

@@ -123,6 +123,7 @@ class Int8Convolution : public ::testing::TestWithParam<
                             std::tuple<Int8ConvCase, bool /*uint8*/, bool /*per_channel*/>> {};
 
 TEST_P(Int8Convolution, MatchesIntegerReferenceAndStockFp32) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   const auto& [c, uint8, per_channel] = GetParam();
   at::manual_seed(41);
   at::Tensor input = activations(c.input, uint8);
@@ -169,6 +170,7 @@ INSTANTIATE_TEST_SUITE_P(Int8, Int8Convolution,
 const std::vector<int64_t> kOnes = {1, 1}, kTwos = {2, 2};
 
 TEST(Int8ConvolutionPostOps, ReluAppliesToTheDequantisedResult) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(42);
   at::Tensor input = at::randn({3, 5, 13, 11});
   at::Tensor weight = at::randn({7, 5, 3, 3});
@@ -185,6 +187,7 @@ TEST(Int8ConvolutionPostOps, ReluAppliesToTheDequantisedResult) {
 // must be in the result's units. A u8 result in the next op's scale (the handoff's case) and
 // an fp32 one both clamp at the bound in values.
 TEST(Int8ConvolutionPostOps, ClampAppliesAtItsBoundInValuesForEveryResultType) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(43);
   at::Tensor input = at::randn({3, 5, 13, 11});
   at::Tensor weight = at::randn({7, 5, 3, 3});
@@ -280,6 +283,7 @@ void expect_stock_memory_format(std::vector<int64_t> sizes, std::vector<int64_t>
 }
 
 TEST(Int8ConvolutionFormat, ChannelsLastInputKeepsStockMemoryFormat) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(44);
   expect_stock_memory_format({3, 5, 13, 11}, {7, 5, 3, 3}, at::MemoryFormat::ChannelsLast);
 }
@@ -287,6 +291,7 @@ TEST(Int8ConvolutionFormat, ChannelsLastInputKeepsStockMemoryFormat) {
 // torch 1.13 returns a contiguous result for a channels_last_3d input (its
 // mkldnn_conv_use_channels_last ignores 3-D); the kernel follows it.
 TEST(Int8ConvolutionFormat, ChannelsLast3dInputKeepsStockMemoryFormat) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(44);
   expect_stock_memory_format({2, 5, 6, 7, 5}, {7, 5, 3, 3, 3}, at::MemoryFormat::ChannelsLast3d);
 }
@@ -357,6 +362,7 @@ TEST(Int8WeightScales, Are127OverTheLargestMagnitudePerChannelOrPerTensor) {
 }
 
 TEST(Int8ZeroWeightChannel, OutputIsTheBiasForConvolutionAndLinear) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(47);
   at::Tensor input = at::randn({2, 3, 8, 8});
   at::Tensor weight = at::randn({4, 3, 3, 3}), bias = at::randn({4});
@@ -377,6 +383,7 @@ TEST(Int8ZeroWeightChannel, OutputIsTheBiasForConvolutionAndLinear) {
 }
 
 TEST(Int8Linear, MatchesIntegerReferenceFor2dAnd3dInputsWithAndWithoutBias) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(48);
   at::Tensor weight = at::randn({19, 33});
   at::Tensor bias = at::randn({19});
@@ -404,6 +411,7 @@ TEST(Int8Linear, MatchesIntegerReferenceFor2dAnd3dInputsWithAndWithoutBias) {
 }
 
 TEST(Int8Linear, ReluAndGeluErfApplyToTheDequantisedResult) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(49);
   at::Tensor input = at::randn({9, 24});
   at::Tensor weight = at::randn({10, 24}), bias = at::randn({10});
@@ -422,6 +430,7 @@ TEST(Int8Linear, ReluAndGeluErfApplyToTheDequantisedResult) {
 }
 
 TEST(Int8Linear, TransposedViewsMatchIntegerReference) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(50);
   at::Tensor input = at::randn({33, 7}).t();    // (7, 33), strided
   at::Tensor weight = at::randn({33, 19}).t();  // (19, 33), column-major
@@ -437,6 +446,7 @@ TEST(Int8Linear, TransposedViewsMatchIntegerReference) {
 // With s_x = 1 and an identity weight (s_w = 127, q_w = 127 on the diagonal) y = q_x: the
 // quantisation of x itself, ties and saturation included, shows up in the result.
 TEST(Int8Linear, InputRoundsHalfToEvenAndSaturates) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::Tensor identity = at::eye(6);
   Int8Spec spec;
   at::Tensor signed_input = at::tensor({0.5f, 1.5f, 2.5f, -2.5f, 300.f, -300.f}).reshape({1, 6});
@@ -531,6 +541,7 @@ class Int8TransposedConvolution
           std::tuple<Int8TransposedCase, bool /*uint8*/, bool /*per_channel*/>> {};
 
 TEST_P(Int8TransposedConvolution, MatchesIntegerReferenceAndStockFp32) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   const auto& [c, uint8, per_channel] = GetParam();
   at::manual_seed(52);
   at::Tensor input = activations(c.input, uint8);
@@ -611,6 +622,7 @@ TEST(Int8TransposedWeightScales, Are127OverTheLargestMagnitudeOfEachOutputColumn
 // channels: weight_scales, as for a direct convolution) would give every output channel the
 // scale of its row's largest column and round the small channels to (nearly) nothing.
 TEST(Int8TransposedConvolution, PerChannelScalesFollowOutputChannelsNotInputChannels) {
+  IPEX_SKIP_UNLESS_EXACT_INT8();
   struct Shape {
     int64_t groups, in_per_group, out_per_group;
   };

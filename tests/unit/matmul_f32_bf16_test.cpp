@@ -12,6 +12,7 @@ class Linear : public ::testing::TestWithParam<Precision> {};
 
 TEST_P(Linear, MatchesAtenReferenceWithAndWithoutBias) {
   const Precision precision = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(11);
   for (bool with_bias : {true, false}) {
     at::Tensor input = at::randn({3, 5, 37});
@@ -30,6 +31,7 @@ TEST_P(Linear, MatchesAtenReferenceWithAndWithoutBias) {
 
 TEST_P(Linear, ActivationsMatchReference) {
   const Precision precision = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(12);
   at::Tensor input = at::randn({8, 24});
   at::Tensor weight = at::randn({10, 24});
@@ -46,6 +48,7 @@ TEST_P(Linear, ActivationsMatchReference) {
 
 TEST_P(Linear, NonContiguousInputAndTransposedWeight) {
   const Precision precision = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(13);
   at::Tensor input = at::randn({16, 9}).t();          // (9, 16), strided
   at::Tensor weight = at::randn({16, 7}).t();         // (7, 16), column-major
@@ -56,6 +59,7 @@ TEST_P(Linear, NonContiguousInputAndTransposedWeight) {
 
 TEST_P(Linear, SingleVectorInput) {
   const Precision precision = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::Tensor input = at::randn({13});
   at::Tensor weight = at::randn({4, 13});
   at::Tensor actual = linear_forward(input, weight, c10::nullopt, precision);
@@ -68,6 +72,7 @@ class BatchedMatmul : public ::testing::TestWithParam<Precision> {};
 
 TEST_P(BatchedMatmul, PlainTransposedAndBroadcast) {
   const Precision precision = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(21);
   struct Case {
     at::Tensor a, b;
@@ -90,6 +95,7 @@ TEST_P(BatchedMatmul, PlainTransposedAndBroadcast) {
 
 TEST_P(BatchedMatmul, AlphaAndBias) {
   const Precision precision = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(22);
   at::Tensor a = at::randn({3, 6, 5}), b = at::randn({3, 5, 4});
   at::Tensor bias_full = at::randn({3, 6, 4}), bias_row = at::randn({4});

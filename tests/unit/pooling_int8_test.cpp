@@ -12,6 +12,7 @@
 #include "kernels/int8.h"
 #include "kernels/onednn_context.h"
 #include "kernels/pooling.h"
+#include "reference.h"
 
 namespace ipex_shim {
 namespace {
@@ -194,6 +195,7 @@ class HandedOverMaxPool
 
 TEST_P(HandedOverMaxPool, EqualsStockMaxPoolOfTheHandedOverValues) {
   const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(5);
   for_each_handed_over(c.input, precision, [&](const Handed& handed, bool channels_last) {
     expect_stock_max_pool(handed, c, channels_last);
@@ -221,6 +223,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // 5 channels: no blocked layout fits, but NHWC bytes do, and their pooled result too.
 TEST(HandedOverMaxPoolOddChannels, NhwcBytesOfFiveChannels) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   at::manual_seed(6);
   const FloatPoolCase c{"odd_channels", {2, 5, 11, 9}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, true};
   for (Precision precision : {Precision::fp32, Precision::bf16}) {
@@ -300,6 +303,7 @@ class HandedOverAvgPool
 
 TEST_P(HandedOverAvgPool, EqualsStockAvgPoolOfTheHandedOverValues) {
   const auto& [c, precision, count_include_pad] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   at::manual_seed(7);
   for_each_handed_over(c.input, precision, [&](const Handed& handed, bool channels_last) {
     expect_stock_avg_pool(handed, c, count_include_pad, channels_last);
@@ -330,6 +334,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // 5 channels: NHWC bytes only.
 TEST(HandedOverAvgPoolOddChannels, NhwcBytesOfFiveChannels) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   at::manual_seed(8);
   const AvgPoolCase c{"odd_channels", {2, 5, 11, 9}, {3, 3}, {2, 2}, {1, 1}};
   for (Precision precision : {Precision::fp32, Precision::bf16}) {
@@ -422,6 +427,7 @@ class AvgPoolValues
 
 TEST_P(AvgPoolValues, EqualStockAvgPoolOfTheHandedOverValuesWithoutRounding) {
   const auto& [c, kind, count_include_pad] = GetParam();
+  if (kind == 1) IPEX_SKIP_UNLESS_BF16_KERNELS();
   at::manual_seed(11);
   for (bool channels_last : {false, true}) {
     SCOPED_TRACE(channels_last ? "channels-last tensor" : "NCHW tensor");

@@ -10,6 +10,28 @@
 
 #include "kernels/convolution.h"
 #include "kernels/onednn_context.h"
+#include "shim/runtime.h"
+
+// Kernel tests that need an ISA this machine's oneDNN lacks (a CPU without AVX-512 has no
+// BF16 kernels in oneDNN 2.6; without VNNI its INT8 kernels saturate 16-bit partial sums, so
+// they cannot match an exact integer reference) are skipped, saying why; the shim's own
+// modes do not use those kernels there (shim/cpu_features.h, shim/int8_inference.cpp).
+#define IPEX_SKIP_UNLESS_BF16_KERNELS()                                                    \
+  do {                                                                                     \
+    if (!::ipex_shim::onednn_has_bf16_kernels())                                           \
+      GTEST_SKIP() << "oneDNN has no BF16 kernels on this CPU (its ISA here: "             \
+                   << ::ipex_shim::onednn_isa() << ")";                                    \
+  } while (0)
+#define IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision)                                         \
+  do {                                                                                     \
+    if ((precision) == ::ipex_shim::Precision::bf16) IPEX_SKIP_UNLESS_BF16_KERNELS();      \
+  } while (0)
+#define IPEX_SKIP_UNLESS_EXACT_INT8()                                                      \
+  do {                                                                                     \
+    if (!::ipex_shim::onednn_reaches_int8())                                               \
+      GTEST_SKIP() << "INT8 kernels are exact only with VNNI or AMX (oneDNN's ISA here: "  \
+                   << ::ipex_shim::onednn_isa() << ")";                                    \
+  } while (0)
 
 namespace ipex_shim::testing {
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "shim/core_interface.h"
+#include "shim/cpu_features.h"
 #include "shim/settings.h"
 
 namespace ipex_shim {
@@ -185,6 +186,7 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   fake_env()["IPEX_INT8_GRANULARITY"] = "per_tensor";
   fake_env()["IPEX_INT8_MIN_SQNR"] = "31.5";
   fake_env()["IPEX_BUFFER_CACHE_MB"] = "7";
+  fake_env()["IPEX_BF16_EMULATION"] = "1";
   fake_env()["OMP_NUM_THREADS"] = "3";
   const Settings sent = parse(2);
   ASSERT_TRUE(problems.empty());
@@ -201,6 +203,7 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   EXPECT_EQ(got.buffer_cache_mb, 7);
   EXPECT_EQ(got.num_threads, 3);
   EXPECT_TRUE(got.threads_from_env);
+  EXPECT_TRUE(got.bf16_emulation);
   // Each of these differs from its default, so a dropped field fails above.
   const Settings defaults;
   EXPECT_NE(sent.int8_algorithm, defaults.int8_algorithm);
@@ -230,11 +233,54 @@ TEST(EnvTable, ListsEveryVariableTheParserReads) {
   const std::vector<std::string> expected = {
       "IPEX_MODE",           "IPEX_CONFIG",           "IPEX_VERBOSE",       "IPEX_FUSION",
       "IPEX_STRICT",         "IPEX_INT8_ALGORITHM",   "IPEX_INT8_GRANULARITY",
-      "IPEX_INT8_MIN_SQNR",  "IPEX_BUFFER_CACHE_MB", "OMP_NUM_THREADS"};
+      "IPEX_INT8_MIN_SQNR",  "IPEX_BF16_EMULATION", "IPEX_BUFFER_CACHE_MB",
+      "OMP_NUM_THREADS"};
   EXPECT_EQ(names, expected);
 }
 
 TEST(EnvTable, AffinityMaskCountIsPositive) { EXPECT_GE(cpus_in_affinity_mask(), 1); }
+
+TEST_F(EnvTest, Bf16EmulationIsASwitchThatDefaultsToOff) {
+  EXPECT_FALSE(parse(2).bf16_emulation);
+  fake_env()["IPEX_BF16_EMULATION"] = "1";
+  EXPECT_TRUE(parse(2).bf16_emulation);
+  fake_env()["IPEX_BF16_EMULATION"] = "yes";
+  EXPECT_FALSE(parse(2).bf16_emulation);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("IPEX_BF16_EMULATION"), std::string::npos);
+}
+
+// Every branch of bf16 mode's CPU check, with the CPU's features stubbed.
+TEST(Bf16Decision, NativeBf16RunsBf16AndAnythingElseRunsFp32UnlessForced) {
+  CpuFeatures avx2_only;
+  avx2_only.avx2 = true;
+  CpuFeatures avx512_vnni = avx2_only;
+  avx512_vnni.avx512f = avx512_vnni.avx512_vnni = true;
+  CpuFeatures avx512_bf16 = avx512_vnni;
+  avx512_bf16.avx512_bf16 = true;
+  CpuFeatures amx = avx512_bf16;
+  amx.amx_tile = amx.amx_bf16 = amx.amx_int8 = true;
+  CpuFeatures ne_convert = avx2_only;
+  ne_convert.avx_ne_convert = true;
+
+  for (const CpuFeatures& native : {avx512_bf16, amx, ne_convert}) {
+    Bf16Decision d = decide_bf16(native, true, false);
+    EXPECT_TRUE(d.run_bf16 && d.native) << d.why;
+    // oneDNN held below BF16 (ONEDNN_MAX_CPU_ISA): emulated, so fp32.
+    d = decide_bf16(native, false, false);
+    EXPECT_FALSE(d.run_bf16) << d.why;
+    EXPECT_NE(d.why.find("ONEDNN_MAX_CPU_ISA"), std::string::npos) << d.why;
+  }
+  for (const CpuFeatures& emulated : {avx2_only, avx512_vnni}) {
+    Bf16Decision d = decide_bf16(emulated, false, false);
+    EXPECT_FALSE(d.run_bf16) << d.why;
+    EXPECT_NE(d.why.find("no native BF16"), std::string::npos) << d.why;
+    EXPECT_NE(d.why.find("IPEX_BF16_EMULATION=1"), std::string::npos) << d.why;
+    d = decide_bf16(emulated, false, true);  // forced
+    EXPECT_TRUE(d.run_bf16) << d.why;
+    EXPECT_FALSE(d.native) << d.why;
+  }
+}
 
 }  // namespace
 }  // namespace ipex_shim

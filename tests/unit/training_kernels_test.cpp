@@ -134,6 +134,7 @@ TEST_P(TrainingConvolution, SupportAccepts) {
 }
 
 TEST_P(TrainingConvolution, ForwardMatchesRoundedReference) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingConvCase& c = GetParam();
   ConvData d = make_conv_data(c, 2);
   const ConvolutionArgs args = args_of(c);
@@ -158,6 +159,7 @@ TEST_P(TrainingConvolution, ForwardMatchesRoundedReference) {
 }
 
 TEST_P(TrainingConvolution, ToleranceRejectsATransposedWindow) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   // The tolerance tells a weight read with its kernel's two last dimensions swapped apart
   // (the case's kernel as its own transpose: a square or cubic window).
   const TrainingConvCase& c = GetParam();
@@ -171,6 +173,7 @@ TEST_P(TrainingConvolution, ToleranceRejectsATransposedWindow) {
 }
 
 TEST_P(TrainingConvolution, BackwardAllMatchesRoundedReference) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingConvCase& c = GetParam();
   ConvData d = make_conv_data(c, 4);
   const ConvolutionArgs args = args_of(c);
@@ -207,6 +210,7 @@ TEST_P(TrainingConvolution, BackwardAllMatchesRoundedReference) {
 }
 
 TEST_P(TrainingConvolution, BackwardSubsetsLeaveTheOthersUndefined) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingConvCase& c = GetParam();
   ConvData d = make_conv_data(c, 5);
   const ConvolutionArgs args = args_of(c);
@@ -232,6 +236,7 @@ TEST_P(TrainingConvolution, BackwardSubsetsLeaveTheOthersUndefined) {
 }
 
 TEST_P(TrainingConvolution, StridedGradOutputGivesTheSameGradients) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingConvCase& c = GetParam();
   ConvData d = make_conv_data(c, 6);
   const ConvolutionArgs args = args_of(c);
@@ -269,6 +274,7 @@ TEST_P(TrainingConvolution, StridedGradOutputGivesTheSameGradients) {
 }
 
 TEST_P(TrainingConvolution, BackwardTwiceOnTheSameSavedIsIdentical) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingConvCase& c = GetParam();
   ConvData d = make_conv_data(c, 7);
   const ConvolutionArgs args = args_of(c);
@@ -286,6 +292,7 @@ TEST_P(TrainingConvolution, BackwardTwiceOnTheSameSavedIsIdentical) {
 }
 
 TEST_P(TrainingConvolution, WeightGradientReadsTheSavedInput) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   // The backward takes the input for its sizes; the weights' gradient comes from the BF16
   // copy the forward kept, so overwriting the input afterwards changes nothing.
   const TrainingConvCase& c = GetParam();
@@ -309,6 +316,7 @@ INSTANTIATE_TEST_SUITE_P(Kernels, TrainingConvolution, ::testing::ValuesIn(kConv
 // the input or the weight is (as stock's), the weight's gradient has the weight's format,
 // and the values are those of the contiguous case's reference.
 TEST(TrainingConvolutionChannelsLast, ChannelsLastFollowsStock) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const auto channels_last = at::MemoryFormat::ChannelsLast;
   for (const TrainingConvCase& c : kConvCases) {
     if (c.input.size() != 4) continue;
@@ -443,6 +451,7 @@ std::array<at::Tensor, 3> linear_backward_reference(const at::Tensor& grad_outpu
 class TrainingLinear : public ::testing::TestWithParam<TrainingLinearCase> {};
 
 TEST_P(TrainingLinear, ForwardMatchesRoundedReference) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingLinearCase& c = GetParam();
   LinearData d = make_linear_data(c, 30);
   ASSERT_EQ(linear_training_support(d.input, d.weight, optional_bias(d.bias)), Fallback::none);
@@ -464,6 +473,7 @@ TEST_P(TrainingLinear, ForwardMatchesRoundedReference) {
 }
 
 TEST_P(TrainingLinear, BackwardMatchesRoundedReference) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingLinearCase& c = GetParam();
   LinearData d = make_linear_data(c, 31);
   LinearSaved saved;
@@ -497,6 +507,7 @@ TEST_P(TrainingLinear, BackwardMatchesRoundedReference) {
 }
 
 TEST_P(TrainingLinear, BackwardSubsetsStridedGradAndReuse) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
   const TrainingLinearCase& c = GetParam();
   LinearData d = make_linear_data(c, 32);
   LinearSaved saved;

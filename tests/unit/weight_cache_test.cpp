@@ -19,8 +19,8 @@ class WeightCacheTest : public ::testing::Test {
 
 TEST_F(WeightCacheTest, SecondCallReusesThePackedWeight) {
   at::Tensor weight = at::randn({6, 8});
-  linear_forward(input, weight, c10::nullopt, Precision::bf16);
-  linear_forward(input, weight, c10::nullopt, Precision::bf16);
+  linear_forward(input, weight, c10::nullopt, Precision::fp32);
+  linear_forward(input, weight, c10::nullopt, Precision::fp32);
   WeightCache::Stats stats = weight_cache().stats();
   EXPECT_EQ(stats.entries, 1u);
   EXPECT_GE(stats.hits, 1u);
@@ -67,10 +67,10 @@ TEST_F(WeightCacheTest, NewShapeIsSeen) {
 TEST_F(WeightCacheTest, DeadWeightsAreFreed) {
   for (int i = 0; i < 5; ++i) {
     at::Tensor weight = at::randn({64, 8});
-    linear_forward(input, weight, c10::nullopt, Precision::bf16);
+    linear_forward(input, weight, c10::nullopt, Precision::fp32);
   }  // each weight dies here
   at::Tensor alive = at::randn({6, 8});
-  linear_forward(input, alive, c10::nullopt, Precision::bf16);
+  linear_forward(input, alive, c10::nullopt, Precision::fp32);
   WeightCache::Stats stats = weight_cache().stats();
   EXPECT_EQ(stats.entries, 1u);
   EXPECT_EQ(stats.packs, 6u);
