@@ -106,9 +106,19 @@ DEFAULT_LIB = os.path.join(REPO_ROOT, "build", "libipex_shim.so")
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench-out")  # git-ignored
 
 STOCK_VARIANTS = ["stock_fp32", "jit_freeze", "autocast_bf16", "ao_int8"]
-SHIM_VARIANTS = ["shim_fp32", "shim_bf16", "shim_int8"]
+# prev_*: the same modes under another build of the shim (--lib-previous), for a change's
+# before/after in one interleaved run; prev_int8 uses the config shim_int8's calibration wrote.
+PREVIOUS_VARIANTS = ["prev_fp32", "prev_bf16", "prev_int8"]
+SHIM_VARIANTS = ["shim_fp32", "shim_bf16", "shim_int8"] + PREVIOUS_VARIANTS
 ALL_VARIANTS = STOCK_VARIANTS + SHIM_VARIANTS
-SHIM_MODE = {"shim_fp32": "fp32", "shim_bf16": "bf16", "shim_int8": "int8"}
+SHIM_MODE = {"shim_fp32": "fp32", "shim_bf16": "bf16", "shim_int8": "int8",
+             "prev_fp32": "fp32", "prev_bf16": "bf16", "prev_int8": "int8"}
+INT8_VARIANTS = ("shim_int8", "prev_int8")
+
+
+def lib_for(args, variant):
+    """The shim library a preloaded row runs under."""
+    return args.lib_previous if variant in PREVIOUS_VARIANTS else args.lib
 
 PROTO_PREFIX = "@@BENCH "  # marks protocol lines on the worker's stdout
 
@@ -635,23 +645,28 @@ def check_shim_rows(args, variants, tmpdir):
     wanted = [v for v in variants if v in SHIM_VARIANTS]
     if not wanted:
         return skipped, probes
-    if not os.path.isfile(args.lib):
-        for v in wanted:
-            skipped[v] = "library not found at %s (build it first)" % args.lib
-        return skipped, probes
+    for v in list(wanted):
+        lib = lib_for(args, v)
+        if not lib or not os.path.isfile(lib):
+            skipped[v] = ("library not found at %s (build it first)" % lib if lib else
+                          "no --lib-previous given")
+            wanted.remove(v)
+        elif v == "prev_int8" and "shim_int8" not in variants:
+            skipped[v] = "needs shim_int8 in the same run (its calibration's config)"
+            wanted.remove(v)
     for v in wanted:
         # shim_int8 needs a calibration run first, so its probe runs under
         # IPEX_MODE=calibration (IPEX_MODE=int8 needs an existing config);
         # the int8 worker re-checks status() under int8 once it starts.
-        mode = "calibration" if v == "shim_int8" else SHIM_MODE[v]
+        mode = "calibration" if v in INT8_VARIANTS else SHIM_MODE[v]
         cfg = os.path.join(tmpdir, "probe_conf.json") if mode == "calibration" else None
-        status, err = probe_shim(args.python, shim_env(args.threads, args.lib, mode, cfg))
+        status, err = probe_shim(args.python, shim_env(args.threads, lib_for(args, v), mode, cfg))
         probes[v] = {"probe_mode": mode, "status": status, "error": err}
         if status is None:
             skipped[v] = "status() unavailable under IPEX_MODE=%s: %s" % (mode, err)
             continue
         impl = implemented(status)
-        need = ["calibration", "int8"] if v == "shim_int8" else [SHIM_MODE[v]]
+        need = ["calibration", "int8"] if v in INT8_VARIANTS else [SHIM_MODE[v]]
         missing = [m for m in need if m not in impl]
         if missing:
             skipped[v] = ("mode(s) %s not in implemented_modes %s (would only run stock PyTorch)"
@@ -767,7 +782,12 @@ def bench_model(args, model_name, variants, tmpdir):
         if rows[v]["state"] != "pending":
             continue
         if v in SHIM_VARIANTS:
-            env = shim_env(args.threads, args.lib, SHIM_MODE[v], conf if v == "shim_int8" else None)
+            if v == "prev_int8" and rows["shim_int8"]["state"] != "pending":
+                rows[v]["state"] = "skipped"
+                rows[v]["error"] = "shim_int8's calibration did not run"
+                continue
+            env = shim_env(args.threads, lib_for(args, v), SHIM_MODE[v],
+                           conf if v in INT8_VARIANTS else None)
         else:
             env = base_env(args.threads)
         t = time.perf_counter()
@@ -1141,6 +1161,9 @@ def parse_args(argv):
                                   "or bench-out/preload_cost.json)")
     p.add_argument("--png", help="bar chart PNG (default bench-out/bench.png)")
     p.add_argument("--lib", default=DEFAULT_LIB, help="shim library (default %(default)s)")
+    p.add_argument("--lib-previous", default=None, metavar="LIB",
+                   help="another build's libipex_shim.so, run as the prev_* rows (a change's "
+                        "before and after, interleaved)")
     p.add_argument("--python", default=DEFAULT_PYTHON, help="interpreter for children")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VAL",
                    help="extra environment for every child, e.g. OMP_WAIT_POLICY=passive "
@@ -1180,7 +1203,10 @@ def parse_args(argv):
         if bad:
             p.error("unknown variant(s) %s; choose from %s" % (bad, ",".join(ALL_VARIANTS)))
     else:
-        args.variant_list = list(ALL_VARIANTS)
+        args.variant_list = [v for v in ALL_VARIANTS
+                             if v not in PREVIOUS_VARIANTS or args.lib_previous]
+    if args.lib_previous:
+        args.lib_previous = os.path.abspath(args.lib_previous)
     if not os.path.isabs(args.lib):
         # relative: to the current directory if it exists there, else to the repo root
         args.lib = os.path.abspath(args.lib if os.path.exists(args.lib)

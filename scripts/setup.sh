@@ -27,6 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 build_dir=${IPEX_SHIM_BUILD_DIR:-$here/build}
+# Paths inside the checkout hashed relative to it: a fresh clone elsewhere (CI) reuses
+# ccache's objects instead of compiling every file against torch's headers again.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$here}
 cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${IPEX_SHIM_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build_dir" -j2
 echo "setup: built $build_dir/libipex_shim.so"

@@ -32,7 +32,7 @@ struct MaxPool2d : public torch::autograd::Function<MaxPool2d> {
     at::Tensor workspace;
     at::Tensor output;
     {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       output = max_pool_plain(input, kernel, stride, padding, dilation, ceil_mode, &workspace);
     }
     ctx->save_for_backward({input});
@@ -57,13 +57,13 @@ struct MaxPool2d : public torch::autograd::Function<MaxPool2d> {
     if (c10::GradMode::is_enabled()) {
       // create_graph=True: the gradient must itself be differentiable, so stock's ops
       // compute it (the winners again, then their backward, which autograd records).
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       const at::Tensor indices = std::get<1>(at::max_pool2d_with_indices(
           input.detach(), kernel, stride, padding, dilation, ceil_mode));
       grad_input = at::max_pool2d_with_indices_backward(grad, input, kernel, stride, padding,
                                                         dilation, ceil_mode, indices);
     } else {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       grad_input = max_pool_plain_backward(grad, input, ctx->saved_data["workspace"].toTensor(),
                                            kernel, stride, padding, dilation, ceil_mode);
     }
@@ -79,7 +79,7 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
                             double eps) {
     BatchNormForward result;
     {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       result = batch_norm_training(input, weight, bias, running_mean.value_or(at::Tensor()),
                                    running_var.value_or(at::Tensor()), momentum, eps);
     }
@@ -102,7 +102,7 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
     // Stock's backward from the batch statistics the forward kept: it reads each activation
     // and gradient as few times as a kernel can (a version of ours took twice its time), and
     // under create_graph=True autograd can differentiate it again.
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     auto grads = at::native_batch_norm_backward(grad_outputs[0], input, weight, {}, {}, mean,
                                                 invstd, true, ctx->saved_data["eps"].toDouble(),
                                                 wanted);
@@ -152,7 +152,7 @@ at::Tensor convolution_forward_common(AutogradContext* ctx, const at::Tensor& in
   ConvolutionSaved saved;
   at::Tensor output;
   {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     output = convolution_training_forward(input, weight, bias,
                                           ConvolutionArgs{stride, padding, dilation, groups},
                                           &saved);
@@ -172,7 +172,7 @@ variable_list convolution_backward_common(AutogradContext* ctx, const variable_l
   const std::vector<int64_t> padding = ints(ctx->saved_data["padding"]);
   const std::vector<int64_t> dilation = ints(ctx->saved_data["dilation"]);
   const int64_t groups = ctx->saved_data["groups"].toInt();
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
   std::array<at::Tensor, 3> out;
   if (c10::GradMode::is_enabled()) {
     std::vector<int64_t> bias_sizes;
@@ -196,7 +196,7 @@ at::Tensor linear_forward_common(AutogradContext* ctx, const at::Tensor& input,
   LinearSaved saved;
   at::Tensor output;
   {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     output = linear_training_forward(input, weight, bias, &saved);
   }
   keep_operands(ctx, input, weight, bias);
@@ -207,7 +207,7 @@ at::Tensor linear_forward_common(AutogradContext* ctx, const at::Tensor& input,
 
 variable_list linear_backward_common(AutogradContext* ctx, const variable_list& grads) {
   const auto [input, weight, has_bias, wanted] = operands_of(ctx);
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
   std::array<at::Tensor, 3> out;
   if (c10::GradMode::is_enabled()) {
     // create_graph=True: differentiable stock ops in fp32.

@@ -107,6 +107,42 @@ bool mode_implemented(Mode mode) {
 
 Fallback default_fallback_reason() { return g_default_fallback; }
 
+namespace {
+Bf16Decision g_bf16_decision;
+}  // namespace
+
+const Bf16Decision& bf16_decision() { return g_bf16_decision; }
+void set_bf16_decision(Bf16Decision decision) { g_bf16_decision = std::move(decision); }
+
+namespace {
+
+// oneDNN's ISA values are sets of feature bits: one ISA includes another when it has all of
+// its bits.
+bool onednn_isa_includes(dnnl_cpu_isa_t level) {
+  const unsigned effective = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
+  return (effective & static_cast<unsigned>(level)) == static_cast<unsigned>(level);
+}
+
+}  // namespace
+
+bool onednn_reaches_bf16() {
+  if (onednn_isa_includes(dnnl_cpu_isa_avx512_core_bf16)) return true;
+#if DNNL_VERSION_MAJOR >= 3
+  if (onednn_isa_includes(dnnl_cpu_isa_avx2_vnni_2)) return true;  // avx_ne_convert
+#endif
+  return false;
+}
+
+bool onednn_has_bf16_kernels() {
+  if (onednn_isa_includes(dnnl_cpu_isa_avx512_core)) return true;  // emulated below avx512_bf16
+  return onednn_reaches_bf16();
+}
+
+bool onednn_reaches_int8() {
+  return onednn_isa_includes(dnnl_cpu_isa_avx512_core_vnni) ||
+         onednn_isa_includes(dnnl_cpu_isa_avx2_vnni);
+}
+
 std::string onednn_version() {
   const dnnl_version_t* version = dnnl_version();
   return std::to_string(version->major) + "." + std::to_string(version->minor) + "." +
@@ -130,11 +166,9 @@ std::string onednn_isa() {
 int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
   try {
     set_runtime_settings(settings);
-    std::string conflict = key_conflict();
+    std::string conflict = choose_keys();
     if (!conflict.empty()) {
-      log_line(Severity::error, conflict +
-                                    "; the shim needs that key free and stays off "
-                                    "(running stock PyTorch)");
+      log_line(Severity::error, conflict + "; the shim stays off (running stock PyTorch)");
       return 1;
     }
     g_default_fallback =
@@ -154,6 +188,10 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
       log_line(Severity::warning,
                "another CPU allocator outranks the shim's buffer pool; stock ops keep "
                "PyTorch's allocator");
+    set_bf16_decision(decide_bf16(cpu_features(), onednn_reaches_bf16(), settings.bf16_emulation));
+    if (settings.mode == Mode::bf16 && !bf16_decision().native) {
+      log_line(Severity::warning, std::string("IPEX_MODE=bf16 runs ") + bf16_decision().why);
+    }
     register_introspection();
     register_overrides();
     if (settings.mode == Mode::fp32 || settings.mode == Mode::bf16)

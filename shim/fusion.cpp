@@ -179,7 +179,7 @@ ThreadState& state() {
 }
 
 void set_observing(bool on) {
-  c10::impl::tls_set_dispatch_key_included(kObserverKey, on);
+  c10::impl::tls_set_dispatch_key_included(observer_key(), on);
 }
 
 void switch_off(const void* site) {
@@ -231,13 +231,13 @@ void repair(ThreadState& st, Taint* taint) {
   if (!locked) return;
   at::Tensor correct;
   {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     correct = correct_value();
   }
   if (correct.strides() != locked->strides() || correct.storage_offset() != 0) {
     // Not expected (every correct value is made in the tensor's own layout), but the
     // tensor's metadata must stay as the program knows it.
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     at::Tensor laid_out =
         at::empty_strided(locked->sizes(), locked->strides(), correct.options());
     laid_out.copy_(correct);
@@ -356,7 +356,7 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
       if (st.taints.empty()) break;
     }
   }
-  op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kObserverKey),
+  op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, observer_key()),
                      stack);
 }
 
@@ -373,7 +373,7 @@ void add_taint(ThreadState& st, const at::Tensor& tensor, WeakTensor input, Weak
 // A new tensor over `tensor`'s storage that is not a view of it: an autograd view would keep
 // `tensor` alive (and with it the taint of the convolution's raw output).
 at::Tensor share_storage(const at::Tensor& tensor) {
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
   at::Tensor shared = at::empty({0}, tensor.options());
   shared.set_(tensor.storage(), tensor.storage_offset(), tensor.sizes(), tensor.strides());
   return shared;
@@ -415,12 +415,12 @@ const char* relu_op_name(Relu kind) {
 
 bool install(std::string* why) {
   auto& dispatcher = c10::Dispatcher::singleton();
-  if (dispatcher.hasBackendFallbackForDispatchKey(kObserverKey)) {
-    *why = std::string("this torch already has a fallback at ") + c10::toString(kObserverKey);
+  if (dispatcher.hasBackendFallbackForDispatchKey(observer_key())) {
+    *why = std::string("this torch already has a fallback at ") + c10::toString(observer_key());
     return false;
   }
   auto* library =
-      new torch::Library(torch::Library::IMPL, "_", kObserverKey, __FILE__, __LINE__);
+      new torch::Library(torch::Library::IMPL, "_", observer_key(), __FILE__, __LINE__);
   library->fallback(torch::CppFunction::makeFromBoxedFunction<&observe>());
   g_enabled = true;
   return true;

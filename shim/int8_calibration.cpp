@@ -70,7 +70,7 @@ bool percentile() { return state().settings.int8_algorithm == "percentile"; }
 // The range of one tensor as the algorithm sees it; nothing for a tensor without values.
 bool range_of(const at::Tensor& tensor, Range* range) {
   if (!tensor.defined() || !tensor.is_floating_point() || tensor.numel() == 0) return false;
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
   at::Tensor values = tensor.detach();
   auto extremes = at::aminmax(values);
   double lo = std::get<0>(extremes).item<double>();
@@ -119,7 +119,7 @@ std::optional<double> sensitivity(const Sample& sample, const Int8Entry& entry, 
   spec.input_scale = static_cast<float>(entry.inputs_scale.at(0));
   spec.input_uint8 = entry.inputs_uint8_used.at(0);
   spec.weight_per_channel = per_channel;
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+  c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
   at::Tensor reference, quantised;
   if (sample.convolution) {
     std::vector<int64_t> output_padding = sample.transposed
@@ -361,7 +361,7 @@ void keep_sample(int64_t op, Make make) {
   }
   Sample sample;
   {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     sample = make();
   }
   std::lock_guard<std::mutex> lock(st.mutex);

@@ -149,7 +149,7 @@ int64_t identify_weighted(Kind kind, const at::Tensor& weight, Signature signatu
   if (index == kNoOp) {
     std::string base;
     {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       base = std::string(kind_name(kind)) + "(" + signature() + ")#" + digest(weight);
     }
     std::lock_guard<std::mutex> lock(reg.mutex);

@@ -121,17 +121,11 @@ std::string load_config(const Settings& settings,
   st.where = "IPEX_CONFIG=" + settings.config_path;
   // Without VNNI, oneDNN's INT8 kernels saturate 16-bit partial sums or drop a weight bit
   // (measured: 20-27 dB against fp32 instead of 38+), so they are not used.
-  switch (dnnl_get_effective_cpu_isa()) {
-    case dnnl_cpu_isa_avx2_vnni:
-    case dnnl_cpu_isa_avx512_core_vnni:
-    case dnnl_cpu_isa_avx512_core_bf16:
-    case dnnl_cpu_isa_avx512_core_amx:
-      break;
-    default:
-      st.isa_ok = false;
-      log_line(Severity::warning,
-               "INT8 needs VNNI or AMX, and oneDNN here uses " + onednn_isa() +
-                   "; every op runs in fp32");
+  if (!onednn_reaches_int8()) {
+    st.isa_ok = false;
+    log_line(Severity::warning,
+             "INT8 needs VNNI or AMX, and oneDNN here uses " + onednn_isa() +
+                 "; every op runs in fp32");
   }
   if (settings.config_path.empty()) {
     report(settings, "IPEX_MODE=int8 needs IPEX_CONFIG=<file written by IPEX_MODE=calibration>; "

@@ -12,6 +12,7 @@
 #include "shim/dispatch_key.h"
 #include "shim/op_stats.h"
 #include "shim/runtime.h"
+#include "shim/torch_compat.h"
 
 namespace ipex_shim {
 
@@ -36,21 +37,47 @@ struct Intercept<Op, Ret(Args...)> {
   }
 
   // The original op, with the shim's key off for the whole call (nested ops included;
-  // DESIGN.md fact 4: at::redispatch would skip the key for one call only).
-  static Ret stock(Args... args) {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-    return Op::call(std::forward<Args>(args)...);
+  // DESIGN.md fact 4: at::redispatch would skip the key for one call only). The arguments
+  // may be a wrapper's concrete sizes where this torch's schema takes symbolic ones.
+  template <class... Given>
+  static Ret stock(Given&&... args) {
+    static_assert(sizeof...(Given) == sizeof...(Args), "stock() takes the op's arguments");
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
+    return Op::call(compat::as_op_arg<Args>(std::forward<Given>(args))...);
   }
 
   // A call the shim does not handle: counted with the reason, then run stock.
-  static Ret stock_because(Fallback reason, Args... args) {
+  template <class... Given>
+  static Ret stock_because(Fallback reason, Given&&... args) {
     stats().count(Path::stock, reason);
-    return stock(std::forward<Args>(args)...);
+    return stock(std::forward<Given>(args)...);
   }
 
   // A call the shim does not handle in this mode.
   static Ret pass_through(Args... args) {
     return stock_because(default_fallback_reason(), std::forward<Args>(args)...);
+  }
+
+  // The kernel the override table registers for a wrapper written against concrete sizes:
+  // this torch's schema arguments converted to the wrapper's types, or stock (counted) when a
+  // size is symbolic.
+  template <class KernelRet, class... KernelArgs>
+  static Ret adapt(KernelRet (*kernel)(KernelArgs...), Args... args) {
+    static_assert(sizeof...(KernelArgs) == sizeof...(Args), "the wrapper takes the op's arguments");
+    if (!(compat::concrete(args) && ...))
+      return stock_because(Fallback::symbolic_sizes, std::forward<Args>(args)...);
+    return kernel(compat::as_kernel_arg<KernelArgs>(std::forward<Args>(args))...);
+  }
+};
+
+// Op's schema signature around `kernel` (Intercept::adapt), as a plain function to register.
+template <class Op, auto kernel, class Signature = typename Op::schema>
+struct Adapted;
+
+template <class Op, auto kernel, class Ret, class... Args>
+struct Adapted<Op, kernel, Ret(Args...)> {
+  static Ret call(Args... args) {
+    return Intercept<Op>::adapt(kernel, std::forward<Args>(args)...);
   }
 };
 

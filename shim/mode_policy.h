@@ -27,10 +27,20 @@ inline Fallback float_kernel_gate() {
 }
 
 // The precision of a lower_precision op in the current mode; IPEX_CONFIG's keep_fp32 can
-// hold a chosen op at fp32.
+// hold a chosen op at fp32, and a CPU without native BF16 holds every op there.
 inline Precision lower_precision(const OpStats& op) {
-  return runtime_settings().mode == Mode::bf16 && !op.keep_fp32 ? Precision::bf16
-                                                                : Precision::fp32;
+  return runtime_settings().mode == Mode::bf16 && !op.keep_fp32 && bf16_decision().run_bf16
+             ? Precision::bf16
+             : Precision::fp32;
+}
+
+// Why a call of bf16 mode counted on the fp32 kernels ran there (no native BF16), or
+// `other` when the caller has a reason of its own.
+inline Fallback precision_note(Fallback other = Fallback::none) {
+  if (other != Fallback::none) return other;
+  return runtime_settings().mode == Mode::bf16 && !bf16_decision().run_bf16
+             ? Fallback::no_bf16_isa
+             : Fallback::none;
 }
 
 inline Path path_for(Precision precision) {
@@ -69,9 +79,9 @@ at::Tensor run_or_stock(Fallback why, Path path, Kernel kernel, Stock stock,
                         Fallback note = Fallback::none) {
   if (why == Fallback::none) {
     try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       at::Tensor output = kernel();
-      Intercept<Op>::stats().count(path, note);
+      Intercept<Op>::stats().count(path, path == Path::onednn_fp32 ? precision_note(note) : note);
       return output;
     } catch (const std::exception& error) {
       report_kernel_error(op_display_name<Op>(), error);
@@ -90,8 +100,7 @@ at::Tensor with_grad(Args&&... args) {
     return Intercept<Op>::stock_because(Fallback::needs_grad, std::forward<Args>(args)...);
   }
   Intercept<Op>::stats().count(Path::autograd_bf16);
-  c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
-  return Op::call(std::forward<Args>(args)...).to(at::kFloat);
+  return Intercept<Op>::stock(std::forward<Args>(args)...).to(at::kFloat);
 }
 
 }  // namespace ipex_shim

@@ -89,7 +89,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     return output;
   }
   try {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     at::Tensor output;
     if (!fusion::enabled()) {
       if (input_layout) fusion::settle(input);
@@ -170,7 +170,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     if (int8) {
       Wrapped::stats().count(Path::onednn_int8);
     } else {
-      Wrapped::stats().count(path_for(precision), int8_why);
+      Wrapped::stats().count(path_for(precision), precision_note(int8_why));
     }
     int8::produced(op, output);
     return output;

@@ -21,6 +21,7 @@
 #include "shim/ops_observed.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
+#include "shim/write_watch.h"
 
 namespace ipex_shim {
 
@@ -30,6 +31,9 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
                                const c10::optional<at::Tensor>& running_var, bool training,
                                double momentum, double eps, bool cudnn_enabled) {
   using Wrapped = Intercept<at::_ops::batch_norm>;
+  // Training updates the running statistics in place (a folded batch norm depends on them).
+  WriteNote mean_written(training ? running_mean : c10::nullopt);
+  WriteNote var_written(training ? running_var : c10::nullopt);
   const int64_t op = int8::tracking()
                          ? int8::identify_anchored(int8::Kind::batch_norm, {&input})
                          : int8::kNoOp;
@@ -171,6 +175,7 @@ at::Tensor add_override(const at::Tensor& self, const at::Tensor& other, const a
 
 at::Tensor& add__override(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
   using Wrapped = Intercept<at::_ops::add__Tensor>;
+  WriteNote written(self);
   if (int8::calibrating())
     return Observed<at::_ops::add__Tensor, int8::Kind::add>::call(self, other, alpha);
   // A residual block's `out += identity`, fused into a convolution (every mode that runs
@@ -259,7 +264,7 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
       try {
         bool needs_stock = false;
         {
-          c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+          c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
           needs_stock = max_pool_needs_stock(self);
         }
         if (!needs_stock) {
@@ -282,7 +287,7 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
     if (max_pool_support(self, kernel, strides, pads, dilations) != Fallback::none)
       return c10::nullopt;
     try {
-      c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       dnnl::memory::desc pooled_layout;
       at::Tensor output = max_pool_handed_over(self, layout, kernel, strides, pads, dilations,
                                                ceil_mode, &pooled_layout);
@@ -312,7 +317,7 @@ c10::optional<at::Tensor> average_handed_over(const at::Tensor& self,
                                               c10::IntArrayRef pads, bool count_include_pad,
                                               int64_t op) {
   try {
-    c10::impl::ExcludeDispatchKeyGuard guard(kShimKeys);
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     at::Tensor values = avg_pool_values(self, layout, kernel, strides, pads, count_include_pad,
                                         fusion::layout_scale(self));
     fusion::consumed(self);
@@ -365,6 +370,7 @@ at::Tensor relu_override(const at::Tensor& input) {
 }
 
 at::Tensor& relu__override(at::Tensor& input) {
+  WriteNote written(input);
   return relu_common<at::_ops::relu_, fusion::Relu::in_place, at::Tensor&, at::Tensor&>(
       input, 0.f, true);
 }
@@ -392,6 +398,7 @@ at::Tensor hardtanh_override(const at::Tensor& input, const at::Scalar& min_val,
 
 at::Tensor& hardtanh__override(at::Tensor& input, const at::Scalar& min_val,
                                const at::Scalar& max_val) {
+  WriteNote written(input);
   float upper = 0.f;
   const bool fusable = clamp_from_zero(min_val, max_val, &upper);
   return relu_common<at::_ops::hardtanh_, fusion::Relu::clamp_in_place, at::Tensor&,

@@ -45,6 +45,7 @@
 #include "shim/ops_matmul.h"
 #include "shim/ops_observed.h"
 #include "shim/status.h"
+#include "shim/write_watch.h"
 
 namespace ipex_shim {
 
@@ -82,7 +83,7 @@ void add(torch::Library& library, Policy policy) {
 #define SHIM_OP(op, policy) add<at::_ops::op>(library, Policy::policy)
 // An op with its own kernel (which itself passes to stock in modes it does not handle).
 #define SHIM_KERNEL(op, policy, kernel) \
-  add<at::_ops::op>(library, Policy::policy, TORCH_FN(kernel))
+  add<at::_ops::op>(library, Policy::policy, TORCH_FN((Adapted<at::_ops::op, &kernel>::call)))
 
 
 void fill_table(torch::Library& library) {
@@ -135,10 +136,12 @@ void fill_table(torch::Library& library) {
 void register_overrides() {
   // Library objects unregister on destruction; these must outlive every op call, including
   // calls made from other libraries' static destructors at exit, so they are never freed.
-  auto* fallback = new torch::Library(torch::Library::IMPL, "_", kShimKey, __FILE__, __LINE__);
+  auto* fallback = new torch::Library(torch::Library::IMPL, "_", shim_key(), __FILE__, __LINE__);
   fallback->fallback(torch::CppFunction::makeFallthrough());
-  auto* library = new torch::Library(torch::Library::IMPL, "aten", kShimKey, __FILE__, __LINE__);
+  auto* library = new torch::Library(torch::Library::IMPL, "aten", shim_key(), __FILE__, __LINE__);
   fill_table(*library);
+  // Modes that keep packed weights must see every write to them (shim/write_watch.h).
+  if (uses_float_kernels(runtime_settings().mode)) register_write_watch(*library);
 }
 
 void register_introspection() {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "shim/cpu_features.h"
 #include "shim/op_stats.h"
 #include "shim/settings.h"
 
@@ -21,6 +22,17 @@ const std::string& config_state();
 inline bool uses_float_kernels(Mode mode) {
   return mode == Mode::fp32 || mode == Mode::bf16 || mode == Mode::int8;
 }
+
+// How bf16 mode runs on this CPU (shim/cpu_features.h), decided once at start.
+const Bf16Decision& bf16_decision();
+void set_bf16_decision(Bf16Decision decision);
+
+// Whether oneDNN's effective ISA here (after ONEDNN_MAX_CPU_ISA) includes BF16 instructions,
+// and VNNI (or AMX) for INT8.
+bool onednn_reaches_bf16();
+bool onednn_reaches_int8();
+// Whether oneDNN has BF16 kernels here at all, native or emulated (kernel tests need them).
+bool onednn_has_bf16_kernels();
 
 // Modes whose own kernels exist in this build; the others are accepted and run stock.
 const std::vector<Mode>& implemented_modes();

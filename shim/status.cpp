@@ -10,6 +10,7 @@
 #include "kernels/weight_cache.h"
 #include "shim/cpu_features.h"
 #include "shim/dispatch_key.h"
+#include "shim/torch_compat.h"
 #include "shim/fusion.h"
 #include "shim/int8_calibration.h"
 #include "shim/int8_inference.h"
@@ -39,6 +40,15 @@ std::string threads_origin(const Settings& settings) {
   return settings.threads_from_env ? "OMP_NUM_THREADS" : "affinity mask";
 }
 
+// What each lower-precision mode runs on this CPU, and why.
+nlohmann::json cpu_plan() {
+  return {{"bf16", bf16_decision().why},
+          {"int8", onednn_reaches_int8()
+                       ? "INT8 kernels (VNNI or AMX)"
+                       : "fp32 kernels: no VNNI or AMX within oneDNN's ISA here (" +
+                             onednn_isa() + "), where INT8 partial sums saturate"}};
+}
+
 }  // namespace
 
 std::string status_json() {
@@ -51,7 +61,9 @@ std::string status_json() {
   for (Mode mode : implemented_modes()) modes.push_back(mode_name(mode));
   status["implemented_modes"] = modes;
   status["active"] = active_in_this_thread();
-  status["dispatch_key"] = c10::toString(kShimKey);
+  status["dispatch_key"] = c10::toString(shim_key());
+  status["observer_key"] = c10::toString(observer_key());
+  status["torch"] = compat::kTorchVersion;
   status["num_threads"] = at::get_num_threads();
   status["num_threads_setting"] = settings.num_threads;
   status["num_threads_from"] = threads_origin(settings);
@@ -59,6 +71,7 @@ std::string status_json() {
   for (const auto& [name, present] : cpu_feature_list(cpu_features())) isa[name] = present;
   status["isa"] = isa;
   status["onednn"] = {{"version", onednn_version()}, {"isa", onednn_isa()}};
+  status["on_this_cpu"] = cpu_plan();
   status["config"] = settings.config_path.empty() ? nlohmann::json(nullptr)
                                                   : nlohmann::json(settings.config_path);
   status["config_state"] = config_state();
@@ -125,6 +138,9 @@ std::string banner_text() {
   if (settings.strict) text += ", strict";
   text += ", cpu: " + cpu_feature_summary(cpu_features());
   text += ", oneDNN " + onednn_version() + " (" + onednn_isa() + ")";
+  const nlohmann::json plan = cpu_plan();
+  for (const auto& item : plan.items())
+    text += "; " + item.key() + " mode: " + item.value().get<std::string>();
   return text;
 }
 

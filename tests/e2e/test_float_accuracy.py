@@ -31,7 +31,7 @@ Tolerances
 import pytest
 import torch
 
-from conftest import cosine, describe, parse_report
+from conftest import skip_without_kernels, cosine, describe, parse_report
 
 MODELS = {"resnet18": 128, "mobilenet_v2": 128, "resnet50": 64, "vgg11_bn": 64, "encoder": 256}
 CNNS = [m for m in MODELS if m != "encoder"]
@@ -85,7 +85,7 @@ def test_fp32_mode_matches_stock(runs, model):
 
 
 @pytest.mark.parametrize("model", list(MODELS))
-def test_bf16_mode_accuracy(runs, model):
+def test_bf16_mode_accuracy(runs, model, native_bf16):
     control = runs["control"][1][model]
     ref = control["output"]
     got = runs["bf16"][1][model]["output"]
@@ -112,7 +112,8 @@ def test_bf16_mode_accuracy(runs, model):
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
-def test_heavy_ops_ran_on_shim_kernels(runs, mode):
+def test_heavy_ops_ran_on_shim_kernels(runs, mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     """status() per model: conv2d/linear/matmul ran on the mode's oneDNN path, never stock;
     outputs are fp32 in the stock memory format."""
     report = runs[mode][0]

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import describe
+from conftest import skip_without_kernels, describe
 
 PROGRAM = r"""
 import json, sys
@@ -56,7 +56,8 @@ def test_inside_autocast_the_program_gets_autocasts_results(runs, mode):
 
 
 @pytest.mark.parametrize("mode", ["fp32", "bf16"])
-def test_outside_the_region_the_shim_runs_again(runs, mode):
+def test_outside_the_region_the_shim_runs_again(runs, mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     after = runs[mode]["after"]
     assert after.get(f"onednn_{mode}") == 2 * 20, after
     shim, stock = runs[mode]["outside"], runs["stock"]["outside"]

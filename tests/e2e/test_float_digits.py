@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from conftest import cosine, describe, parse_report
+from conftest import skip_without_kernels, cosine, describe, parse_report
 
 EPOCHS = 6
 N_TEST = 360
@@ -49,7 +49,8 @@ def test_stock_training_learns(digits):
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
-def test_inference_of_stock_trained_weights(digits, mode):
+def test_inference_of_stock_trained_weights(digits, mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     """(a) The stock-trained weights evaluated under the shim: test accuracy within 0.5
     points of stock, on the shim's kernels."""
     workdir, reports = digits
@@ -70,7 +71,8 @@ def test_inference_of_stock_trained_weights(digits, mode):
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
-def test_training_accuracy_and_gradients(digits, mode):
+def test_training_accuracy_and_gradients(digits, mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     """(b) Training from the same seed under the shim: final test accuracy within 1 point of
     stock fp32 training. bf16: conv2d and linear ran the autograd BF16 path, every parameter
     got a finite fp32 gradient. fp32: training ran stock kernels (gradient needed)."""
@@ -99,7 +101,8 @@ def test_training_accuracy_and_gradients(digits, mode):
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
-def test_validation_loop_uses_fresh_weights(digits, mode):
+def test_validation_loop_uses_fresh_weights(digits, mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     """(c) The no_grad validation loop between epochs runs on the shim's kernels and matches a
     stock evaluation of the very weights it saw (the optimizer changed them in place since
     the previous epoch: a stale packed weight would match the previous epoch instead)."""

@@ -11,7 +11,7 @@ import socket
 import pytest
 import torch
 
-from conftest import cosine, describe, parse_report
+from conftest import bf16_path, cosine, describe, parse_report
 
 
 
@@ -28,7 +28,7 @@ def local_runs(run_py, shim, tmp_path_factory):
     return out
 
 
-def test_inference_in_a_thread(local_runs):
+def test_inference_in_a_thread(local_runs, cpu_plan):
     """The thread's calls run on the BF16 kernels (counted while the main thread waited in
     join) and give the main thread's output."""
     report, saved = local_runs["bf16"]
@@ -36,7 +36,7 @@ def test_inference_in_a_thread(local_runs):
     for key in ("main_ops", "thread_ops"):
         for op in ("conv2d", "linear"):
             counts = report[key][op]
-            assert counts.get("onednn_bf16", 0) > 0 and counts.get("stock", 0) == 0, (key, counts)
+            assert counts.get(bf16_path(cpu_plan), 0) > 0 and counts.get("stock", 0) == 0, (key, counts)
     assert report["thread_ops"] == report["main_ops"]
     assert saved["thread"].dtype == torch.float32
     torch.testing.assert_close(saved["thread"], saved["main"], rtol=1e-5, atol=1e-5)
@@ -44,7 +44,7 @@ def test_inference_in_a_thread(local_runs):
     assert cosine(saved["main"], stock) >= 0.999
 
 
-def test_dataloader_workers_feeding_a_model(local_runs):
+def test_dataloader_workers_feeding_a_model(local_runs, cpu_plan):
     """Workers (forked) run their conv2d on the shim's kernels; the model in the main
     process runs on them too; the outputs match stock within BF16 tolerance."""
     report, saved = local_runs["bf16"]
@@ -55,7 +55,7 @@ def test_dataloader_workers_feeding_a_model(local_runs):
     assert all(w["active"] is True and w["conv2d_onednn"] > 0 for w in workers), workers
     for op, calls in (("conv2d", 2 * 4), ("linear", 4)):  # per batch: 2 convs, 1 linear
         counts = report["loader_ops"][op]
-        assert counts.get("onednn_bf16", 0) == calls and counts.get("stock", 0) == 0, counts
+        assert counts.get(bf16_path(cpu_plan), 0) == calls and counts.get("stock", 0) == 0, counts
     stock = local_runs["stock"][1]["loader"]
     got = saved["loader"]
     assert got.shape == stock.shape == (64, 10) and got.dtype == torch.float32
@@ -83,7 +83,7 @@ def _torchrun(shim, outdir, preload):
     return shim.run(argv, mode="bf16" if preload else None, preload=preload, timeout=240)
 
 
-def test_torchrun_ddp_ranks_agree(shim, torch_available, tmp_path):
+def test_torchrun_ddp_ranks_agree(shim, torch_available, tmp_path, cpu_plan):
     proc = _torchrun(shim, tmp_path / "bf16", preload=True)
     if proc.returncode != 0:
         stock = _torchrun(shim, tmp_path / "stock", preload=False)
@@ -98,7 +98,7 @@ def test_torchrun_ddp_ranks_agree(shim, torch_available, tmp_path):
         assert facts["grads_ok"], facts
         for op in ("conv2d", "linear"):
             assert facts["train_ops"][op].get("autograd_shim", 0) > 0, facts["train_ops"]
-            assert facts["all_ops"][op].get("onednn_bf16", 0) > 0, facts["all_ops"]
+            assert facts["all_ops"][op].get(bf16_path(cpu_plan), 0) > 0, facts["all_ops"]
         assert facts["checksum"] != facts["initial_checksum"], "training changed nothing"
         assert f"rank {r} checksum {facts['checksum']}" in proc.stdout, describe(proc)
     assert ranks[0]["losses"] != ranks[1]["losses"]  # each rank saw its own data

@@ -20,7 +20,7 @@ Tolerances
 import pytest
 import torch
 
-from conftest import cosine, describe, parse_report, rel_l2
+from conftest import skip_without_kernels, cosine, describe, parse_report, rel_l2
 
 MODES = ("bf16", "fp32")
 
@@ -47,7 +47,7 @@ def _zero_in_exact_arithmetic(stock_grads):
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_bf16_gradients_match_stock_autocast(results, model):
+def test_bf16_gradients_match_stock_autocast(results, model, native_bf16):
     report, saved = results["bf16"]
     stock = results["stock"][1]["grads"][model]
     grads = saved["grads"][model]["plain"]
@@ -92,7 +92,8 @@ def test_fp32_mode_gradients_match_stock(results, model):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("variant", ["with_grad", "no_grad"])
-def test_batchnorm_running_stats(results, mode, variant):
+def test_batchnorm_running_stats(results, mode, variant, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     report, saved = results[mode]
     stock = results["stock"][1]["bn"][variant]
     got = saved["bn"][variant]
@@ -112,7 +113,8 @@ def test_batchnorm_running_stats(results, mode, variant):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_weights_changed_in_every_supported_way_are_never_stale(results, mode):
+def test_weights_changed_in_every_supported_way_are_never_stale(results, mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     """eval under no_grad, optimizer.step(), eval, load_state_dict(other), eval, no_grad
     w.copy_(...), eval, `w.data = new`, eval, no_grad bias change, eval: each eval equals the
     stock run of the same sequence and an in-process evaluation through the gradient path."""

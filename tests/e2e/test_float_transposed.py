@@ -6,7 +6,7 @@ rejects valid shapes (so a BF16 autograd path would break training that works st
 """
 import pytest
 
-from conftest import describe, parse_report
+from conftest import skip_without_kernels, describe, parse_report
 
 PROGRAM = r'''
 import json, sys, torch
@@ -42,7 +42,8 @@ print("E2E-REPORT:" + json.dumps(report))
 
 
 @pytest.mark.parametrize("mode,tolerance", [("fp32", 1e-5), ("bf16", 1.5e-2)])
-def test_transposed_convolutions_run_on_the_kernel_and_train_stock(run_py, mode, tolerance):
+def test_transposed_convolutions_run_on_the_kernel_and_train_stock(run_py, mode, tolerance, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     """Each transposed convolution: no-grad output fp32, right shape, within the mode's
     tolerance of a double-precision reference, counted on the mode's oneDNN path; the call
     with a gradient runs stock (fp32: exact to the reference's precision), backward works."""

@@ -47,6 +47,10 @@ import torch
 
 from conftest import cosine, describe, parse_report
 
+# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
+# (no VNNI or AMX), with the reason.
+pytestmark = pytest.mark.usefixtures("int8_kernels")
+
 CNNS = ["resnet18", "resnet50", "mobilenet_v2"]
 MODELS = CNNS + ["encoder"]
 DEFAULT = "min_max/per_channel"

@@ -15,6 +15,10 @@ import torch
 
 from conftest import cosine, describe, parse_report, shim_lines
 
+# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
+# (no VNNI or AMX), with the reason.
+pytestmark = pytest.mark.usefixtures("int8_kernels")
+
 MARKER = "INT8CFG-PROGRAM-STARTS"
 SEED_FIELDS = [  # in the seed's order, with their types
     ("id", int), ("name", str), ("algorithm", str), ("weight_granularity", str),

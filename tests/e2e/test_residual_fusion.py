@@ -19,7 +19,7 @@ differ from each other by more than 20%).
 import pytest
 import torch
 
-from conftest import cosine, describe
+from conftest import skip_without_kernels, cosine, describe
 
 
 
@@ -87,7 +87,8 @@ def test_the_scenarios_differ_enough_to_catch_a_stale_sum(runs):
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
 @pytest.mark.parametrize("mode", MODES)
-def test_the_pools_run_on_handed_over_bytes(runs, mode, grad_mode):
+def test_the_pools_run_on_handed_over_bytes(runs, mode, grad_mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     # Pass 1 learns; passes 2 and 3 pool the stem's result as the convolution left it.
     paths = runs[(mode, grad_mode, "fused")]["counters"]["plain"]["max_pool2d"]
     assert paths.get(POOL_PATH[mode]) == 2 and paths.get("stock") == 1, paths

@@ -10,7 +10,7 @@ fusion, as in eager mode.
 """
 import pytest
 
-from conftest import describe, parse_report
+from conftest import skip_without_kernels, describe, parse_report
 
 def _run(run_py, shim, mode, preload=True):
     proc = run_py(shim.program("trace_check.py"), mode=mode, preload=preload)
@@ -39,7 +39,8 @@ def test_traced_module_matches_eager_under_shim(run_py, shim, mode, tolerance):
 
 
 @pytest.mark.parametrize("mode,tolerance", [("fp32", 1e-4), ("bf16", 2e-2)])
-def test_traced_modules_run_on_the_shims_kernels_with_fusion(run_py, shim, mode, tolerance):
+def test_traced_modules_run_on_the_shims_kernels_with_fusion(run_py, shim, mode, tolerance, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
     """The traced modules' convolutions run on the shim's kernel (counted under conv2d; the
     traces themselves ran stock), and a traced residual
     block is fused (conv -> batch_norm -> relu_, `out += x`) without mispredictions, with

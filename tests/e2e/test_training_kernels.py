@@ -132,7 +132,7 @@ def test_batch_norm_without_affine_or_gradient_runs_stock(results, mode):
             assert torch.equal(got[part][key], want), (part, key)
 
 
-def test_bf16_convolutions_and_linears_run_the_shims_training_kernels(results):
+def test_bf16_convolutions_and_linears_run_the_shims_training_kernels(results, native_bf16):
     facts, got = results["bf16"]
     ops = facts["ops"]["heavy"]
     # Every case on the shim's kernels (the channels-last one too, in its own format).
@@ -169,7 +169,7 @@ def test_fp32_mode_convolutions_and_linears_with_a_gradient_are_stocks(results):
                 assert rel_l2(value, ref[name][key]) <= 1e-5, (name, key)
 
 
-def test_double_backward_through_bf16_convolution_and_linear(results):
+def test_double_backward_through_bf16_convolution_and_linear(results, native_bf16):
     facts, got = results["bf16"]
     ref = results["stock"][1]["heavy2"]
     ops = facts["ops"]["heavy2"]
