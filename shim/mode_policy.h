@@ -34,11 +34,11 @@ inline Precision lower_precision(const OpStats& op) {
              : Precision::fp32;
 }
 
-// Why a call of bf16 mode counted on the fp32 kernels ran there (no native BF16), or
-// `other` when the caller has a reason of its own.
-inline Fallback precision_note(Fallback other = Fallback::none) {
+// Why a call of bf16 mode counted on the fp32 kernels ran there (no native BF16; an op
+// IPEX_CONFIG keeps in fp32 needs no reason), or `other` when the caller has one of its own.
+inline Fallback precision_note(const OpStats& op, Fallback other = Fallback::none) {
   if (other != Fallback::none) return other;
-  return runtime_settings().mode == Mode::bf16 && !bf16_decision().run_bf16
+  return runtime_settings().mode == Mode::bf16 && !op.keep_fp32 && !bf16_decision().run_bf16
              ? Fallback::no_bf16_isa
              : Fallback::none;
 }
@@ -81,7 +81,8 @@ at::Tensor run_or_stock(Fallback why, Path path, Kernel kernel, Stock stock,
     try {
       c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       at::Tensor output = kernel();
-      Intercept<Op>::stats().count(path, path == Path::onednn_fp32 ? precision_note(note) : note);
+      Intercept<Op>::stats().count(
+          path, path == Path::onednn_fp32 ? precision_note(Intercept<Op>::stats(), note) : note);
       return output;
     } catch (const std::exception& error) {
       report_kernel_error(op_display_name<Op>(), error);

@@ -170,7 +170,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     if (int8) {
       Wrapped::stats().count(Path::onednn_int8);
     } else {
-      Wrapped::stats().count(path_for(precision), precision_note(int8_why));
+      Wrapped::stats().count(path_for(precision), precision_note(Wrapped::stats(), int8_why));
     }
     int8::produced(op, output);
     return output;

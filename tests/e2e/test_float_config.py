@@ -37,7 +37,7 @@ def run_with_config(run_py, shim, tmp_path, config_path, strict=False):
     return proc, out
 
 
-def test_keep_fp32_linear(run_py, shim, tmp_path, reference):
+def test_keep_fp32_linear(run_py, shim, tmp_path, reference, native_bf16):
     config = tmp_path / "keep.json"
     config.write_text(json.dumps({"keep_fp32": ["linear"]}))
     proc, out = run_with_config(run_py, shim, tmp_path, config)

@@ -51,6 +51,7 @@ from conftest import cosine, describe, parse_report
 # (no VNNI or AMX), with the reason.
 pytestmark = pytest.mark.usefixtures("int8_kernels")
 
+
 CNNS = ["resnet18", "resnet50", "mobilenet_v2"]
 MODELS = CNNS + ["encoder"]
 DEFAULT = "min_max/per_channel"

@@ -19,6 +19,7 @@ from conftest import cosine, describe, parse_report, shim_lines
 # (no VNNI or AMX), with the reason.
 pytestmark = pytest.mark.usefixtures("int8_kernels")
 
+
 MARKER = "INT8CFG-PROGRAM-STARTS"
 SEED_FIELDS = [  # in the seed's order, with their types
     ("id", int), ("name", str), ("algorithm", str), ("weight_granularity", str),

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("int8_kernels")
 
 
 
+
 @pytest.fixture(scope="module")
 def digits(run_py, shim, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("int8_digits")

@@ -15,6 +15,7 @@ from conftest import describe
 pytestmark = pytest.mark.usefixtures("int8_kernels")
 
 
+
 def test_two_threads_compute_what_one_thread_computes(shim, torch_available, tmp_path):
     conf = tmp_path / "conf.json"
     program = shim.program("int8_threads.py")

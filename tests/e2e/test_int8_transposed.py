@@ -9,13 +9,14 @@ import pytest
 
 from conftest import calibrate_then_infer, cosine
 
+# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
+# (no VNNI or AMX), with the reason.
+pytestmark = pytest.mark.usefixtures("int8_kernels")
+
 PROGRAM = r"""
 import json, sys
 import torch, torch.nn as nn
 
-# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
-# (no VNNI or AMX), with the reason.
-pytestmark = pytest.mark.usefixtures("int8_kernels")
 torch.manual_seed(0)
 net2d = nn.Sequential(
     nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
