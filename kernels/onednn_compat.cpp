@@ -405,7 +405,8 @@ ScaledReorder::ScaledReorder(const dnnl::memory::desc& from, const dnnl::memory:
     attr.set_output_scales(mask, scales);
 #endif
   }
-  reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to, attr));
+  reorder_ =
+      dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to, attr));
 }
 
 void ScaledReorder::execute(dnnl::stream& stream, const dnnl::memory& from,
