@@ -40,22 +40,42 @@ dt destination_type(Precision precision, const Int8Spec* int8) {
   return int8->output_scale > 0.f ? activation_type(int8->output_uint8) : dt::f32;
 }
 
-// The clamp's upper bound as the primitive applies it: oneDNN applies an INT8 result's
-// output scales before the post-ops, so there the bound is in the result's quantised units.
+// The scale of the primitive's result: an INT8 result's, or 0 for fp32 values.
+float result_scale(const Int8Spec* int8) { return int8 ? int8->output_scale : 0.f; }
+
+// The clamp's upper bound as the primitive keeps it (0: none).
 float clamp_in_primitive(const ConvolutionPostOps& post_ops, const Int8Spec* int8) {
   if (!post_ops.relu || post_ops.relu_upper <= 0.f) return 0.f;
-  return post_ops.relu_upper * (int8 && int8->output_scale > 0.f ? int8->output_scale : 1.f);
+  return onednn::clip_bound_in_primitive(post_ops.relu_upper, result_scale(int8));
 }
 
-// The sum post-op's scale: an s8 addend (sum_s8_scale) is rescaled into the result's scale
-// by the sum; any other addend is written into the destination in the result's own type
-// and scale first and added as it is. (Copying INT8 addend bytes as they are and letting
-// the sum rescale them made oneDNN 2.6's brgconv_1x1 slower by more than the copy saved:
-// resnet50 batch 16, 47.2 against 41.4 ms of 1x1 convolutions a pass.)
+// The sum post-op's factor as the primitive keeps it (0: no sum). An s8 addend
+// (sum_s8_scale) is rescaled by the sum; any other addend is written into the destination
+// in the result's own type and scale first. (Copying INT8 addend bytes as they are and
+// letting the sum rescale them made oneDNN 2.6's brgconv_1x1 slower by more than the copy
+// saved: resnet50 batch 16, 47.2 against 41.4 ms of 1x1 convolutions a pass.)
 float sum_post_op_scale(const ConvolutionPostOps& post_ops, const Int8Spec* int8) {
-  if (post_ops.sum && int8 && int8->output_scale > 0.f && post_ops.sum_s8_scale > 0.f)
-    return int8->output_scale / post_ops.sum_s8_scale;
-  return 1.f;
+  if (!post_ops.sum) return 0.f;
+  const float result = result_scale(int8);
+  const float addend = result > 0.f && post_ops.sum_s8_scale > 0.f ? post_ops.sum_s8_scale
+                       : result > 0.f                              ? result
+                                                                   : 1.f;
+  return onednn::sum_scale_in_primitive(addend, result);
+}
+
+// An INT8 convolution's scales; the weights' are known once they are packed.
+onednn::ProductScales product_scales(const Int8Spec& int8, const ConvolutionArgs& args,
+                                     const at::Tensor& weight_scales = at::Tensor()) {
+  onednn::ProductScales scales;
+  scales.src = int8.input_scale;
+  if (weight_scales.defined()) {
+    const float* values = weight_scales.data_ptr<float>();
+    scales.weights.assign(values, values + weight_scales.numel());
+  }
+  // Output channels: the weights' dimension 0, or 1 after a leading group dimension.
+  scales.weights_mask = args.groups > 1 ? (1 << 0) | (1 << 1) : 1 << 0;
+  scales.dst = int8.output_scale;
+  return scales;
 }
 
 struct ConvPrimitive {
@@ -83,18 +103,16 @@ void copy_bytes(dnnl::memory from, dnnl::memory to) {
   });
 }
 
-// `int8`: quantised (src u8/s8, weights s8, dst fp32 or u8/s8 as the spec says) with the
-// per-output-channel multipliers `output_scales` (none: the layout query for packing).
+// `int8`: quantised (src u8/s8, weights s8, dst fp32 or u8/s8 as the spec says) with
+// `scales` (their weights' empty: the layout query for packing).
 ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, bool has_bias,
                              const ConvolutionArgs& args, Precision precision,
                              const ConvolutionPostOps& post_ops, const Int8Spec* int8 = nullptr,
-                             const std::vector<float>& output_scales = {}) {
+                             const onednn::ProductScales* scales = nullptr) {
   const int64_t spatial = input.dim() - 2;
   const int64_t out_channels = output_channels(weight, args);
   const ConvolutionGeometry g = convolution_geometry(input, weight, args);
   const std::vector<int64_t>& output_sizes = g.output_sizes;
-  const dnnl::memory::dims &strides = g.strides, &dilates = g.dilates;
-  const dnnl::memory::dims &padding_l = g.padding_l, &padding_r = g.padding_r;
 
   const dt compute = to_dnnl(precision);
   const dt src_type = int8 ? activation_type(int8->input_uint8) : compute;
@@ -105,7 +123,7 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
   const dt dst_type = destination_type(precision, int8);
   auto src_md = dnnl::memory::desc(to_dims(input.sizes()), src_type, tag::any);
   auto weights_md =
-      dnnl::memory::desc(weight_user_desc(weight, args).dims(), weights_type, tag::any);
+      dnnl::memory::desc(onednn::dims_of(weight_user_desc(weight, args)), weights_type, tag::any);
   auto bias_md = dnnl::memory::desc({out_channels}, dt::f32, tag::a);
   auto dst_md = dnnl::memory::desc(to_dims(output_sizes), dst_type, tag::any);
   // BF16 2-D: oneDNN's choice for `any` here (avx512_core_bf16 without AMX) is brgconv on
@@ -120,8 +138,7 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
   }
 
   dnnl::primitive_attr attr = base_attr();
-  if (!output_scales.empty())
-    attr.set_output_scales(output_scales.size() > 1 ? 1 << 1 : 0, output_scales);
+  if (scales) onednn::set_product_scales(attr, *scales);
   if (post_ops.relu || post_ops.sum) {
     dnnl::post_ops ops;
     // The destination is filled with the addend before the primitive runs.
@@ -129,38 +146,27 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
     if (post_ops.sum && int8_result && post_ops.sum_s8_scale > 0.f) {
       ops.append_sum(sum_post_op_scale(post_ops, int8), 0, dt::s8);
     } else if (post_ops.sum) {
-      ops.append_sum(1.f);
+      ops.append_sum(sum_post_op_scale(post_ops, int8));
     }
     if (const float upper = clamp_in_primitive(post_ops, int8); upper > 0.f) {
-      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, upper);
+      onednn::append_eltwise(ops, dnnl::algorithm::eltwise_clip, 0.f, upper);
     } else if (post_ops.relu) {
-      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      onednn::append_eltwise(ops, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     }
     attr.set_post_ops(ops);
   }
   dnnl::primitive_desc pd;
   dnnl::primitive primitive;
   const auto inference = dnnl::prop_kind::forward_inference;
+  const dnnl::memory::desc* bias = has_bias ? &bias_md : nullptr;
   if (args.transposed) {
-    const auto algorithm = dnnl::algorithm::deconvolution_direct;
-    auto desc = has_bias ? dnnl::deconvolution_forward::desc(inference, algorithm, src_md,
-                                                             weights_md, bias_md, dst_md, strides,
-                                                             dilates, padding_l, padding_r)
-                         : dnnl::deconvolution_forward::desc(inference, algorithm, src_md,
-                                                             weights_md, dst_md, strides,
-                                                             dilates, padding_l, padding_r);
-    auto typed = dnnl::deconvolution_forward::primitive_desc(desc, attr, cpu_engine());
+    auto typed = onednn::deconvolution_forward_primitive_desc(inference, src_md, weights_md, bias,
+                                                              dst_md, g.window, attr);
     pd = typed;
     primitive = dnnl::deconvolution_forward(typed);
   } else {
-    const auto algorithm = dnnl::algorithm::convolution_direct;
-    auto desc = has_bias ? dnnl::convolution_forward::desc(inference, algorithm, src_md,
-                                                           weights_md, bias_md, dst_md, strides,
-                                                           dilates, padding_l, padding_r)
-                         : dnnl::convolution_forward::desc(inference, algorithm, src_md,
-                                                           weights_md, dst_md, strides, dilates,
-                                                           padding_l, padding_r);
-    auto typed = dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
+    auto typed = onednn::convolution_forward_primitive_desc(inference, src_md, weights_md, bias,
+                                                            dst_md, g.window, attr);
     pd = typed;
     primitive = dnnl::convolution_forward(typed);
   }
@@ -224,20 +230,20 @@ ConvolutionGeometry convolution_geometry(const at::Tensor& input, const at::Tens
     const int64_t stride = args.stride[d];
     const int64_t dilation = args.dilation[d];
     const int64_t pad = args.padding[d];
-    g.strides.push_back(stride);
-    g.dilates.push_back(dilation - 1);  // oneDNN counts the gaps, PyTorch the spacing
-    g.padding_l.push_back(pad);
+    g.window.strides.push_back(stride);
+    g.window.dilates.push_back(dilation - 1);  // oneDNN counts the gaps, PyTorch the spacing
+    g.window.padding_l.push_back(pad);
     if (args.transposed) {
       // The output grows by output_padding on the right: less right padding to crop.
       g.output_sizes.push_back((in - 1) * stride - 2 * pad + dilation * (kernel - 1) +
                                args.output_padding[d] + 1);
-      g.padding_r.push_back(pad - args.output_padding[d]);
+      g.window.padding_r.push_back(pad - args.output_padding[d]);
     } else {
       const int64_t out = (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
       g.output_sizes.push_back(out);
       // PyTorch drops the input rows that do not fit a whole stride; oneDNN wants the right
       // padding that makes its output size formula land on the same `out`.
-      g.padding_r.push_back((out - 1) * stride + dilation * (kernel - 1) + 1 - in - pad);
+      g.window.padding_r.push_back((out - 1) * stride + dilation * (kernel - 1) + 1 - in - pad);
     }
   }
   return g;
@@ -311,8 +317,8 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   shape_key.add_range(args.padding).add_range(args.dilation).add(args.groups);
   shape_key.add(precision).add(post_ops.relu).add(post_ops.sum != nullptr).add(args.transposed);
   shape_key.add(clamp_in_primitive(post_ops, int8));
-  // The sum's scale is the primitive's own (output multipliers alone do not fix it: inputs
-  // and results scaled alike give the same multipliers).
+  // The sum's factor is the primitive's own (the product's scales alone do not fix it:
+  // inputs and results scaled alike give the same output multipliers).
   shape_key.add(post_ops.sum ? post_ops.sum_s8_scale : 0.f).add(sum_post_op_scale(post_ops, int8));
   shape_key.add_range(args.output_padding).add(int8 != nullptr);
   if (int8) {
@@ -320,12 +326,13 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   }
   std::string key = shape_key.take();
 
-  // INT8: the weights' layout comes from a primitive without scales (the scales depend on
-  // the packed weights, which depend on the layout).
+  // INT8: the weights' layout comes from a primitive without the weights' scales (they
+  // depend on the packed weights, which depend on the layout).
   dnnl::memory::desc weights_desc;
   if (int8) {
     auto layout = primitives->get(key + "layout", [&] {
-      return make_primitive(input, weight, has_bias, args, precision, post_ops, int8);
+      const onednn::ProductScales unknown = product_scales(*int8, args);
+      return make_primitive(input, weight, has_bias, args, precision, post_ops, int8, &unknown);
     });
     weights_desc = layout->pd.weights_desc(0);
   }
@@ -341,7 +348,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
       variant.add(fold->eps);
     }
     if (int8) {
-      // The bias is kept in the accumulator's units, which depend on the input's scale.
+      // The bias as the product adds it may depend on the input's scale (onednn::int8_bias).
       if (bias && bias->defined()) depends_on.push_back(*bias);
       variant.add(int8->input_scale).add(int8->weight_per_channel);
     } else if (fold && bias && bias->defined()) {
@@ -365,40 +372,37 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
         Reordered out = reorder_to(user, weights_desc);
         return PackedWeight{out.storage, out.memory, folded_bias, at::Tensor()};
       }
-      at::Tensor scales =
+      at::Tensor quantisation =
           args.transposed
               ? transposed_weight_scales(source, args.groups, int8->weight_per_channel)
               : weight_scales(source, int8->weight_per_channel);
-      const float* values = scales.data_ptr<float>();
-      std::vector<float> multipliers(values, values + scales.numel());
-      dnnl::primitive_attr attr;
-      attr.set_output_scales(args.groups > 1 ? (1 << 0) | (1 << 1) : 1 << 0, multipliers);
+      // q_w = round(w * scale[oc]), into the primitive's layout in one reorder.
+      const onednn::ProductScales quantised = product_scales(*int8, args, quantisation);
       Reordered out = allocate(weights_desc);
-      dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), user.get_desc(), cpu_engine(),
-                                                  weights_desc, attr))
+      onednn::ScaledReorder(user.get_desc(), weights_desc, quantised.weights,
+                            quantised.weights_mask)
           .execute(thread_stream(), user, out.memory);
       thread_stream().wait();
-      at::Tensor bias_units;
+      at::Tensor int8_bias;
       const at::Tensor& float_bias = fold ? folded_bias : (has_bias ? *bias : at::Tensor());
       if (float_bias.defined())
-        bias_units = (float_bias * (scales * int8->input_scale)).contiguous();
-      return PackedWeight{out.storage, out.memory, bias_units, scales};
+        int8_bias = onednn::int8_bias(float_bias, int8->input_scale, quantisation);
+      return PackedWeight{out.storage, out.memory, int8_bias, quantisation};
     }, /*replaces_others=*/fold != nullptr && !int8);
   };
 
   PackedWeight packed;
-  std::vector<float> output_scales;
+  onednn::ProductScales scales;
   if (int8) {
     packed = pack_weights();
-    output_scales = output_multipliers(packed.scales, int8->input_scale,
-                                       int8->output_scale > 0.f ? int8->output_scale : 1.f);
-    KeyBuilder scaled;
-    scaled.add_range(output_scales);
-    key += scaled.take();
+    scales = product_scales(*int8, args, packed.scales);
+    KeyBuilder kept;
+    kept.add_range(onednn::product_scales_kept(scales));
+    key += kept.take();
   }
   auto conv = primitives->get(key, [&] {
     return make_primitive(input, weight, has_bias, args, precision, post_ops, int8,
-                          output_scales);
+                          int8 ? &scales : nullptr);
   });
   if (!int8) {
     weights_desc = conv->pd.weights_desc(0);
@@ -451,22 +455,22 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
     dnnl::memory addend = wrap(*post_ops.sum, given);
     if (int8_result && post_ops.sum_s8_scale > 0.f) {
       // s8 bytes over the destination's buffer, in its layout (the sum reads them as s8).
-      dnnl::memory::desc as_s8 = dst.get_desc();
-      as_s8.data.data_type = dnnl_s8;
+      const dnnl::memory::desc as_s8 = onednn::with_data_type(dst.get_desc(), dt::s8);
       dnnl::memory target(as_s8, cpu_engine(), dst.get_data_handle());
       cached_scaled_reorder(given, as_s8, post_ops.sum_s8_scale / post_ops.sum_scale)
           ->execute(thread_stream(), addend, target);
     } else {
       const float scale = (int8_result ? int8->output_scale : 1.f) / post_ops.sum_scale;
-      if (scale == 1.f && given.data_type() == dst.get_desc().data_type()) {
+      if (scale == 1.f && onednn::data_type_of(given) == onednn::data_type_of(dst.get_desc())) {
         copy_bytes(addend, dst);  // floating point, or INT8 of the result's own scale
       } else {
         cached_scaled_reorder(given, dst.get_desc(), scale)->execute(thread_stream(), addend, dst);
       }
     }
   }
-  std::unordered_map<int, dnnl::memory> arguments = {
+  onednn::Arguments arguments = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, dst}};
+  if (int8) arguments.merge(onednn::product_scale_arguments(scales));
   at::Tensor bias_contiguous;
   if (has_bias) {
     bias_contiguous = fold || int8 ? packed.bias : bias->contiguous();

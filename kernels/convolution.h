@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/int8.h"
+#include "kernels/onednn_compat.h"
 #include "kernels/onednn_context.h"
 #include "shim/op_stats.h"
 
@@ -51,7 +52,7 @@ struct ConvolutionPostOps {
 // PyTorch's output sizes and the window geometry in oneDNN's terms.
 struct ConvolutionGeometry {
   std::vector<int64_t> output_sizes;
-  dnnl::memory::dims strides, dilates, padding_l, padding_r;
+  onednn::ConvolutionWindow window;
 };
 ConvolutionGeometry convolution_geometry(const at::Tensor& input, const at::Tensor& weight,
                                          const ConvolutionArgs& args);

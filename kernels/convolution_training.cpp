@@ -3,6 +3,7 @@
 #include <ATen/ops/empty.h>
 
 #include "kernels/buffer_pool.h"
+#include "kernels/onednn_compat.h"
 #include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
 
@@ -56,34 +57,17 @@ std::shared_ptr<const TrainingPrimitives> primitives_for(const at::Tensor& input
     const auto dst = dnnl::memory::desc(to_dims(g.output_sizes), dt::f32, activations);
     const auto diff_dst = dnnl::memory::desc(to_dims(g.output_sizes), dt::bf16, activations);
     const auto diff_src = dnnl::memory::desc(to_dims(input.sizes()), dt::f32, activations);
-    const dnnl::memory::dims weight_dims = weight_user_desc(weight, args).dims();
+    const dnnl::memory::dims weight_dims = onednn::dims_of(weight_user_desc(weight, args));
     const auto weights = dnnl::memory::desc(weight_dims, dt::bf16, tag::any);
     const auto diff_weights = dnnl::memory::desc(weight_dims, dt::f32, tag::any);
     const auto bias = dnnl::memory::desc({out_channels}, dt::f32, tag::a);
-    const auto algorithm = dnnl::algorithm::convolution_direct;
-    const auto training = dnnl::prop_kind::forward_training;
-    auto forward_desc =
-        has_bias ? dnnl::convolution_forward::desc(training, algorithm, src, weights, bias, dst,
-                                                   g.strides, g.dilates, g.padding_l,
-                                                   g.padding_r)
-                 : dnnl::convolution_forward::desc(training, algorithm, src, weights, dst,
-                                                   g.strides, g.dilates, g.padding_l,
-                                                   g.padding_r);
-    dnnl::convolution_forward::primitive_desc forward_pd(forward_desc, base_attr(),
-                                                         cpu_engine());
-    dnnl::convolution_backward_data::primitive_desc data_pd(
-        dnnl::convolution_backward_data::desc(algorithm, diff_src, weights, diff_dst, g.strides,
-                                              g.dilates, g.padding_l, g.padding_r),
-        base_attr(), cpu_engine(), forward_pd);
-    auto weights_desc =
-        has_bias ? dnnl::convolution_backward_weights::desc(algorithm, src, diff_weights, bias,
-                                                            diff_dst, g.strides, g.dilates,
-                                                            g.padding_l, g.padding_r)
-                 : dnnl::convolution_backward_weights::desc(algorithm, src, diff_weights,
-                                                            diff_dst, g.strides, g.dilates,
-                                                            g.padding_l, g.padding_r);
-    dnnl::convolution_backward_weights::primitive_desc weights_pd(weights_desc, base_attr(),
-                                                                  cpu_engine(), forward_pd);
+    const dnnl::memory::desc* with_bias = has_bias ? &bias : nullptr;
+    const auto forward_pd = onednn::convolution_forward_primitive_desc(
+        dnnl::prop_kind::forward_training, src, weights, with_bias, dst, g.window, base_attr());
+    const auto data_pd = onednn::convolution_backward_data_primitive_desc(
+        diff_src, weights, diff_dst, g.window, forward_pd, base_attr());
+    const auto weights_pd = onednn::convolution_backward_weights_primitive_desc(
+        src, diff_weights, with_bias, diff_dst, g.window, forward_pd, base_attr());
     return TrainingPrimitives{forward_pd,
                               dnnl::convolution_forward(forward_pd),
                               data_pd,

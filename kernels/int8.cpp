@@ -5,7 +5,6 @@
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/where.h>
 
-#include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
 
 namespace ipex_shim {
@@ -35,32 +34,16 @@ at::Tensor transposed_weight_scales(const at::Tensor& weight, int64_t groups, bo
   return scales.to(at::kFloat).contiguous();
 }
 
-std::vector<float> output_multipliers(const at::Tensor& weight_scales, float input_scale,
-                                      float result_scale) {
-  const float* values = weight_scales.data_ptr<float>();
-  std::vector<float> multipliers;
-  bool uniform = true;
-  for (int64_t oc = 0; oc < weight_scales.numel(); ++oc) {
-    multipliers.push_back(result_scale / (input_scale * values[oc]));
-    uniform = uniform && multipliers.back() == multipliers.front();
-  }
-  if (uniform) multipliers.resize(1);
-  return multipliers;
-}
-
 dnnl::memory::data_type activation_type(bool uint8) {
   return uint8 ? dnnl::memory::data_type::u8 : dnnl::memory::data_type::s8;
 }
 
-std::shared_ptr<const dnnl::reorder> cached_scaled_reorder(const dnnl::memory::desc& from,
-                                                           const dnnl::memory::desc& to,
-                                                           float scale) {
-  if (scale == 1.f) return cached_reorder(from, to);
-  static PrimitiveCache<dnnl::reorder>* cache = new PrimitiveCache<dnnl::reorder>();
+std::shared_ptr<const onednn::ScaledReorder> cached_scaled_reorder(
+    const dnnl::memory::desc& from, const dnnl::memory::desc& to, float scale) {
+  static auto* cache = new PrimitiveCache<onednn::ScaledReorder>();
   return cache->get(KeyBuilder().add(from).add(to).add(scale).take(), [&] {
-    dnnl::primitive_attr attr;
-    attr.set_output_scales(0, {scale});
-    return dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to, attr));
+    return scale == 1.f ? onednn::ScaledReorder(from, to)
+                        : onednn::ScaledReorder(from, to, {scale}, 0);
   });
 }
 

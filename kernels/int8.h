@@ -13,6 +13,8 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/onednn_compat.h"
+
 namespace ipex_shim {
 
 struct Int8Spec {
@@ -40,18 +42,11 @@ at::Tensor weight_scales(const at::Tensor& weight, bool per_channel);
 // channel g * (out / groups) + j is column j of group g's rows.
 at::Tensor transposed_weight_scales(const at::Tensor& weight, int64_t groups, bool per_channel);
 
-// oneDNN's output scales for an INT8 product whose weights have `weight_scales` (from
-// weight_scales()): result_scale / (input_scale * w[oc]) per output channel (result_scale 1:
-// fp32 values), a single value when they all agree.
-std::vector<float> output_multipliers(const at::Tensor& weight_scales, float input_scale,
-                                      float result_scale);
-
 dnnl::memory::data_type activation_type(bool uint8);
 
 // A cached reorder that multiplies by `scale` on the way (quantise: scale = s; dequantise:
 // 1 / s; requantise: s_to / s_from). scale 1 is a plain reorder.
-std::shared_ptr<const dnnl::reorder> cached_scaled_reorder(const dnnl::memory::desc& from,
-                                                           const dnnl::memory::desc& to,
-                                                           float scale);
+std::shared_ptr<const onednn::ScaledReorder> cached_scaled_reorder(
+    const dnnl::memory::desc& from, const dnnl::memory::desc& to, float scale);
 
 }  // namespace ipex_shim

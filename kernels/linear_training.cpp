@@ -5,6 +5,7 @@
 
 #include "kernels/buffer_pool.h"
 #include "kernels/matmul.h"
+#include "kernels/onednn_compat.h"
 #include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
 
@@ -48,20 +49,16 @@ std::shared_ptr<const LinearPrimitives> primitives_for(int64_t rows, int64_t in,
   KeyBuilder key;
   key.add(rows).add(in).add(out).add(has_bias);
   return cache->get(key.take(), [&] {
-    const auto forward_desc =
-        has_bias ? dnnl::matmul::desc(matrix(rows, in, dt::bf16), transposed(in, out, dt::bf16),
-                                      matrix(1, out, dt::f32), matrix(rows, out, dt::f32))
-                 : dnnl::matmul::desc(matrix(rows, in, dt::bf16), transposed(in, out, dt::bf16),
-                                      matrix(rows, out, dt::f32));
-    dnnl::matmul::primitive_desc forward_pd(forward_desc, base_attr(), cpu_engine());
-    dnnl::matmul::primitive_desc data_pd(
-        dnnl::matmul::desc(matrix(rows, out, dt::bf16), matrix(out, in, dt::bf16),
-                           matrix(rows, in, dt::f32)),
-        base_attr(), cpu_engine());
-    dnnl::matmul::primitive_desc weights_pd(
-        dnnl::matmul::desc(transposed(out, rows, dt::bf16), matrix(rows, in, dt::bf16),
-                           matrix(out, in, dt::f32)),
-        base_attr(), cpu_engine());
+    const dnnl::memory::desc bias = matrix(1, out, dt::f32);
+    const auto forward_pd = onednn::matmul_primitive_desc(
+        matrix(rows, in, dt::bf16), transposed(in, out, dt::bf16), has_bias ? &bias : nullptr,
+        matrix(rows, out, dt::f32), base_attr());
+    const auto data_pd =
+        onednn::matmul_primitive_desc(matrix(rows, out, dt::bf16), matrix(out, in, dt::bf16),
+                                      nullptr, matrix(rows, in, dt::f32), base_attr());
+    const auto weights_pd =
+        onednn::matmul_primitive_desc(transposed(out, rows, dt::bf16), matrix(rows, in, dt::bf16),
+                                      nullptr, matrix(out, in, dt::f32), base_attr());
     return LinearPrimitives{forward_pd, dnnl::matmul(forward_pd), data_pd,
                             dnnl::matmul(data_pd), weights_pd, dnnl::matmul(weights_pd)};
   });

@@ -9,6 +9,7 @@
 
 #include <stdexcept>
 
+#include "kernels/onednn_compat.h"
 #include "kernels/primitive_cache.h"
 #include "kernels/weight_cache.h"
 
@@ -25,7 +26,7 @@ struct MatmulPrimitive {
 
 dnnl::primitive_attr attr_for(MatmulActivation activation, float alpha) {
   dnnl::primitive_attr attr = base_attr();
-  if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+  onednn::set_result_scale(attr, alpha);
   if (activation != MatmulActivation::none) {
     dnnl::post_ops ops;
     dnnl::algorithm algorithm = activation == MatmulActivation::relu
@@ -33,7 +34,7 @@ dnnl::primitive_attr attr_for(MatmulActivation activation, float alpha) {
                                 : activation == MatmulActivation::gelu_erf
                                     ? dnnl::algorithm::eltwise_gelu_erf
                                     : dnnl::algorithm::eltwise_gelu_tanh;
-    ops.append_eltwise(1.f, algorithm, 0.f, 0.f);
+    onednn::append_eltwise(ops, algorithm, 0.f, 0.f);
     attr.set_post_ops(ops);
   }
   return attr;
@@ -77,19 +78,28 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
   shape_key.add(activation).add(int8 != nullptr);
   if (int8) shape_key.add(int8->input_uint8);
   std::string key = shape_key.take();
-  auto make = [&](const std::vector<float>& output_scales) {
+  // INT8 scales: the weights' are known once they are packed (empty before: the layout query).
+  auto int8_scales = [&](const at::Tensor& weight_scales) {
+    onednn::ProductScales scales;
+    scales.src = int8->input_scale;
+    if (weight_scales.defined()) {
+      const float* values = weight_scales.data_ptr<float>();
+      scales.weights.assign(values, values + weight_scales.numel());
+    }
+    scales.weights_mask = 1 << 1;  // W^T is (K, N): output channels along dimension 1
+    return scales;
+  };
+  auto make = [&](const onednn::ProductScales* scales) {
     const dt src_type = int8 ? activation_type(int8->input_uint8) : to_dnnl(precision);
     const dt weights_type = int8 ? dt::s8 : to_dnnl(precision);
     auto src_md = dnnl::memory::desc({rows, in_features}, src_type, tag::ab);
     auto weights_md = dnnl::memory::desc({in_features, out_features}, weights_type, tag::any);
     auto bias_md = dnnl::memory::desc({1, out_features}, dt::f32, tag::ab);
     auto dst_md = dnnl::memory::desc({rows, out_features}, dt::f32, tag::ab);
-    auto desc = has_bias ? dnnl::matmul::desc(src_md, weights_md, bias_md, dst_md)
-                         : dnnl::matmul::desc(src_md, weights_md, dst_md);
     dnnl::primitive_attr attr = attr_for(activation, 1.f);
-    if (!output_scales.empty())
-      attr.set_output_scales(output_scales.size() > 1 ? 1 << 1 : 0, output_scales);
-    auto pd = dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
+    if (scales) onednn::set_product_scales(attr, *scales);
+    auto pd = onednn::matmul_primitive_desc(src_md, weights_md, has_bias ? &bias_md : nullptr,
+                                            dst_md, attr);
     return MatmulPrimitive{pd, dnnl::matmul(pd)};
   };
 
@@ -98,9 +108,12 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
   dnnl::memory::desc weights_desc;
   std::shared_ptr<const MatmulPrimitive> matmul;
   if (int8) {
-    weights_desc = primitives->get(key + "layout", [&] { return make({}); })->pd.weights_desc();
+    weights_desc = primitives->get(key + "layout", [&] {
+                     const onednn::ProductScales unknown = int8_scales(at::Tensor());
+                     return make(&unknown);
+                   })->pd.weights_desc();
   } else {
-    matmul = primitives->get(key, [&] { return make({}); });
+    matmul = primitives->get(key, [&] { return make(nullptr); });
     weights_desc = matmul->pd.weights_desc();
   }
   KeyBuilder variant;
@@ -118,31 +131,29 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
       return PackedWeight{out.storage, out.memory, at::Tensor(), at::Tensor()};
     }
     at::Tensor scales = weight_scales(weight, int8->weight_per_channel);
-    const float* values = scales.data_ptr<float>();
-    dnnl::primitive_attr attr;
-    attr.set_output_scales(1 << 1, std::vector<float>(values, values + scales.numel()));
-    // Quantised into a plain s8 matrix first, then packed: oneDNN has no single reorder from
-    // a transposed f32 view to the packed s8 layout with compensation (s8 sources need it).
+    const onednn::ProductScales quantised = int8_scales(scales);
+    // q_w = round(w * scale[n]), into a plain s8 matrix first, then packed: oneDNN has no
+    // single reorder from a transposed f32 view to the packed s8 layout with compensation
+    // (s8 sources need it).
     Reordered plain = allocate(dnnl::memory::desc({in_features, out_features}, dt::s8, tag::ab));
-    dnnl::memory from = wrap(weight, user);
-    dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), user, cpu_engine(),
-                                                plain.memory.get_desc(), attr))
-        .execute(thread_stream(), from, plain.memory);
+    onednn::ScaledReorder(user, plain.memory.get_desc(), quantised.weights,
+                          quantised.weights_mask)
+        .execute(thread_stream(), wrap(weight, user), plain.memory);
     Reordered out = allocate(weights_desc);
     dnnl::reorder(plain.memory, out.memory).execute(thread_stream(), plain.memory, out.memory);
     thread_stream().wait();
-    at::Tensor bias_units;
-    if (has_bias) bias_units = (*bias * (scales * int8->input_scale)).contiguous();
-    return PackedWeight{out.storage, out.memory, bias_units, scales};
+    at::Tensor int8_bias;
+    if (has_bias) int8_bias = onednn::int8_bias(*bias, int8->input_scale, scales);
+    return PackedWeight{out.storage, out.memory, int8_bias, scales};
   });
 
   Reordered quantised;
+  onednn::ProductScales scales;
   if (int8) {
-    const std::vector<float> output_scales =
-        output_multipliers(packed.scales, int8->input_scale, 1.f);
-    KeyBuilder scaled;
-    scaled.add_range(output_scales);
-    matmul = primitives->get(key + scaled.take(), [&] { return make(output_scales); });
+    scales = int8_scales(packed.scales);
+    KeyBuilder kept;
+    kept.add_range(onednn::product_scales_kept(scales));
+    matmul = primitives->get(key + kept.take(), [&] { return make(&scales); });
     if (matmul->pd.weights_desc() != weights_desc)
       throw std::runtime_error("INT8 linear: weights layout differs with scales");
     quantised = allocate(matmul->pd.src_desc());
@@ -155,10 +166,11 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
   output_sizes.back() = out_features;
   at::Tensor output = pooled_empty(output_sizes, at::kFloat);
 
-  std::unordered_map<int, dnnl::memory> arguments = {
+  onednn::Arguments arguments = {
       {DNNL_ARG_SRC, int8 ? quantised.memory : wrap(src_tensor, matmul->pd.src_desc())},
       {DNNL_ARG_WEIGHTS, packed.memory},
       {DNNL_ARG_DST, wrap(output, matmul->pd.dst_desc())}};
+  if (int8) arguments.merge(onednn::product_scale_arguments(scales));
   at::Tensor bias_contiguous;
   if (has_bias) {
     bias_contiguous = int8 ? packed.bias : bias->contiguous();
@@ -218,17 +230,16 @@ at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision pr
     key.add(bias_md);
   }
   auto matmul = primitives->get(key.take(), [&] {
-    auto desc = bias.defined() ? dnnl::matmul::desc(src_md, weights_md, bias_md, dst_md)
-                               : dnnl::matmul::desc(src_md, weights_md, dst_md);
-    auto pd = dnnl::matmul::primitive_desc(desc, attr_for(MatmulActivation::none, alpha),
-                                           cpu_engine());
+    auto pd = onednn::matmul_primitive_desc(src_md, weights_md,
+                                            bias.defined() ? &bias_md : nullptr, dst_md,
+                                            attr_for(MatmulActivation::none, alpha));
     return MatmulPrimitive{pd, dnnl::matmul(pd)};
   });
 
-  std::unordered_map<int, dnnl::memory> arguments = {
-      {DNNL_ARG_SRC, wrap(src_tensor, src_md)},
-      {DNNL_ARG_WEIGHTS, wrap(weights_tensor, weights_md)},
-      {DNNL_ARG_DST, wrap(output, dst_md)}};
+  onednn::Arguments arguments = onednn::result_scale_arguments(alpha);
+  arguments.emplace(DNNL_ARG_SRC, wrap(src_tensor, src_md));
+  arguments.emplace(DNNL_ARG_WEIGHTS, wrap(weights_tensor, weights_md));
+  arguments.emplace(DNNL_ARG_DST, wrap(output, dst_md));
   if (bias.defined()) arguments.emplace(DNNL_ARG_BIAS, wrap(bias_tensor, bias_md));
   execute(matmul->primitive, matmul->pd, std::move(arguments));
   return output;
@@ -263,20 +274,23 @@ at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
   auto src_md = strided_desc(qa);
   auto weights_md = strided_desc(qb);
   auto dst_md = strided_desc(output);
-  const float output_scale = 1.f / (spec.a_scale * spec.b_scale);
+  // One scale each for A (src) and B (weights); an fp32 result.
+  onednn::ProductScales scales;
+  scales.src = spec.a_scale;
+  scales.weights = {spec.b_scale};
   KeyBuilder key;
-  key.add(src_md).add(weights_md).add(dst_md).add(output_scale);
+  key.add(src_md).add(weights_md).add(dst_md).add_range(onednn::product_scales_kept(scales));
   auto matmul = primitives->get(key.take(), [&] {
     dnnl::primitive_attr attr = base_attr();
-    attr.set_output_scales(0, {output_scale});
-    auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), attr,
-                                           cpu_engine());
+    onednn::set_product_scales(attr, scales);
+    auto pd = onednn::matmul_primitive_desc(src_md, weights_md, nullptr, dst_md, attr);
     return MatmulPrimitive{pd, dnnl::matmul(pd)};
   });
-  execute(matmul->primitive, matmul->pd,
-          {{DNNL_ARG_SRC, wrap(qa, src_md)},
-           {DNNL_ARG_WEIGHTS, wrap(qb, weights_md)},
-           {DNNL_ARG_DST, wrap(output, dst_md)}});
+  onednn::Arguments arguments = onednn::product_scale_arguments(scales);
+  arguments.emplace(DNNL_ARG_SRC, wrap(qa, src_md));
+  arguments.emplace(DNNL_ARG_WEIGHTS, wrap(qb, weights_md));
+  arguments.emplace(DNNL_ARG_DST, wrap(output, dst_md));
+  execute(matmul->primitive, matmul->pd, std::move(arguments));
   return output;
 }
 

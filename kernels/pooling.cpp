@@ -11,6 +11,7 @@
 #include "kernels/buffer_pool.h"
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
+#include "kernels/onednn_compat.h"
 #include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
 
@@ -18,8 +19,8 @@ namespace ipex_shim {
 namespace {
 
 struct PoolPrimitive {
-  dnnl::pooling_v2_forward::primitive_desc pd;
-  dnnl::pooling_v2_forward primitive;
+  onednn::pooling_forward::primitive_desc pd;
+  onednn::pooling_forward primitive;
   std::vector<int64_t> output_sizes;
 };
 
@@ -37,7 +38,7 @@ int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int
 // A 2-D pooling's window geometry in oneDNN's terms, and PyTorch's output sizes.
 struct PoolGeometry {
   std::vector<int64_t> output_sizes;
-  dnnl::memory::dims strides, kernel, dilates, padding_l, padding_r;
+  onednn::PoolingWindow window;
 };
 
 PoolGeometry pool_geometry(const at::Tensor& input, c10::IntArrayRef kernel,
@@ -49,12 +50,12 @@ PoolGeometry pool_geometry(const at::Tensor& input, c10::IntArrayRef kernel,
     const int64_t in = input.size(d + 2);
     const int64_t out = pooled_size(in, kernel[d], stride[d], padding[d], dilation[d], ceil_mode);
     g.output_sizes.push_back(out);
-    g.strides.push_back(stride[d]);
-    g.kernel.push_back(kernel[d]);
-    g.dilates.push_back(dilation[d] - 1);
-    g.padding_l.push_back(padding[d]);
+    g.window.strides.push_back(stride[d]);
+    g.window.kernel.push_back(kernel[d]);
+    g.window.dilates.push_back(dilation[d] - 1);
+    g.window.padding_l.push_back(padding[d]);
     // PyTorch's output size (ceil_mode) may need more padding on the right than on the left.
-    g.padding_r.push_back((out - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1 - in -
+    g.window.padding_r.push_back((out - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1 - in -
                           padding[d]);
   }
   return g;
@@ -96,13 +97,12 @@ at::Tensor pool_bytes(const at::Tensor& input, const dnnl::memory& source,
     const std::vector<int64_t>& output_sizes = g.output_sizes;
     // The destination in the source's own layout (format `any`): oneDNN's fast pooling
     // kernels want both alike.
-    auto dst_md = dnnl::memory::desc(to_dims(output_sizes), layout.data_type(),
+    auto dst_md = dnnl::memory::desc(to_dims(output_sizes), onednn::data_type_of(layout),
                                      dnnl::memory::format_tag::any);
-    dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, algorithm, layout,
-                                        dst_md, g.strides, g.kernel, g.dilates, g.padding_l,
-                                        g.padding_r);
-    dnnl::pooling_v2_forward::primitive_desc pd(desc, base_attr(), cpu_engine());
-    return PoolPrimitive{pd, dnnl::pooling_v2_forward(pd), output_sizes};
+    auto pd = onednn::pooling_forward_primitive_desc(dnnl::prop_kind::forward_inference,
+                                                     algorithm, layout, dst_md, g.window,
+                                                     base_attr());
+    return PoolPrimitive{pd, onednn::pooling_forward(pd), output_sizes};
   });
   // Strides as stock's pooling gives them (channels-last in, channels-last out): the
   // program sees them, and the next convolution's result format follows them.
@@ -171,9 +171,9 @@ at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& la
   // bytes as the reorder into the program's layout they replace), and are averaged there.
   dnnl::memory source = wrap(input, layout);
   Reordered values;
-  if (layout.data_type() != dnnl::memory::data_type::f32 || scale != 1.f) {
-    dnnl::memory::desc f32_layout = layout;
-    f32_layout.data.data_type = dnnl_f32;
+  if (onednn::data_type_of(layout) != dnnl::memory::data_type::f32 || scale != 1.f) {
+    const dnnl::memory::desc f32_layout =
+        onednn::with_data_type(layout, dnnl::memory::data_type::f32);
     values = allocate(f32_layout);
     cached_scaled_reorder(layout, f32_layout, 1.f / scale)
         ->execute(thread_stream(), source, values.memory);
@@ -196,11 +196,11 @@ namespace ipex_shim {
 namespace {
 
 struct PlainMaxPool {
-  dnnl::pooling_v2_forward::primitive_desc forward_pd;
-  dnnl::pooling_v2_forward forward;
+  onednn::pooling_forward::primitive_desc forward_pd;
+  onednn::pooling_forward forward;
   // Training only: the backward, which reads the forward's workspace.
-  c10::optional<dnnl::pooling_v2_backward::primitive_desc> backward_pd;
-  c10::optional<dnnl::pooling_v2_backward> backward;
+  c10::optional<onednn::pooling_backward::primitive_desc> backward_pd;
+  c10::optional<onednn::pooling_backward> backward;
   std::vector<int64_t> output_sizes;
   at::MemoryFormat format;
 };
@@ -221,22 +221,17 @@ std::shared_ptr<const PlainMaxPool> plain_max_pool(const at::Tensor& input,
     const at::MemoryFormat format = input.suggest_memory_format();
     const auto tag = format == at::MemoryFormat::ChannelsLast ? dnnl::memory::format_tag::nhwc
                                                                : dnnl::memory::format_tag::nchw;
-    const dnnl::memory::desc destination(to_dims(g.output_sizes), source.data_type(), tag);
+    const dnnl::memory::desc destination(to_dims(g.output_sizes), onednn::data_type_of(source),
+                                         tag);
     const auto prop =
         training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-    dnnl::pooling_v2_forward::primitive_desc forward_pd(
-        dnnl::pooling_v2_forward::desc(prop, dnnl::algorithm::pooling_max, source, destination,
-                                       g.strides, g.kernel, g.dilates, g.padding_l,
-                                       g.padding_r),
-        base_attr(), cpu_engine());
-    PlainMaxPool pool{forward_pd, dnnl::pooling_v2_forward(forward_pd), {}, {}, g.output_sizes,
+    const auto forward_pd = onednn::pooling_forward_primitive_desc(
+        prop, dnnl::algorithm::pooling_max, source, destination, g.window, base_attr());
+    PlainMaxPool pool{forward_pd, onednn::pooling_forward(forward_pd), {}, {}, g.output_sizes,
                       format};
     if (training) {
-      pool.backward_pd.emplace(
-          dnnl::pooling_v2_backward::desc(dnnl::algorithm::pooling_max, source, destination,
-                                          g.strides, g.kernel, g.dilates, g.padding_l,
-                                          g.padding_r),
-          base_attr(), cpu_engine(), forward_pd);
+      pool.backward_pd.emplace(onednn::pooling_backward_primitive_desc(
+          dnnl::algorithm::pooling_max, source, destination, g.window, forward_pd, base_attr()));
       pool.backward.emplace(*pool.backward_pd);
     }
     return pool;

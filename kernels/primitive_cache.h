@@ -12,6 +12,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "kernels/onednn_compat.h"
+
 namespace ipex_shim {
 
 class KeyBuilder {
@@ -22,7 +24,10 @@ class KeyBuilder {
     key_.append(reinterpret_cast<const char*>(&value), sizeof(T));
     return *this;
   }
-  KeyBuilder& add(const dnnl::memory::desc& desc) { return add(desc.data); }
+  KeyBuilder& add(const dnnl::memory::desc& desc) {
+    onednn::append_key(&key_, desc);
+    return *this;
+  }
   template <class Range>
   KeyBuilder& add_range(const Range& values) {
     add(static_cast<size_t>(values.size()));

@@ -129,7 +129,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
         // oneDNN adds an addend in the destination's own type: an fp32 (possibly negative)
         // addend or one of the other 8-bit type would saturate there, so such a result is
         // kept in fp32 instead.
-        const auto addend_type = post_ops.sum_layout ? post_ops.sum_layout->data_type()
+        const auto addend_type = post_ops.sum_layout ? onednn::data_type_of(*post_ops.sum_layout)
                                                      : dnnl::memory::data_type::f32;
         if (post_ops.sum && spec.output_scale > 0.f &&
             addend_type != activation_type(spec.output_uint8)) {

@@ -293,7 +293,7 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                                ceil_mode, &pooled_layout);
       fusion::handed_on(self, output, pooled_layout, fusion::layout_scale(self));
       fusion::consumed(self);
-      Intercept<Op>::stats().count(path_of(layout.data_type()));
+      Intercept<Op>::stats().count(path_of(onednn::data_type_of(layout)));
       int8::produced(op, output);
       return output;
     } catch (const std::exception& error) {
@@ -321,7 +321,7 @@ c10::optional<at::Tensor> average_handed_over(const at::Tensor& self,
     at::Tensor values = avg_pool_values(self, layout, kernel, strides, pads, count_include_pad,
                                         fusion::layout_scale(self));
     fusion::consumed(self);
-    Intercept<Op>::stats().count(path_of(layout.data_type()));
+    Intercept<Op>::stats().count(path_of(onednn::data_type_of(layout)));
     int8::produced(op, values);
     return values;
   } catch (const std::exception& error) {

@@ -151,7 +151,7 @@ TEST_P(ConvolutionSum, EqualsReluOfConvolutionPlusAddend) {
       } else if (kind == Addend::kept_by_convolution) {
         HandedOver kept = convolution_kept(other_x, other_weight, c10::nullopt, args, precision);
         ASSERT_GT(kept.layout.get_size(), 0u) << "the producer's output was not kept";
-        ASSERT_EQ(kept.layout.data_type(), to_dnnl(precision));
+        ASSERT_EQ(onednn::data_type_of(kept.layout), to_dnnl(precision));
         addend = kept.bytes;
         layout = kept.layout;
         sum_layout = &layout;
@@ -374,7 +374,7 @@ TEST(Int8ConvolutionSum, U8ResultWithHandedOverU8AddendOfAnotherScale) {
 
       HandedOver addend = u8_addend(p, args, s_a);
       ASSERT_GT(addend.layout.get_size(), 0u);
-      ASSERT_EQ(addend.layout.data_type(), dt::u8);
+      ASSERT_EQ(onednn::data_type_of(addend.layout), dt::u8);
       const at::Tensor addend_values = from_layout(addend.bytes, addend.layout, s_a);
       const at::Tensor q_a = at::round(addend_values.to(at::kDouble) * s_a);
       const at::Tensor addend_before = addend.bytes.clone();
@@ -390,7 +390,7 @@ TEST(Int8ConvolutionSum, U8ResultWithHandedOverU8AddendOfAnotherScale) {
       HandedOver result =
           convolution_kept(p.input, p.weight, p.bias, args, Precision::fp32, post_ops, &spec);
       ASSERT_GT(result.layout.get_size(), 0u) << "the u8 result was not kept";
-      ASSERT_EQ(result.layout.data_type(), dt::u8);
+      ASSERT_EQ(onednn::data_type_of(result.layout), dt::u8);
       const at::Tensor actual = from_layout(result.bytes, result.layout, s_o);
 
       const at::Tensor ideal_steps = saturate_round(
@@ -480,7 +480,7 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
           HandedOver kept = convolution_kept(p.input, p.other_weight, p.other_bias, args,
                                              Precision::fp32, {}, &producer);
           ASSERT_GT(kept.layout.get_size(), 0u);
-          ASSERT_EQ(kept.layout.data_type(), dt::s8);
+          ASSERT_EQ(onednn::data_type_of(kept.layout), dt::s8);
           addend = kept.bytes;
           layout = kept.layout;
           post_ops.sum_layout = &layout;
@@ -504,7 +504,7 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
         HandedOver result =
             convolution_kept(p.input, p.weight, p.bias, args, Precision::fp32, post_ops, &spec);
         ASSERT_GT(result.layout.get_size(), 0u);
-        ASSERT_EQ(result.layout.data_type(), activation_type(uint8_result));
+        ASSERT_EQ(onednn::data_type_of(result.layout), activation_type(uint8_result));
         const at::Tensor actual = from_layout(result.bytes, result.layout, s_o);
 
         const at::Tensor ideal_steps = saturate_round(

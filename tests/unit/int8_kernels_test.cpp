@@ -316,7 +316,7 @@ TEST(Int8ConvolutionHandoff, KeptU8OutputFeedsTheNextConvolutionLikeItsValues) {
   keep.output_layout = &kept;
   at::Tensor kept_output = int8_conv(input, weight, bias, args, quantised_output, relu, keep);
   ASSERT_GT(kept.get_size(), 0u) << "the output was not kept";
-  EXPECT_EQ(kept.data_type(), dnnl::memory::data_type::u8);
+  EXPECT_EQ(onednn::data_type_of(kept), dnnl::memory::data_type::u8);
 
   // The kept bytes are round(y * s_o) saturated to u8: within one step of the fp32 result
   // quantised here (the kernel rounds its own fp32 value, which may sit an ulp away), and

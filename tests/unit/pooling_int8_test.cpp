@@ -62,7 +62,7 @@ TEST_P(Int8MaxPool, EqualsStockMaxPoolOfTheQuantisedValues) {
       at::max_pool2d(dequantised, c.kernel, c.stride, c.padding, c.dilation, c.ceil_mode);
   ASSERT_EQ(values.sizes(), expected.sizes());
   EXPECT_TRUE(at::equal(values, expected)) << (values - expected).abs().max().item<float>();
-  EXPECT_EQ(pooled_layout.data_type(), layout.data_type());
+  EXPECT_EQ(onednn::data_type_of(pooled_layout), onednn::data_type_of(layout));
 }
 
 const PoolCase kPoolCases[] = {
@@ -155,7 +155,7 @@ void for_each_handed_over(const std::vector<int64_t>& sizes, Precision precision
       if (source == Source::convolution) {
         handed = kept_convolution(sizes, precision, channels_last);
         ASSERT_GT(handed.layout.get_size(), 0u) << "the convolution's output was not kept";
-        ASSERT_EQ(handed.layout.data_type(), type);
+        ASSERT_EQ(onednn::data_type_of(handed.layout), type);
         ASSERT_EQ(handed.bytes.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
       } else {
         handed = reordered(sizes, type,
@@ -176,7 +176,7 @@ void expect_stock_max_pool(const Handed& handed, const FloatPoolCase& c, bool ch
   at::Tensor pooled = max_pool_handed_over(handed.bytes, handed.layout, c.kernel, c.stride,
                                            c.padding, c.dilation, c.ceil_mode, &pooled_layout);
   ASSERT_GT(pooled_layout.get_size(), 0u);
-  EXPECT_EQ(pooled_layout.data_type(), handed.layout.data_type());  // no conversion
+  EXPECT_EQ(onednn::data_type_of(pooled_layout), onednn::data_type_of(handed.layout));  // no conversion
   at::Tensor values = from_layout(pooled, pooled_layout);
 
   at::Tensor input_values = from_layout(handed.bytes, handed.layout);
@@ -276,7 +276,7 @@ void expect_stock_avg_pool(const Handed& handed, const AvgPoolCase& c, bool coun
   at::Tensor pooled = avg_pool_handed_over(handed.bytes, handed.layout, c.kernel, c.stride,
                                            c.padding, count_include_pad, &pooled_layout);
   ASSERT_GT(pooled_layout.get_size(), 0u);
-  EXPECT_EQ(pooled_layout.data_type(), handed.layout.data_type());  // no conversion
+  EXPECT_EQ(onednn::data_type_of(pooled_layout), onednn::data_type_of(handed.layout));  // no conversion
   at::Tensor values = from_layout(pooled, pooled_layout);
 
   at::Tensor input_values = from_layout(handed.bytes, handed.layout);
@@ -284,7 +284,7 @@ void expect_stock_avg_pool(const Handed& handed, const AvgPoolCase& c, bool coun
   at::Tensor expected =
       at::avg_pool2d(input_values, c.kernel, c.stride, c.padding, false, count_include_pad);
   ASSERT_EQ(values.sizes(), expected.sizes());
-  const bool bf16 = handed.layout.data_type() == dnnl::memory::data_type::bf16;
+  const bool bf16 = onednn::data_type_of(handed.layout) == dnnl::memory::data_type::bf16;
   const float relative = bf16 ? 1.f / 256 : 1e-6f;
   const float absolute = 1e-6f * input_values.abs().max().item<float>();
   at::Tensor error = (values - expected).abs();
@@ -405,7 +405,7 @@ TEST_P(Int8AvgPool, WithinHalfAStepOfStockAvgPoolOfTheQuantisedValues) {
     dnnl::memory::desc pooled_layout;
     at::Tensor pooled = avg_pool_handed_over(bytes, layout, c.kernel, c.stride, c.padding,
                                              count_include_pad, &pooled_layout);
-    EXPECT_EQ(pooled_layout.data_type(), layout.data_type());
+    EXPECT_EQ(onednn::data_type_of(pooled_layout), onednn::data_type_of(layout));
     at::Tensor values = from_layout(pooled, pooled_layout, scale);
 
     at::Tensor dequantised = from_layout(bytes, layout, scale);
@@ -571,7 +571,7 @@ TEST(HandedOverAdaptiveAvgPool, EqualsStockAdaptiveAvgPool) {
         dnnl::memory::desc pooled_layout;
         at::Tensor pooled = avg_pool_handed_over(bytes, layout, kernel, kernel, zeros, true,
                                                  &pooled_layout);
-        EXPECT_EQ(pooled_layout.data_type(), dnnl::memory::data_type::u8);
+        EXPECT_EQ(onednn::data_type_of(pooled_layout), dnnl::memory::data_type::u8);
         at::Tensor values = from_layout(pooled, pooled_layout, scale);
         at::Tensor expected =
             at::adaptive_avg_pool2d(from_layout(bytes, layout, scale), c.output_size);
