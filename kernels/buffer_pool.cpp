@@ -8,9 +8,12 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include "shim/torch_compat.h"
 
 namespace ipex_shim {
 namespace {
@@ -154,7 +157,7 @@ void release(void* data) {
 // ideep allocates its buffers that way from the current CPU allocator).
 class PoolAllocator final : public c10::Allocator {
  public:
-  c10::DataPtr allocate(size_t bytes) const override {
+  c10::DataPtr allocate(size_t bytes) IPEX_SHIM_ALLOCATE_CONST override {
     if (bytes < kSmallest) return beneath()->allocate(bytes);
     const size_t size = (bytes + kGranule - 1) / kGranule * kGranule;
     Block block = pool().take(size);
@@ -166,6 +169,11 @@ class PoolAllocator final : public c10::Allocator {
     return {block.data, block.data, &release, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
+  // Torch 2.x's Allocator copies through this (Tensor.clone of a storage); 1.13 has no such
+  // virtual, and there it is an unused member.
+  void copy_data(void* dest, const void* src, std::size_t count) const {
+    if (count > 0) std::memcpy(dest, src, count);
+  }
 };
 
 PoolAllocator& allocator() {

@@ -24,7 +24,7 @@ mirror=${IPEX_SHIM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # setup.sh inside the chroot then finds everything present.
 packages=(
   ca-certificates g++ cmake ninja-build ccache
-  libtorch-dev python3-torch python3-torchvision python3-dev
+  libtorch-dev python3-torch python3-torchvision python3-dev python3-setuptools
   libdnnl-dev nlohmann-json3-dev googletest libgtest-dev
   ocl-icd-opencl-dev opencl-headers libopenblas0-pthread
   python3-pytest python3-sklearn python3-matplotlib

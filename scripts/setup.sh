@@ -11,6 +11,7 @@ packages=(
   ocl-icd-opencl-dev opencl-headers   # dnnl-config.cmake requires OpenCL to configure
   libopenblas0-pthread    # a fair stock fp32 anchor: the reference BLAS is 10-100x slower
   python3-pytest python3-sklearn python3-matplotlib
+  python3-dev python3-setuptools   # torch.compile (inductor) builds C++ with them
 )
 
 missing=()

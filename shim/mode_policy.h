@@ -22,7 +22,7 @@ namespace ipex_shim {
 inline Fallback float_kernel_gate() {
   if (!uses_float_kernels(runtime_settings().mode)) return default_fallback_reason();
   if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) return Fallback::tracing;
-  if (at::autocast::is_cpu_enabled()) return Fallback::autocast;
+  if (compat::cpu_autocast_enabled()) return Fallback::autocast;
   return Fallback::none;
 }
 

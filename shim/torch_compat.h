@@ -9,6 +9,7 @@
 //                                    dynamic shapes): such a call must run stock
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/DispatchKey.h>
 #include <c10/core/SymInt.h>
@@ -33,6 +34,23 @@ constexpr std::array<c10::DispatchKey, 5> kModeKeyCandidates = {
     c10::DispatchKey::AutocastPrivateUse1};
 #else
 constexpr std::array<c10::DispatchKey, 1> kModeKeyCandidates = {c10::DispatchKey::AutocastXPU};
+#endif
+
+// Whether the program's own CPU autocast is on in this thread (torch 2.x deprecates, with a
+// warning on every call, the 1.13 spelling).
+inline bool cpu_autocast_enabled() {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  return at::autocast::is_cpu_enabled();
+#endif
+}
+
+// c10::Allocator::allocate is const on torch 1.13 and not on 2.x.
+#if TORCH_VERSION_MAJOR >= 2
+#define IPEX_SHIM_ALLOCATE_CONST
+#else
+#define IPEX_SHIM_ALLOCATE_CONST const
 #endif
 
 // The fusion observer's key: a mode key above the mode key that stock torch never uses.
