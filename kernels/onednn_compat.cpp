@@ -134,23 +134,13 @@ dnnl::memory::desc with_data_type(const dnnl::memory::desc& desc, dt type) {
 
 #if DNNL_VERSION_MAJOR >= 3
 
-dnnl::convolution_forward::primitive_desc convolution_forward_primitive_desc(
-    dnnl::prop_kind prop, const dnnl::memory::desc& src, const dnnl::memory::desc& weights,
-    const dnnl::memory::desc* bias, const dnnl::memory::desc& dst,
-    const ConvolutionWindow& window, const dnnl::primitive_attr& attr) {
-  const auto algorithm = dnnl::algorithm::convolution_direct;
-  if (bias)
-    return {cpu_engine(), prop, algorithm, src, weights, *bias, dst, window.strides,
-            window.dilates, window.padding_l, window.padding_r, attr};
-  return {cpu_engine(), prop, algorithm, src, weights, dst, window.strides,
-          window.dilates, window.padding_l, window.padding_r, attr};
-}
-
-dnnl::deconvolution_forward::primitive_desc deconvolution_forward_primitive_desc(
-    dnnl::prop_kind prop, const dnnl::memory::desc& src, const dnnl::memory::desc& weights,
-    const dnnl::memory::desc* bias, const dnnl::memory::desc& dst,
-    const ConvolutionWindow& window, const dnnl::primitive_attr& attr) {
-  const auto algorithm = dnnl::algorithm::deconvolution_direct;
+// Convolution and deconvolution forward take the same arguments; Primitive is either.
+template <class Primitive>
+typename Primitive::primitive_desc windowed_forward(
+    dnnl::algorithm algorithm, dnnl::prop_kind prop, const dnnl::memory::desc& src,
+    const dnnl::memory::desc& weights, const dnnl::memory::desc* bias,
+    const dnnl::memory::desc& dst, const ConvolutionWindow& window,
+    const dnnl::primitive_attr& attr) {
   if (bias)
     return {cpu_engine(), prop, algorithm, src, weights, *bias, dst, window.strides,
             window.dilates, window.padding_l, window.padding_r, attr};
@@ -206,32 +196,18 @@ pooling_backward::primitive_desc pooling_backward_primitive_desc(
 
 #else
 
-dnnl::convolution_forward::primitive_desc convolution_forward_primitive_desc(
-    dnnl::prop_kind prop, const dnnl::memory::desc& src, const dnnl::memory::desc& weights,
-    const dnnl::memory::desc* bias, const dnnl::memory::desc& dst,
-    const ConvolutionWindow& window, const dnnl::primitive_attr& attr) {
-  const auto algorithm = dnnl::algorithm::convolution_direct;
+// Convolution and deconvolution forward take the same arguments; Primitive is either.
+template <class Primitive>
+typename Primitive::primitive_desc windowed_forward(
+    dnnl::algorithm algorithm, dnnl::prop_kind prop, const dnnl::memory::desc& src,
+    const dnnl::memory::desc& weights, const dnnl::memory::desc* bias,
+    const dnnl::memory::desc& dst, const ConvolutionWindow& window,
+    const dnnl::primitive_attr& attr) {
   const auto desc =
-      bias ? dnnl::convolution_forward::desc(prop, algorithm, src, weights, *bias, dst,
-                                             window.strides, window.dilates, window.padding_l,
-                                             window.padding_r)
-           : dnnl::convolution_forward::desc(prop, algorithm, src, weights, dst, window.strides,
-                                             window.dilates, window.padding_l, window.padding_r);
-  return {desc, attr, cpu_engine()};
-}
-
-dnnl::deconvolution_forward::primitive_desc deconvolution_forward_primitive_desc(
-    dnnl::prop_kind prop, const dnnl::memory::desc& src, const dnnl::memory::desc& weights,
-    const dnnl::memory::desc* bias, const dnnl::memory::desc& dst,
-    const ConvolutionWindow& window, const dnnl::primitive_attr& attr) {
-  const auto algorithm = dnnl::algorithm::deconvolution_direct;
-  const auto desc =
-      bias ? dnnl::deconvolution_forward::desc(prop, algorithm, src, weights, *bias, dst,
-                                               window.strides, window.dilates, window.padding_l,
-                                               window.padding_r)
-           : dnnl::deconvolution_forward::desc(prop, algorithm, src, weights, dst,
-                                               window.strides, window.dilates, window.padding_l,
-                                               window.padding_r);
+      bias ? typename Primitive::desc(prop, algorithm, src, weights, *bias, dst, window.strides,
+                                      window.dilates, window.padding_l, window.padding_r)
+           : typename Primitive::desc(prop, algorithm, src, weights, dst, window.strides,
+                                      window.dilates, window.padding_l, window.padding_r);
   return {desc, attr, cpu_engine()};
 }
 
@@ -291,6 +267,23 @@ pooling_backward::primitive_desc pooling_backward_primitive_desc(
 }
 
 #endif
+
+dnnl::convolution_forward::primitive_desc convolution_forward_primitive_desc(
+    dnnl::prop_kind prop, const dnnl::memory::desc& src, const dnnl::memory::desc& weights,
+    const dnnl::memory::desc* bias, const dnnl::memory::desc& dst,
+    const ConvolutionWindow& window, const dnnl::primitive_attr& attr) {
+  return windowed_forward<dnnl::convolution_forward>(dnnl::algorithm::convolution_direct, prop,
+                                                     src, weights, bias, dst, window, attr);
+}
+
+dnnl::deconvolution_forward::primitive_desc deconvolution_forward_primitive_desc(
+    dnnl::prop_kind prop, const dnnl::memory::desc& src, const dnnl::memory::desc& weights,
+    const dnnl::memory::desc* bias, const dnnl::memory::desc& dst,
+    const ConvolutionWindow& window, const dnnl::primitive_attr& attr) {
+  return windowed_forward<dnnl::deconvolution_forward>(dnnl::algorithm::deconvolution_direct,
+                                                       prop, src, weights, bias, dst, window,
+                                                       attr);
+}
 
 // --- post-ops -------------------------------------------------------------------------------
 
