@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <exception>
+#include <mutex>
 
 #include "config/float_mode_config.h"
 #include "config/json_file.h"
@@ -14,6 +15,7 @@
 #include "shim/int8_calibration.h"
 #include "shim/int8_inference.h"
 #include "shim/log.h"
+#include "shim/mode_control.h"
 #include "shim/registration.h"
 #include "shim/runtime.h"
 #include "shim/status.h"
@@ -26,13 +28,14 @@ Settings& settings_storage() {
   return *settings;
 }
 
-Fallback g_default_fallback = Fallback::mode_not_available;
+std::atomic<bool> g_started{false};
+std::atomic<bool> g_running{false};
+std::atomic<bool> g_threads_set{false};
 
 std::string& config_state_storage() {
   static std::string* state = new std::string("none");
   return *state;
 }
-void set_config_state(const std::string& state) { config_state_storage() = state; }
 
 void enable_in_new_thread() noexcept {
   try {
@@ -90,7 +93,15 @@ void apply_float_mode_config(Settings& settings) {
 }  // namespace
 
 const Settings& runtime_settings() { return settings_storage(); }
-const std::string& config_state() { return config_state_storage(); }
+static std::mutex g_config_state_mutex;
+std::string config_state() {
+  std::lock_guard<std::mutex> lock(g_config_state_mutex);
+  return config_state_storage();
+}
+void set_config_state(const std::string& state) {
+  std::lock_guard<std::mutex> lock(g_config_state_mutex);
+  config_state_storage() = state;
+}
 void set_runtime_settings(const Settings& settings) { settings_storage() = settings; }
 
 const std::vector<Mode>& implemented_modes() {
@@ -104,8 +115,6 @@ bool mode_implemented(Mode mode) {
     if (implemented == mode) return true;
   return false;
 }
-
-Fallback default_fallback_reason() { return g_default_fallback; }
 
 namespace {
 Bf16Decision g_bf16_decision;
@@ -163,23 +172,30 @@ std::string onednn_isa() {
   }
 }
 
+void use_all_threads() {
+  // DESIGN.md fact 7: torch 1.13 defaults to half the hardware threads and oneDNN follows
+  // OpenMP's setting, so use every CPU we may run on unless the user chose. Not before a
+  // mode that runs the shim's kernels is in effect: calibration keeps stock's thread count
+  // (its results must be bit-identical to stock's, and a reduction split over more threads
+  // rounds differently), and off leaves the program as it was.
+  const Settings& settings = runtime_settings();
+  if (settings.threads_from_env || g_threads_set.exchange(true)) return;
+  at::set_num_threads(settings.num_threads);
+}
+
+bool core_running() { return g_running.load(); }
+
 int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
   try {
+    if (g_started.exchange(true)) return g_running ? 0 : 1;  // the first start decided
     set_runtime_settings(settings);
+    init_process_mode(settings.mode);
     std::string conflict = choose_keys();
     if (!conflict.empty()) {
       log_line(Severity::error, conflict + "; the shim stays off (running stock PyTorch)");
       return 1;
     }
-    g_default_fallback =
-        mode_implemented(settings.mode) ? Fallback::policy_fp32 : Fallback::mode_not_available;
-
-    // DESIGN.md fact 7: torch 1.13 defaults to half the hardware threads and oneDNN follows
-    // OpenMP's setting, so use every CPU we may run on unless the user chose.
-    // Calibration keeps stock's thread count: its results must be bit-identical to stock's
-    // (a reduction split over more threads rounds differently).
-    if (!settings.threads_from_env && settings.mode != Mode::calibration)
-      at::set_num_threads(settings.num_threads);
+    if (uses_float_kernels(settings.mode)) use_all_threads();
 
     set_buffer_cache_limit(static_cast<size_t>(settings.buffer_cache_mb) << 20);
     // Stock ops' large results (and in training autograd's saved activations and the
@@ -208,7 +224,9 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
         set_config_state("not used: " + why);
       }
     }
-    if (uses_float_kernels(settings.mode)) {
+    // Installed in every mode: the mode may change at run time (shim/mode_control.h), and
+    // the observer key is enabled only while a fused prediction is open.
+    {
       std::string why;
       if (runtime_settings().fusion && !fusion::install(&why))
         log_line(Severity::warning, "fusion is off: " + why);
@@ -221,11 +239,12 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
       log_line(Severity::info, banner_text());
       std::atexit(&print_summary_at_exit);
     }
-    if (!mode_implemented(settings.mode) && settings.verbose == 0) {
+    if (settings.mode != Mode::off && !mode_implemented(settings.mode) && settings.verbose == 0) {
       log_limited("mode-not-available", 1, Severity::warning,
                   std::string("IPEX_MODE=") + mode_name(settings.mode) +
                       " is not available yet in this version; every op runs on stock PyTorch");
     }
+    g_running = true;
     return 0;
   } catch (const std::exception& error) {
     log_line(Severity::error, std::string("could not start: ") + error.what() +

@@ -323,6 +323,46 @@ bool start(const Settings& settings, std::string* why) {
 
 std::string write_now() { return write_config(); }
 
+void start_observing(const Settings& settings) {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  if (st.active) return;
+  st.settings = settings;
+  st.owner = ::getpid();
+  st.active = true;
+}
+
+bool save_to(const std::string& path, std::string* said) {
+  try {
+    if (!active()) {
+      *said = "nothing was observed: no op ran in calibration mode";
+      return false;
+    }
+    Int8Config config = current_config();
+    if (config.entries.empty()) {
+      *said = "no quantisable op ran in calibration mode; " + path + " was not written";
+      return false;
+    }
+    std::string why;
+    if (!write_file_atomically(path, int8_config_text(config), &why)) {
+      *said = "the config was not written: " + why + " (a previous file at that path is unchanged)";
+      return false;
+    }
+    *said = "wrote " + std::to_string(config.entries.size()) + " entries to " + path;
+    return true;
+  } catch (const std::exception& error) {
+    *said = std::string("the config was not written: ") + error.what() +
+            " (a previous file is unchanged)";
+  }
+  return false;
+}
+
+void reset_observations() {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  st.records.clear();
+}
+
 bool active() { return state().active; }
 
 void observe_inputs(int64_t op, const std::vector<const at::Tensor*>& inputs) {

@@ -37,6 +37,17 @@ namespace ipex_shim::calibration {
 bool start(const Settings& settings, std::string* why);
 bool active();
 
+// At run time (torch.ops.ipex_shim.set_mode/enter_mode): observing starts, with nothing
+// written at exit; save_to() writes what was observed. A no-op when already observing.
+void start_observing(const Settings& settings);
+
+// Writes the config of what was observed so far to `path`, atomically (a previous file at
+// the path is replaced whole or left as it was). Returns false with *said = why.
+bool save_to(const std::string& path, std::string* said);
+
+// Forgets every observation (a new calibration, from the Python API's AmpConf).
+void reset_observations();
+
 // Writes the config now (once per process; later calls and the exit handlers do nothing) and
 // says what happened. torch.ops.ipex_shim.write_config() calls it.
 std::string write_now();

@@ -2,6 +2,7 @@
 
 #include <dnnl.h>
 
+#include <functional>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +33,8 @@ struct State {
   bool isa_ok = true;  // oneDNN has VNNI or AMX INT8 kernels here
   bool keyed = false;  // the shim's format: match by key; else the seed's: by id and name
   std::string where;   // "IPEX_CONFIG=<path>"
+  std::string path;    // the config in use; empty before one is loaded
+  bool rewritten = false;  // the file at `path` was written since it was read
   std::unordered_map<std::string, size_t> by_key;
   std::unordered_map<int64_t, size_t> by_id;
   std::vector<Resolved> resolved;  // by op index
@@ -115,38 +118,39 @@ Resolved resolve(State& st, int64_t index) {
 
 }  // namespace
 
-std::string load_config(const Settings& settings,
-                        void (*report)(const Settings&, const std::string&)) {
-  State& st = state();
-  st.where = "IPEX_CONFIG=" + settings.config_path;
-  // Without VNNI, oneDNN's INT8 kernels saturate 16-bit partial sums or drop a weight bit
-  // (measured: 20-27 dB against fp32 instead of 38+), so they are not used.
-  if (!onednn_reaches_int8()) {
-    st.isa_ok = false;
-    log_line(Severity::warning,
-             "INT8 needs VNNI or AMX, and oneDNN here uses " + onednn_isa() +
-                 "; every op runs in fp32");
-  }
-  if (settings.config_path.empty()) {
-    report(settings, "IPEX_MODE=int8 needs IPEX_CONFIG=<file written by IPEX_MODE=calibration>; "
-                     "every op runs in fp32");
-    return "not used: IPEX_CONFIG is not set";
-  }
-  JsonFile file = read_json_file(settings.config_path);
+namespace {
+
+// Reads and installs the config at `path` for every thread, replacing the one in use.
+// Returns the config state; a problem that leaves the file unused is the state's reason.
+std::string install_config(const std::string& path, const std::function<void(const std::string&)>& report,
+                           bool* used) {
+  *used = false;
+  const std::string where = "IPEX_CONFIG=" + path;
+  JsonFile file = read_json_file(path);
   if (!file.ok) {
-    report(settings, st.where + ": " + file.error + "; every op runs in fp32");
+    report(where + ": " + file.error + "; every op runs in fp32");
     return "not used: " + file.error;
   }
   std::vector<std::string> problems;
   Int8Config config;
   if (!parse_int8_config(file.value, &config, &problems)) {
-    for (const std::string& problem : problems) report(settings, st.where + ": " + problem);
+    for (const std::string& problem : problems) report(where + ": " + problem);
     return "not used: " + (problems.empty() ? std::string("unusable") : problems.front());
   }
-  for (const std::string& problem : problems) report(settings, st.where + ": " + problem);
+  for (const std::string& problem : problems) report(where + ": " + problem);
+  State& st = state();
   std::lock_guard<std::mutex> lock(st.mutex);
+  st.where = where;
+  st.path = path;
+  st.rewritten = false;
   st.config = std::move(config);
   st.loaded = true;
+  st.keyed = false;
+  st.by_key.clear();
+  st.by_id.clear();
+  // Entries stay (an op may be between its two lookups); each is decided again.
+  for (Resolved& resolved : st.resolved) resolved = Resolved();
+  st.summary = Int8Summary();
   st.summary.entries = static_cast<int64_t>(st.config.entries.size());
   for (size_t i = 0; i < st.config.entries.size(); ++i) {
     const Int8Entry& entry = st.config.entries[i];
@@ -156,9 +160,69 @@ std::string load_config(const Settings& settings,
     }
     st.by_id.emplace(entry.id, i);
   }
+  *used = true;
   return problems.empty() ? "applied"
                           : "applied in part (" + std::to_string(problems.size()) +
                                 " problems reported)";
+}
+
+// Without VNNI, oneDNN's INT8 kernels saturate 16-bit partial sums or drop a weight bit
+// (measured: 20-27 dB against fp32 instead of 38+), so they are not used.
+void check_isa() {
+  if (onednn_reaches_int8()) return;
+  state().isa_ok = false;
+  log_limited("int8-isa", 1, Severity::warning,
+              "INT8 needs VNNI or AMX, and oneDNN here uses " + onednn_isa() +
+                  "; every op runs in fp32");
+}
+
+}  // namespace
+
+std::string load_config(const Settings& settings,
+                        void (*report)(const Settings&, const std::string&)) {
+  check_isa();
+  if (settings.config_path.empty()) {
+    report(settings, "IPEX_MODE=int8 needs IPEX_CONFIG=<file written by IPEX_MODE=calibration>; "
+                     "every op runs in fp32");
+    return "not used: IPEX_CONFIG is not set";
+  }
+  bool used = false;
+  return install_config(
+      settings.config_path, [&](const std::string& text) { report(settings, text); }, &used);
+}
+
+std::string apply_config_file(const std::string& path, std::string* error) {
+  check_isa();
+  // A file that is not used is refused by the caller's error alone; the problems of one
+  // applied in part are said, as at start.
+  std::vector<std::string> problems;
+  bool used = false;
+  std::string state_text = install_config(
+      path, [&](const std::string& text) { problems.push_back(text); }, &used);
+  if (!used) {
+    *error = state_text.substr(std::string("not used: ").size()) + " (" + path + ")";
+    return state_text;
+  }
+  for (const std::string& problem : problems) log_line(Severity::warning, problem);
+  return state_text;
+}
+
+void forget_path(const std::string& path) {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  if (st.path == path) st.rewritten = true;
+}
+
+bool in_use(const std::string& path) {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  return st.path == path && !st.rewritten;
+}
+
+std::string loaded_path() {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  return st.path;
 }
 
 bool spec_for(int64_t index, Int8Spec* spec, Fallback* why) {
@@ -182,6 +246,8 @@ bool output_quantisation(int64_t index, float* scale, bool* uint8) {
   if (!spec_for(index, &ignored, &why)) return false;
   State& st = state();
   std::lock_guard<std::mutex> lock(st.mutex);
+  // A config installed by another thread since spec_for() leaves the entry undecided.
+  if (static_cast<int64_t>(st.resolved.size()) <= index || !st.resolved[index].usable) return false;
   const Resolved& resolved = st.resolved[index];
   if (!(resolved.output_scale > 0.f)) return false;
   *scale = resolved.output_scale;
@@ -194,11 +260,13 @@ bool matmul_spec_for(int64_t index, Int8MatmulSpec* spec, Fallback* why) {
   if (!spec_for(index, &first, why)) return false;
   State& st = state();
   std::lock_guard<std::mutex> lock(st.mutex);
-  const Resolved& resolved = st.resolved[index];
-  if (resolved.input_scales.size() < 2) {
+  // A config installed by another thread since spec_for() leaves the entry undecided.
+  if (static_cast<int64_t>(st.resolved.size()) <= index || !st.resolved[index].usable ||
+      st.resolved[index].input_scales.size() < 2) {
     *why = Fallback::config_mismatch;
     return false;
   }
+  const Resolved& resolved = st.resolved[index];
   spec->a_scale = resolved.input_scales[0];
   spec->a_uint8 = resolved.input_uint8[0];
   // B is quantised as s8: a scale calibrated for u8 (255 / max) becomes 127 / max.

@@ -22,6 +22,19 @@ namespace ipex_shim::int8 {
 std::string load_config(const Settings& settings,
                         void (*report)(const Settings&, const std::string&));
 
+// At run time (torch.ops.ipex_shim.set_mode/enter_mode): reads the config at `path` and
+// applies it, for every thread, in place of the one in use. On failure *error says why and
+// the config in use stays. Returns the config state, as load_config does.
+std::string apply_config_file(const std::string& path, std::string* error);
+
+// The config in use; empty before one is applied.
+std::string loaded_path();
+// The file at `path` changed: if it is the config in use, it stays in use until int8 mode
+// is next asked for it, which reads it again.
+void forget_path(const std::string& path);
+// Whether `path` is the config in use, as read.
+bool in_use(const std::string& path);
+
 // The quantisation of op `index` when its entry is usable and quantized; otherwise false,
 // with *why = config_mismatch (no usable entry) or policy_fp32 (quantized: false).
 bool spec_for(int64_t index, Int8Spec* spec, Fallback* why);

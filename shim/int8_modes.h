@@ -4,19 +4,23 @@
 #include "shim/int8_calibration.h"
 #include "shim/int8_identity.h"
 #include "shim/int8_inference.h"
+#include "shim/mode_control.h"
 #include "shim/runtime.h"
 
 namespace ipex_shim::int8 {
 
 // IPEX_MODE=calibration with a config to write: stock results, ops observed.
 inline bool calibrating() {
-  return runtime_settings().mode == Mode::calibration && calibration::active();
+  return current_mode() == Mode::calibration && calibration::active();
 }
 
 // Op identities are followed in both INT8 modes, so that inference finds what calibration
 // named (shim/int8_identity.h).
-inline bool tracking() { return calibrating() || runtime_settings().mode == Mode::int8; }
+inline bool tracking() {
+  const Mode mode = current_mode();
+  return mode == Mode::int8 || (mode == Mode::calibration && calibration::active());
+}
 
-inline bool quantising() { return runtime_settings().mode == Mode::int8; }
+inline bool quantising() { return current_mode() == Mode::int8; }
 
 }  // namespace ipex_shim::int8

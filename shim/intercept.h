@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "shim/dispatch_key.h"
+#include "shim/mode_control.h"
 #include "shim/op_stats.h"
 #include "shim/runtime.h"
 #include "shim/torch_compat.h"
@@ -55,7 +56,7 @@ struct Intercept<Op, Ret(Args...)> {
 
   // A call the shim does not handle in this mode.
   static Ret pass_through(Args... args) {
-    return stock_because(default_fallback_reason(), std::forward<Args>(args)...);
+    return stock_because(fallback_for_mode(current_mode()), std::forward<Args>(args)...);
   }
 
   // The kernel the override table registers for a wrapper written against concrete sizes:

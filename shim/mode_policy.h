@@ -20,7 +20,8 @@ namespace ipex_shim {
 // torch.autocast region (the shim's key sits above autocast's too; autocast's choices,
 // BF16 results included, are what the program asked for). Returns the reason otherwise.
 inline Fallback float_kernel_gate() {
-  if (!uses_float_kernels(runtime_settings().mode)) return default_fallback_reason();
+  const Mode mode = current_mode();
+  if (!uses_float_kernels(mode)) return fallback_for_mode(mode);
   if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) return Fallback::tracing;
   if (compat::cpu_autocast_enabled()) return Fallback::autocast;
   return Fallback::none;
@@ -29,7 +30,7 @@ inline Fallback float_kernel_gate() {
 // The precision of a lower_precision op in the current mode; IPEX_CONFIG's keep_fp32 can
 // hold a chosen op at fp32, and a CPU without native BF16 holds every op there.
 inline Precision lower_precision(const OpStats& op) {
-  return runtime_settings().mode == Mode::bf16 && !op.keep_fp32 && bf16_decision().run_bf16
+  return current_mode() == Mode::bf16 && !op.keep_fp32 && bf16_decision().run_bf16
              ? Precision::bf16
              : Precision::fp32;
 }
@@ -38,7 +39,7 @@ inline Precision lower_precision(const OpStats& op) {
 // IPEX_CONFIG keeps in fp32 needs no reason), or `other` when the caller has one of its own.
 inline Fallback precision_note(const OpStats& op, Fallback other = Fallback::none) {
   if (other != Fallback::none) return other;
-  return runtime_settings().mode == Mode::bf16 && !op.keep_fp32 && !bf16_decision().run_bf16
+  return current_mode() == Mode::bf16 && !op.keep_fp32 && !bf16_decision().run_bf16
              ? Fallback::no_bf16_isa
              : Fallback::none;
 }

@@ -37,6 +37,7 @@ enum class Fallback : int {
   autocast,            // inside the program's own torch.autocast region: autocast decides
   no_bf16_isa,         // bf16 mode on a CPU without native BF16: the fp32 kernels ran
   symbolic_sizes,      // sizes are symbolic (torch.compile tracing with dynamic shapes)
+  mode_off,            // the mode in effect is off (set at run time, or outside a scope)
   count_,
 };
 

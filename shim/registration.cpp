@@ -40,6 +40,7 @@
 #include <ATen/ops/softmax_ops.h>
 
 #include "shim/intercept.h"
+#include "shim/mode_control.h"
 #include "shim/ops_convolution.h"
 #include "shim/ops_fusion_consumers.h"
 #include "shim/ops_matmul.h"
@@ -140,8 +141,9 @@ void register_overrides() {
   fallback->fallback(torch::CppFunction::makeFallthrough());
   auto* library = new torch::Library(torch::Library::IMPL, "aten", shim_key(), __FILE__, __LINE__);
   fill_table(*library);
-  // Modes that keep packed weights must see every write to them (shim/write_watch.h).
-  if (uses_float_kernels(runtime_settings().mode)) register_write_watch(*library);
+  // Modes that keep packed weights must see every write to them (shim/write_watch.h). In
+  // every mode: the mode may change at run time, and the weights kept then must be watched.
+  register_write_watch(*library);
 }
 
 void register_introspection() {
@@ -150,6 +152,13 @@ void register_introspection() {
   library->def("status() -> str", &status_json);
   library->def("reset_stats() -> ()", &reset_stats);
   library->def("write_config() -> str", &calibration::write_now);
+  library->def("set_mode(str mode, str config=\"\") -> str", &api::set_mode);
+  library->def("enter_mode(str mode, str config=\"\") -> int", &api::enter_mode);
+  library->def("exit_mode(int depth) -> ()", &api::exit_mode);
+  library->def("enable_thread() -> ()", &api::enable_thread);
+  library->def("save_config(str path) -> str", &api::save_config);
+  library->def("reset_calibration() -> ()", &api::reset_calibration);
+  library->def("load_config(str path) -> str", &api::load_config);
 }
 
 const std::vector<TableEntry>& override_table() { return table_storage(); }

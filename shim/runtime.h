@@ -15,7 +15,8 @@ const Settings& runtime_settings();
 void set_runtime_settings(const Settings& settings);
 
 // What became of IPEX_CONFIG: "none", "applied", "applied in part (...)", "not used: why".
-const std::string& config_state();
+std::string config_state();
+void set_config_state(const std::string& state);
 
 // fp32, bf16 and int8 (for the ops its config does not quantise): the modes that run the
 // shim's floating-point kernels.
@@ -38,8 +39,11 @@ bool onednn_has_bf16_kernels();
 const std::vector<Mode>& implemented_modes();
 bool mode_implemented(Mode mode);
 
-// Why a call the shim does not handle went to stock, in the current mode.
-Fallback default_fallback_reason();
+// Why a call the shim does not handle went to stock, in `mode`.
+inline Fallback fallback_for_mode(Mode mode) {
+  if (mode == Mode::off) return Fallback::mode_off;
+  return mode_implemented(mode) ? Fallback::policy_fp32 : Fallback::mode_not_available;
+}
 
 // oneDNN as loaded in this process: "2.6.3", and the ISA it dispatches to.
 std::string onednn_version();

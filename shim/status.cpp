@@ -14,6 +14,7 @@
 #include "shim/fusion.h"
 #include "shim/int8_calibration.h"
 #include "shim/int8_inference.h"
+#include "shim/mode_control.h"
 #include "shim/op_stats.h"
 #include "shim/registration.h"
 #include "shim/runtime.h"
@@ -55,8 +56,16 @@ std::string status_json() {
   const Settings& settings = runtime_settings();
   nlohmann::json status;
   status["version"] = IPEX_SHIM_VERSION;
-  status["mode"] = mode_name(settings.mode);
-  status["mode_available"] = mode_implemented(settings.mode);
+  // The mode of a call made now from this thread, the process's, and where it came from.
+  const Mode mode = current_mode();
+  status["mode"] = mode_name(mode);
+  status["mode_available"] = mode == Mode::off || mode_implemented(mode);
+  status["process_mode"] = mode_name(process_mode());
+  status["mode_source"] = mode_source_name(process_mode_source());
+  status["environment_mode"] = mode_name(settings.mode);
+  nlohmann::json scopes = nlohmann::json::array();
+  for (Mode scoped : thread_scopes()) scopes.push_back(mode_name(scoped));
+  status["thread_scopes"] = scopes;
   nlohmann::json modes = nlohmann::json::array();
   for (Mode mode : implemented_modes()) modes.push_back(mode_name(mode));
   status["implemented_modes"] = modes;
@@ -72,8 +81,9 @@ std::string status_json() {
   status["isa"] = isa;
   status["onednn"] = {{"version", onednn_version()}, {"isa", onednn_isa()}};
   status["on_this_cpu"] = cpu_plan();
-  status["config"] = settings.config_path.empty() ? nlohmann::json(nullptr)
-                                                  : nlohmann::json(settings.config_path);
+  const std::string int8_config = int8::loaded_path();
+  const std::string& config_path = int8_config.empty() ? settings.config_path : int8_config;
+  status["config"] = config_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(config_path);
   status["config_state"] = config_state();
   fusion::Stats fused = fusion::stats();
   status["fusion"] = {{"enabled", fusion::enabled()},
@@ -84,14 +94,14 @@ std::string status_json() {
                       {"repairs", fused.repairs},
                       {"sites", fused.sites},
                       {"sites_off", fused.sites_off}};
-  if (settings.mode == Mode::int8) {
+  if (mode == Mode::int8 || !int8_config.empty()) {
     int8::Int8Summary summary = int8::int8_summary();
     status["int8"] = {{"entries", summary.entries},
                       {"matched", summary.matched},
                       {"mismatched", summary.mismatched},
                       {"not_quantized", summary.not_quantized},
                       {"identified_ops", int8::op_count()}};
-  } else if (settings.mode == Mode::calibration) {
+  } else if (mode == Mode::calibration || calibration::active()) {
     status["int8"] = {{"calibrating", calibration::active()},
                       {"identified_ops", int8::op_count()}};
   }
