@@ -27,16 +27,15 @@ model wrote first: --calibration-passes). Under no_grad, the same input every pa
     - the pool's kept bytes never above IPEX_BUFFER_CACHE_MB, and the RSS's growth over the
       whole run (from before the first pass) below that bound (1024 MiB by default: loose for
       these models, whose pool keeps about 2 MiB);
-    - throughput: the last window's at least 0.8 of the median window's, a window's
-      throughput being 1 / its 10th-percentile pass time. Not the window's total: on a
-      machine shared with other jobs (load average 9 on 2 cores while this was written) a
-      window's wall time and median pass move by 2x to 3x when other processes take the
-      core, and even its CPU time by 20% (the neighbours' cache and SMT pressure); the
-      fastest tenth of the passes still runs uncontended, and moves by 5% (the CNN) to 20%
-      (the encoder, 250-pass windows of --quick) from window to window, hence 0.8. A leak
-      that makes each pass do more work (a growing cache to search, lists to walk) slows
-      every pass, the fastest too. The windows' median-pass, wall and CPU throughput are
-      printed.
+    - throughput: the last window's passes per CPU-second (the process's CPU time: one
+      thread) at least 0.75 of the median window's. CPU time, because the time a pass waits
+      while other processes hold the core is not the shim's: on this machine, shared with
+      other jobs (load average 9 on 2 cores while this was measured), a window's wall rate,
+      its median pass and even its fastest tenth of passes moved by 2x to 10x as
+      neighbours came and went. CPU time still moves with the neighbours' pressure on the
+      core's caches, by up to 20% between windows here, hence 0.75. A leak that makes each
+      pass do more work (a growing cache to search, lists to walk) shows in CPU time. The
+      wall, median-pass and 10th-percentile-pass rates are printed.
     - every sampled output bit-identical to the third pass's (the first pass learns the
       fusion sites, and a fused pass rounds differently from an unfused one).
 Training (--steps, default 2,000, fp32 and bf16 mode): the small CNN in train mode, SGD with
@@ -65,7 +64,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RSS_TOLERANCE = 0.05
-THROUGHPUT_FLOOR = 0.8
+THROUGHPUT_FLOOR = 0.75
 
 
 # --- the child: runs one part in one mode under the preload --------------------------------
@@ -287,10 +286,10 @@ def judge_infer(report, args):
         problems.append(f"RSS grew {growth:.1f} MiB, over IPEX_BUFFER_CACHE_MB {limit_mib:.0f}")
     if report["differing_outputs"]:
         problems.append(f"{report['differing_outputs']} sampled outputs differ from the first")
-    rates = [1.0 / w["fast_pass_s"] for w in report["windows"]]
+    rates = [args.window / w["cpu_s"] for w in report["windows"]]
     median = statistics.median(rates)
     if rates[-1] < THROUGHPUT_FLOOR * median:
-        problems.append(f"last window {rates[-1]:.0f} passes/s (its median pass), under "
+        problems.append(f"last window {rates[-1]:.0f} passes per CPU-second, under "
                         f"{THROUGHPUT_FLOOR} x the median window's {median:.0f}")
     report["figures"] = {
         "rss_first": samples[0]["rss_mib"], "rss_warm": base, "rss_last": samples[-1]["rss_mib"],
@@ -300,8 +299,8 @@ def judge_infer(report, args):
         "cache_kib": samples[-1]["cache_bytes"] / 1024,
         "rate": [round(r, 1) for r in rates],
         "median_rate": [round(1.0 / w["median_pass_s"], 1) for w in report["windows"]],
+        "fast_rate": [round(1.0 / w["fast_pass_s"], 1) for w in report["windows"]],
         "wall_rate": [round(args.window / w["wall_s"], 1) for w in report["windows"]],
-        "cpu_rate": [round(args.window / w["cpu_s"], 1) for w in report["windows"]],
         "last_over_median": rates[-1] / median,
     }
     return problems
@@ -388,10 +387,10 @@ def print_result(r):
            f"max {f['rss_max']:.1f} (settled spread {f['rss_settled_spread']:.2%})"
     if r["part"] == "infer":
         tail = (f"  pool max {f['pool_max_mib']:.1f}/{f['limit_mib']:.0f} MiB, cache "
-                f"{f['cache_entries']} entries {f['cache_kib']:.0f} KiB\n  passes/s by window "
-                f"(10th percentile pass) {f['rate']} (last/median {f['last_over_median']:.3f})\n"
-                f"  by median pass {f['median_rate']}, per wall-s {f['wall_rate']}, "
-                f"per CPU-s {f['cpu_rate']}")
+                f"{f['cache_entries']} entries {f['cache_kib']:.0f} KiB\n  passes per CPU-second by "
+                f"window {f['rate']} (last/median {f['last_over_median']:.3f})\n"
+                f"  passes/s by median pass {f['median_rate']}, by 10th-percentile pass "
+                f"{f['fast_rate']}, per wall-s {f['wall_rate']}")
     else:
         tail = (f"  cache entries max {f['entries_max']} (live model {f['live_packed_weights']}),"
                 f" {f['cache_kib_max']:.0f} KiB max, {f['packs']} packs; worst eval error "
