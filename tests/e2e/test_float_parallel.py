@@ -3,15 +3,16 @@
 programs/float_parallel.py: a conv+linear model evaluated in the main thread and in a
 threading.Thread; a DataLoader (num_workers=2, fork) whose workers run a grouped conv2d and
 feed batches to the model. programs/float_ddp.py: DistributedDataParallel on gloo, 2 ranks
-under torchrun, 4 SGD steps of a small CNN.
+under torchrun, 4 SGD steps of a small CNN, with the shim in bf16 mode and without it.
 """
 import json
+import math
 import socket
 
 import pytest
 import torch
 
-from conftest import bf16_path, cosine, describe, parse_report
+from conftest import bf16_path, cosine, describe, parse_report, rel_l2
 
 
 
@@ -83,15 +84,26 @@ def _torchrun(shim, outdir, preload):
     return shim.run(argv, mode="bf16" if preload else None, preload=preload, timeout=240)
 
 
-def test_torchrun_ddp_ranks_agree(shim, torch_available, tmp_path, cpu_plan):
-    proc = _torchrun(shim, tmp_path / "bf16", preload=True)
-    if proc.returncode != 0:
-        stock = _torchrun(shim, tmp_path / "stock", preload=False)
-        if stock.returncode != 0:
-            pytest.skip("torchrun cannot start on this machine (it fails without the shim "
-                        f"too):\n{describe(stock)[-2000:]}")
+@pytest.fixture(scope="module")
+def torchrun_runs(shim, torch_available, tmp_path_factory):
+    """float_ddp.py under torchrun, 2 ranks, with the shim in bf16 mode and without it."""
+    workdir = tmp_path_factory.mktemp("float_ddp")
+    stock = _torchrun(shim, workdir / "stock", preload=False)
+    if stock.returncode != 0:
+        pytest.skip("torchrun cannot start on this machine without the shim:\n"
+                    f"{describe(stock)[-2000:]}")
+    proc = _torchrun(shim, workdir / "bf16", preload=True)
     assert proc.returncode == 0, describe(proc)
-    ranks = [json.loads((tmp_path / "bf16" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return {tag: {"proc": run, "dir": workdir / tag,
+                  "ranks": [json.loads((workdir / tag / f"rank{r}.json").read_text())
+                            for r in (0, 1)],
+                  "saved": [torch.load(workdir / tag / f"rank{r}.pt") for r in (0, 1)]}
+            for tag, run in (("stock", stock), ("bf16", proc))}
+
+
+def test_torchrun_ddp_ranks_agree(torchrun_runs, cpu_plan):
+    proc = torchrun_runs["bf16"]["proc"]
+    ranks = torchrun_runs["bf16"]["ranks"]
     for r, facts in enumerate(ranks):
         assert facts["rank"] == r and facts["world"] == 2
         assert facts["active"] is True and facts["mode"] == "bf16", facts
@@ -107,3 +119,22 @@ def test_torchrun_ddp_ranks_agree(shim, torch_available, tmp_path, cpu_plan):
     assert ranks[0]["losses"] != ranks[1]["losses"]  # each rank saw its own data
     assert ranks[0]["checksum"] == ranks[1]["checksum"], ranks
     assert ranks[0]["eval_checksum"] == ranks[1]["eval_checksum"], ranks
+
+
+def test_torchrun_ddp_bf16_training_within_bf16_tolerance_of_stock(torchrun_runs):
+    """Both ranks' losses are finite and within BF16 tolerance of the run without the shim,
+    their parameters are equal to each other's (bit for bit) and within BF16 tolerance of
+    stock's after the steps, and so is the evaluation after training."""
+    bf16, stock = torchrun_runs["bf16"], torchrun_runs["stock"]
+    assert stock["ranks"][0]["active"] is None  # stock really was stock
+    for r in (0, 1):
+        got, want = bf16["ranks"][r]["losses"], stock["ranks"][r]["losses"]
+        assert len(got) == len(want) == 4 and all(math.isfinite(x) for x in got), got
+        assert got == pytest.approx(want, rel=2e-2), (r, got, want)
+        params, want_params = bf16["saved"][r]["params"], stock["saved"][r]["params"]
+        assert sorted(params) == sorted(want_params)
+        for name, p in params.items():
+            assert torch.isfinite(p).all(), name
+            assert torch.equal(p, bf16["saved"][0]["params"][name]), f"rank {r} differs: {name}"
+            assert rel_l2(p, want_params[name]) <= 1e-2, (name, rel_l2(p, want_params[name]))
+        assert cosine(bf16["saved"][r]["eval"], stock["saved"][r]["eval"]) >= 0.999

@@ -5,7 +5,8 @@ usage: torchrun --nproc_per_node=2 ... float_ddp.py OUTDIR
 Each rank trains on its own seeded batches (DDP averages the gradients, so every rank holds
 the same parameters after each step), evaluates a fixed batch under no_grad at the end, and
 writes OUTDIR/rank<R>.json with an exact checksum of its parameters and of the eval output,
-plus its shim status (null without the shim). It also prints the checksum line.
+plus its shim status (null without the shim), and OUTDIR/rank<R>.pt with the parameters and
+the eval output themselves. It also prints the checksum line.
 """
 import json
 import os
@@ -66,6 +67,8 @@ def main():
         "mode": None if status is None else status["mode"],
         "eval_dtype": str(out.dtype),
     }
+    torch.save({"params": {n: p.detach().clone() for n, p in model.module.named_parameters()},
+                "eval": out}, os.path.join(outdir, f"rank{rank}.pt"))
     with open(os.path.join(outdir, f"rank{rank}.json"), "w") as f:
         json.dump(facts, f, sort_keys=True)
     print(f"rank {rank} checksum {checksum}", flush=True)
