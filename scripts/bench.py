@@ -72,6 +72,19 @@ Method:
 Defaults: results go to bench-out/bench.json and bench-out/bench.png
 (--json/--png to change); --quick = batch 2, 2 rounds x 2 iters, 1 warm-up.
 
+Speed against the machine (every row):
+  * FLOPs: the model's convolutions and matrix products (conv1d/2d/3d, mm, addmm, bmm,
+    baddbmm; linear and matmul reach them), counted once per model by torch.profiler
+    (with_flops) from their shapes on the benchmark's input, in the parent on stock fp32:
+    the ops the shim sees and runs, at the same shapes. Element-wise ops, norms and pools
+    are not counted. GFLOP/s = FLOPs / median latency.
+  * --ceiling first runs ipex-shim-ceiling (built beside the library): oneDNN's own
+    primitives on large matmul and convolution shapes in fp32, BF16 and INT8, the ISA
+    oneDNN picked, and per precision the best GFLOP/s. Each row then also reports its
+    GFLOP/s as a percentage of the ceiling of its precision (the precision its name says:
+    *_fp32, stock_fp32 and jit_freeze fp32, *bf16* BF16, *int8* INT8; a precision oneDNN
+    has no kernels for here has no ceiling). --ceiling-seconds sets the time per case.
+
 --preload-cost measures what preloading alone costs: wall time (median of
 --preload-runs=20 interleaved runs; posix_spawn + wait4) and max RSS of
 /bin/true, sh -c true, python3 -c pass and python3 -c "import torch", each
@@ -717,6 +730,87 @@ def agreement(ref, out):
     return cos, top1, None
 
 
+# The ops whose FLOPs count (torch.profiler computes FLOPs for these from their shapes).
+FLOP_OPS = ("aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::mm", "aten::addmm",
+            "aten::bmm", "aten::baddbmm")
+
+
+def count_flops(torch, model, x):
+    """FLOPs (2 per multiply-add) of one pass of `model` on `x` in its convolutions and
+    matrix products, and the same per op name."""
+    with torch.no_grad(), torch.profiler.profile(with_flops=True) as prof:
+        model(x)
+    by_op = {}
+    for event in prof.events():
+        if event.name in FLOP_OPS and event.flops:
+            by_op[event.name] = by_op.get(event.name, 0) + int(event.flops)
+    return sum(by_op.values()), by_op
+
+
+def precision_of(variant):
+    """The precision a row's name says it runs in: fp32, bf16 or int8."""
+    if "int8" in variant:
+        return "int8"
+    if "bf16" in variant:
+        return "bf16"
+    return "fp32"
+
+
+def run_ceiling(args):
+    """ipex-shim-ceiling's report (see the module docstring), or None with the reason logged."""
+    tool = args.ceiling_tool or os.path.join(os.path.dirname(args.lib), "ipex-shim-ceiling")
+    if not os.path.isfile(tool):
+        log("ceiling: %s not found (build it: cmake --build build --target ipex-shim-ceiling)"
+            % tool)
+        return None
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env.pop("LD_PRELOAD", None)
+    log("ceiling: %s, %g s per case, %d threads" % (tool, args.ceiling_seconds, args.threads))
+    proc = subprocess.run([tool, str(args.ceiling_seconds)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=900)
+    if proc.returncode != 0:
+        log("ceiling: failed (exit %d): %s" % (proc.returncode, last_line(proc.stderr)))
+        return None
+    report = json.loads(proc.stdout)
+    log("ceiling: oneDNN %s, ISA %s" % (report["onednn"], report["onednn_isa"]))
+    for row in report["results"]:
+        if "gflops" in row:
+            log("  %-5s %-36s %8.1f GFLOP/s  (%s)" % (row["precision"], row["case"],
+                                                    row["gflops"], row["implementation"]))
+        else:
+            log("  %-5s %-36s unavailable: %s" % (row["precision"], row["case"],
+                                                  row["unavailable"]))
+    return report
+
+
+def add_ceiling_figures(rows, variants, flops, ceiling):
+    """GFLOP/s of every row that ran, and its share of its precision's ceiling."""
+    for v in variants:
+        row = rows[v]
+        if row.get("state") != "ok" or not row.get("median_ms") or not flops:
+            continue
+        row["gflops"] = flops / 1e9 / (row["median_ms"] / 1e3)
+        row["precision"] = precision_of(v)
+        peak = (ceiling or {}).get("ceiling", {}).get(row["precision"])
+        row["ceiling_pct"] = 100.0 * row["gflops"] / peak["gflops"] if peak else None
+
+
+def print_ceiling_table(model_name, variants, rows, flops, ceiling):
+    log("")
+    log("Against the machine: %s, %.2f GFLOP a pass (convolutions and matrix products)"
+        % (model_name, flops / 1e9))
+    log("%-14s %10s %9s %11s" % ("variant", "GFLOP/s", "precision", "% ceiling"))
+    for v in variants:
+        row = rows[v]
+        if row.get("gflops") is None:
+            continue
+        pct = row.get("ceiling_pct")
+        log("%-14s %10.1f %9s %11s" % (v, row["gflops"], row["precision"],
+                                       "-" if pct is None else "%.0f%%" % pct))
+    if not ceiling:
+        log("(no ceiling measured: --ceiling adds each row's share of it)")
+
+
 def bench_model(args, model_name, variants, tmpdir):
     """Benchmark one model; returns its result dict (rows in variants order)."""
     import torch
@@ -750,6 +844,7 @@ def bench_model(args, model_name, variants, tmpdir):
     torch.save({"x": x, "calib": calib}, paths["inputs"])
     log("built %s (%.1f M params) in %.1f s" %
         (model_name, sum(p.numel() for p in model.parameters()) / 1e6, time.perf_counter() - t0))
+    flops, flops_by_op = count_flops(torch, model.eval(), x)
 
     rows = {v: {"variant": v, "state": "pending", "lat_ms": [], "notes": []} for v in variants}
 
@@ -925,8 +1020,11 @@ def bench_model(args, model_name, variants, tmpdir):
             row["ops_summary"] = summarize_ops(st)
 
     print_table(model_name, batch, variants, rows)
+    add_ceiling_figures(rows, variants, flops, args.ceiling_report)
+    print_ceiling_table(model_name, variants, rows, flops, args.ceiling_report)
     return {"model": model_name, "batch": batch, "image_size": None if is_bert else image_size,
             "seq": args.seq if is_bert else None, "reference_output": ref_src,
+            "flops": flops, "flops_by_op": flops_by_op,
             "rows": [rows[v] for v in variants]}
 
 
@@ -1183,6 +1281,11 @@ def parse_args(argv):
     p.add_argument("--preload-cost", action="store_true",
                    help="measure the cost of LD_PRELOAD itself instead")
     p.add_argument("--preload-runs", type=int, default=20, help="runs per cell (default 20)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="measure oneDNN's peak per precision first; rows report %% of it")
+    p.add_argument("--ceiling-tool", help="ipex-shim-ceiling (default: beside --lib)")
+    p.add_argument("--ceiling-seconds", type=float, default=2.0,
+                   help="seconds per ceiling case (default 2)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1190,7 +1293,8 @@ def parse_args(argv):
     if args.quick:
         args.batch = args.batch or 2
         for k, v in (("rounds", 2), ("iters", 2), ("warmup", 1), ("round_warmup", 0),
-                     ("calib_batches", 2), ("bn_batches", 2), ("preload_runs", 5)):
+                     ("calib_batches", 2), ("bn_batches", 2), ("preload_runs", 5),
+                     ("ceiling_seconds", 0.5)):
             if getattr(args, k) == p.get_default(k):
                 setattr(args, k, v)
     models = []
@@ -1277,6 +1381,8 @@ def main(argv=None):
                 "host": platform.node(), "kernel": platform.release(),
                 "loadavg_start": loadavg()}
 
+    args.ceiling_report = run_ceiling(args) if args.ceiling else None
+    settings["ceiling"] = args.ceiling_report
     tmpdir = tempfile.mkdtemp(prefix="ipex_bench_")
     results = []
     t0 = time.perf_counter()
