@@ -72,6 +72,13 @@ Method:
 Defaults: results go to bench-out/bench.json and bench-out/bench.png
 (--json/--png to change); --quick = batch 2, 2 rounds x 2 iters, 1 warm-up.
 
+--zoo runs every variant on the model zoo (ZOO below: twelve models, the encoder as
+"bert"), in one interleaved run per model, and ends with a summary: per variant the
+geometric mean over the models of the speed-up over stock fp32, and the lowest cosine to
+stock fp32. A row that failed or was skipped on a model (FX cannot trace it, torch.compile
+is missing) counts as 1.0x there, with the reason listed; "losses" lists every shim row
+slower than stock fp32. --zoo --quick (batch 2, 2 rounds x 2 iters) is the quick setting.
+
 Speed against the machine (every row):
   * FLOPs: the model's convolutions and matrix products (conv1d/2d/3d, mm, addmm, bmm,
     baddbmm; linear and matmul reach them), counted once per model by torch.profiler
@@ -730,6 +737,55 @@ def agreement(ref, out):
     return cos, top1, None
 
 
+# The model zoo (--zoo): CNNs of several families, two vision transformers and the encoder.
+ZOO = ["resnet50", "mobilenet_v2", "vgg16_bn", "inception_v3", "squeezenet1_1", "mnasnet1_0",
+       "wide_resnet50_2", "regnet_x_1_6gf", "efficientnet_v2_s", "vit_b_16", "swin_t", "bert"]
+
+
+def geomean(values):
+    import math
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def zoo_summary(results, variants):
+    """Per variant: geometric mean of vs-stock over the models (1.0 where the row did not
+    run, with the reason), lowest cosine, and the shim rows slower than stock."""
+    summary = {}
+    for v in variants:
+        ratios, cosines, missing, losses = [], [], [], []
+        for result in results:
+            row = next((r for r in result.get("rows", []) if r["variant"] == v), None)
+            if row is None or row.get("state") != "ok" or not row.get("vs_stock"):
+                ratios.append(1.0)
+                why = (row or {}).get("error") or result.get("error") or "did not run"
+                missing.append("%s: %s" % (result["model"], last_line(str(why))[:100]))
+                continue
+            ratios.append(row["vs_stock"])
+            if row.get("cosine") is not None:
+                cosines.append(row["cosine"])
+            if v in SHIM_VARIANTS and row["vs_stock"] < 1.0:
+                losses.append("%s %.2fx" % (result["model"], row["vs_stock"]))
+        summary[v] = {"geomean_vs_stock": geomean(ratios), "models": len(ratios),
+                      "min_cosine": min(cosines) if cosines else None,
+                      "counted_as_1x": missing, "losses": losses}
+    return summary
+
+
+def print_zoo_summary(summary):
+    log("")
+    log("Zoo: geometric mean of the speed-up over stock fp32, lowest cosine to stock fp32")
+    log("%-14s %9s %11s %7s  %s" % ("variant", "geomean", "min cosine", "models", "notes"))
+    for v, s in summary.items():
+        notes = []
+        if s["counted_as_1x"]:
+            notes.append("1.0x for " + "; ".join(s["counted_as_1x"]))
+        if s["losses"]:
+            notes.append("slower than stock: " + ", ".join(s["losses"]))
+        log("%-14s %8.2fx %11s %7d  %s" % (v, s["geomean_vs_stock"],
+                                           fmt(s["min_cosine"], ".5f"), s["models"],
+                                           " | ".join(notes)))
+
+
 # The ops whose FLOPs count (torch.profiler computes FLOPs for these from their shapes).
 FLOP_OPS = ("aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::mm", "aten::addmm",
             "aten::bmm", "aten::baddbmm")
@@ -1281,6 +1337,8 @@ def parse_args(argv):
     p.add_argument("--preload-cost", action="store_true",
                    help="measure the cost of LD_PRELOAD itself instead")
     p.add_argument("--preload-runs", type=int, default=20, help="runs per cell (default 20)")
+    p.add_argument("--zoo", action="store_true",
+                   help="every variant on the model zoo, with a geometric-mean summary")
     p.add_argument("--ceiling", action="store_true",
                    help="measure oneDNN's peak per precision first; rows report %% of it")
     p.add_argument("--ceiling-tool", help="ipex-shim-ceiling (default: beside --lib)")
@@ -1298,7 +1356,7 @@ def parse_args(argv):
             if getattr(args, k) == p.get_default(k):
                 setattr(args, k, v)
     models = []
-    for m in args.model or ["resnet50"]:
+    for m in args.model or (ZOO if args.zoo else ["resnet50"]):
         models += [x.strip() for x in m.split(",") if x.strip()]
     args.models = models
     if args.variants:
@@ -1402,6 +1460,9 @@ def main(argv=None):
             shutil.rmtree(tmpdir, ignore_errors=True)
     settings["total_s"] = time.perf_counter() - t0
     settings["loadavg_end"] = loadavg()
+    if args.zoo:
+        settings["zoo_summary"] = zoo_summary(results, args.variant_list)
+        print_zoo_summary(settings["zoo_summary"])
 
     json_path = args.json or os.path.join(DEFAULT_OUT_DIR, "bench.json")
     png_path = args.png or os.path.join(DEFAULT_OUT_DIR, "bench.png")
