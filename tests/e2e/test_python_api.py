@@ -128,7 +128,10 @@ def test_api_config_and_calibration_mode_config_are_interchangeable(run_api, shi
     report_of(run_api("plain", program, "calibrate", str(api_conf)))
     proc = run_api("ipex-run", program, "plain", mode="calibration",
                    env={"IPEX_CONFIG": str(env_conf)})
-    report_of(proc)
+    # The package attached to the shim the preload started, in the environment's mode.
+    data = report_of(proc)
+    assert (data["attached"], data["mode_source"], data["process_mode"]) == \
+        ("preload", "environment", "calibration"), data
     api_entries, env_entries = json.loads(api_conf.read_text()), json.loads(env_conf.read_text())
     assert [e["key"] for e in api_entries] == [e["key"] for e in env_entries]
     for a, b in zip(api_entries, env_entries):
