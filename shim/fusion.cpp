@@ -342,13 +342,13 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
         if (value.isTensor()) {
           note_write(st, value.toTensor());
         } else if (value.isTensorList()) {
-          for (const at::Tensor& tensor : value.toTensorList()) note_write(st, tensor);
+          for (at::Tensor tensor : value.toTensorList()) note_write(st, tensor);
         }
       }
       if (value.isTensor()) {
         check_read(st, value.toTensor(), *reader);
       } else if (value.isTensorList()) {
-        for (const at::Tensor& tensor : value.toTensorList()) check_read(st, tensor, *reader);
+        for (at::Tensor tensor : value.toTensorList()) check_read(st, tensor, *reader);
       } else if (value.isList()) {
         for (const c10::IValue& item : value.toListRef())
           if (item.isTensor()) check_read(st, item.toTensor(), *reader);
