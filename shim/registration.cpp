@@ -150,6 +150,7 @@ void register_introspection() {
   library->def("status() -> str", &status_json);
   library->def("reset_stats() -> ()", &reset_stats);
   library->def("write_config() -> str", &calibration::write_now);
+  library->def("write_config_at_exit() -> int", &calibration::write_at_exit_now);
 }
 
 const std::vector<TableEntry>& override_table() { return table_storage(); }
