@@ -111,7 +111,7 @@ def test_sigkill_while_the_config_is_written(shim, rank0_part, tmp_path, name):
     byte or a complete new one, and nothing a later run would read."""
     summary, results = fault_kill.kill_many(_case(shim, name, rank0_part), kills=4, seed=13,
                                             window="exit", work=tmp_path, measure_runs=1)
-    assert summary["torn"] == 0 and summary["stale"] == 0, json.dumps(summary["problems"])
+    assert not summary["problems"], json.dumps(summary["problems"])
     assert summary["previous"] + summary["new"] == 4, results
 
 
@@ -144,6 +144,25 @@ def test_every_state_a_kill_can_leave(shim, rank0_part, fault_lib, tmp_path, nam
     # all seen, in order: the config changed once, at the end.
     assert len(outcomes) >= (3 if name == "calibration" else 7), outcomes
     assert outcomes[0] == "previous" and outcomes.count("new") <= 1, outcomes
+
+
+def test_restarted_job_does_not_merge_the_failed_attempts_parts(shim, rank0_part, tmp_path):
+    """A part left by attempt 0 of a torchrun job (its last rank was killed) is not merged by
+    the restarted attempt's ranks (TORCHELASTIC_RESTART_COUNT=1): they keep their own names."""
+    case = _case(shim, "merge", rank0_part)
+    config = case.prepare(tmp_path)  # config.json.part.run.0: attempt 0's rank 0
+    argv, env = case.command(tmp_path, config)
+    env["TORCHELASTIC_RESTART_COUNT"] = "1"
+    proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 0, describe(proc)
+    assert config.read_bytes() == OLD_BYTES
+    assert sorted(os.listdir(config.parent)) == [
+        "config.json", "config.json.lock", "config.json.part.run.0",
+        "config.json.part.run.restart1.1"], os.listdir(config.parent)
+    assert shim_lines(proc.stderr) == [
+        "ipex_shim: calibration: rank 1 of 2: observations saved; the last rank to finish "
+        f"writes {config}"], proc.stderr
 
 
 # --- a full disk -------------------------------------------------------------------------------
