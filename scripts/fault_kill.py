@@ -12,7 +12,10 @@ merge: the last rank of a two-rank job (WORLD_SIZE=2 RANK=1, int8cfg_ranks.py) r
 
 Each kill comes at a moment drawn uniformly over the run's duration (--window run; the
 duration is the median of three uninterrupted runs, measured first), or uniformly over the
-part after the program's last line, where Python exits and the shim writes (--window exit).
+part after the program's last line, where Python exits and the shim writes (--window exit),
+or uniformly over twice the time from the last line to the moment the config was replaced
+in the measured runs (--window write: the shim's own writing, tens of milliseconds, and as
+long again after it).
 After each kill the directory is judged:
     previous   the config is the previous file, byte for byte;
     new        the config is complete: valid JSON, every entry of model "a" with the
@@ -212,21 +215,40 @@ class Run:
         return code, time.monotonic() - self.started
 
 
-def measure(case, work, runs=3):
-    """Median duration of uninterrupted runs, and of their part after the last line."""
+def measure(case, work, runs=3, until_written=False):
+    """Median duration of uninterrupted runs, and of their part after the last line (with
+    `until_written`, twice that part up to the moment the config was replaced)."""
     durations, tails = [], []
     for index in range(runs):
         trial = work / f"measure{index}"
         config = case.prepare(trial)
         argv, env = case.command(trial, config)
+        before = config.stat().st_ino
         run = Run(argv, env, trial)
+        replaced = []
+
+        def watch():
+            while run.process.poll() is None and not replaced:
+                try:
+                    if config.stat().st_ino != before:
+                        replaced.append(time.monotonic())
+                except FileNotFoundError:
+                    pass
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         code, duration = run.finish()
+        watcher.join()
         outcome, _, _, problem = judge(case, config, run.process.pid)
         if code != 0 or outcome != "new":
             sys.exit(f"an uninterrupted {case.name} run failed: exit {code}, {outcome} "
                      f"({problem})\n{''.join(run.stderr)}")
         durations.append(duration)
-        tails.append(duration - (run.end_line_at - run.started))
+        if until_written and replaced:
+            tails.append(2 * (replaced[0] - run.end_line_at))
+        else:
+            tails.append(duration - (run.end_line_at - run.started))
         shutil.rmtree(trial)
     return statistics.median(durations), statistics.median(tails)
 
@@ -259,7 +281,7 @@ def kill_many(case, kills, seed, window, work, verbose=False, measure_runs=3):
     rng = random.Random(seed)
     if case.rank0_part is None:
         case.setup(work)
-    duration, tail = measure(case, work, measure_runs)
+    duration, tail = measure(case, work, measure_runs, until_written=(window == "write"))
     # A run that ends before its moment comes is judged too, but not counted as a kill: its
     # duration joins the estimate (the machine's load changes), and the draw is made again.
     results, ended_first, seen, seen_tails = [], [], [duration], [tail]
@@ -274,7 +296,7 @@ def kill_many(case, kills, seed, window, work, verbose=False, measure_runs=3):
             continue
         ended_first.append(result)
         seen.append(result["seconds"])
-        if result["tail_seconds"] is not None:
+        if result["tail_seconds"] is not None and window == "exit":
             seen_tails.append(result["tail_seconds"])
         duration, tail = statistics.median(seen[-5:]), statistics.median(seen_tails[-5:])
     count = lambda key, value: sum(r[key] == value for r in results)  # noqa: E731
@@ -298,7 +320,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--only", choices=["calibration", "merge"])
-    parser.add_argument("--window", choices=["run", "exit"], default="run")
+    parser.add_argument("--window", choices=["run", "exit", "write"], default="run")
     parser.add_argument("--build", default=os.environ.get("IPEX_SHIM_BUILD_DIR") or
                         str(REPO / "build"))
     parser.add_argument("--seed", type=int, default=1)

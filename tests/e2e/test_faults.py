@@ -2,8 +2,8 @@
 shim follow a link when it writes, never hang it, and never stop the program unless
 IPEX_STRICT=1 (then one clear message and exit code 2).
 
-- Kills: a few SIGKILLs after the program's last line, where the shim writes (the 100-kill
-  figures come from scripts/fault_kill.py, whose judge these tests share), and every state
+- Kills: a few SIGKILLs around the moment the shim writes (the 100-kill figures come from
+  scripts/fault_kill.py, whose judge these tests share), and every state
   a kill can leave, taken in one run by programs/fault_snapshot.c before each call that
   changes the config's directory.
 - A full disk: a 64 KiB tmpfs, filled.
@@ -106,11 +106,11 @@ def _errors(stderr):
 
 @pytest.mark.parametrize("name", ["calibration", "merge"])
 def test_sigkill_while_the_config_is_written(shim, rank0_part, tmp_path, name):
-    """Four kills at moments drawn uniformly over the part of the run after the program's last
-    line (where Python exits and the shim writes): each leaves the previous config byte for
-    byte or a complete new one, and nothing a later run would read."""
+    """Four kills at moments drawn uniformly from the program's last line over twice the time
+    the shim took to replace the config in a measured run: each leaves the previous config
+    byte for byte or a complete new one, and nothing a later run would read."""
     summary, results = fault_kill.kill_many(_case(shim, name, rank0_part), kills=4, seed=13,
-                                            window="exit", work=tmp_path, measure_runs=1)
+                                            window="write", work=tmp_path, measure_runs=1)
     assert not summary["problems"], json.dumps(summary["problems"])
     assert summary["previous"] + summary["new"] == 4, results
 
