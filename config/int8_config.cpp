@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 
@@ -508,7 +509,9 @@ int create_temporary(const std::string& path, std::string* temporary, std::strin
     std::snprintf(suffix, sizeof(suffix), "%016llx",
                   static_cast<unsigned long long>(mix(seed + (++counter))));
     *temporary = path + ".tmp." + std::to_string(getpid()) + "." + suffix;
-    const int fd = open(temporary->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    // O_EXCL: a name that exists, a planted symbolic link included, is never opened.
+    const int fd =
+        open(temporary->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd >= 0) return fd;
     const int error = errno;
     if (error == EEXIST || error == EINTR) continue;
@@ -546,6 +549,11 @@ bool sync_descriptor(int fd, int* error) {
 }  // namespace
 
 bool write_file_atomically(const std::string& path, const std::string& text, std::string* why) {
+  return write_file_atomically(path, text, why, {});
+}
+
+bool write_file_atomically(const std::string& path, const std::string& text, std::string* why,
+                           const std::function<void()>& before_replacing) {
   std::string ignored;
   if (!why) why = &ignored;
   if (path.empty()) {
@@ -566,6 +574,7 @@ bool write_file_atomically(const std::string& path, const std::string& text, std
     error = errno;
     *why = "cannot close " + temporary + ": " + error_text(error);
   }
+  if (error == 0 && before_replacing) before_replacing();
   if (error == 0 && rename(temporary.c_str(), path.c_str()) != 0) {
     error = errno;
     *why = "cannot replace " + path + " with " + temporary + ": " + error_text(error);

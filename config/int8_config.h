@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -100,6 +101,12 @@ std::string int8_config_text(const Int8Config& config);  // dump(4) + "\n"
 // the new text but may not survive a power loss; that is reported as a failure too.
 // A symbolic link at `path` is replaced by the file, not followed.
 bool write_file_atomically(const std::string& path, const std::string& text, std::string* why);
+
+// The same, calling `before_replacing()` once the new text is complete on disk, just before the
+// rename (only when the rename follows): the torchrun merge removes the ranks' parts there, so
+// that no kill can leave both the merged config and the parts it was merged from.
+bool write_file_atomically(const std::string& path, const std::string& text, std::string* why,
+                           const std::function<void()>& before_replacing);
 
 // Checks now, before a long calibration, that `path` can be written at the end: its directory
 // exists and a temporary file can be created in it (and is removed again), and `path` itself,

@@ -18,6 +18,9 @@ struct JsonFile {
 constexpr size_t kMaxConfigBytes = 64u << 20;
 constexpr int kMaxConfigDepth = 32;
 
+// Reads only a regular file no larger than kMaxConfigBytes (checked with fstat before the first
+// byte is read); a directory, FIFO or device is refused without waiting or reading
+// ("not a regular file (a FIFO)"). A symbolic link is followed: reading through one is harmless.
 JsonFile read_json_file(const std::string& path);
 
 // The same checks on text already in memory (tests, and the file reader itself).

@@ -10,8 +10,11 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -185,10 +188,17 @@ const char* env(const char* name) {
 }
 
 // torchrun: every rank leaves its observations in <config>.part.<run>.<rank>; the rank that
-// finds all of them present (under a lock) merges them into the config.
+// finds all of them present (under a lock) merges them into the config. <run> is torchrun's
+// run id and, after a restart, the restart count: a restarted job never merges the parts of
+// the attempt that failed. The parts are removed just before the merged config is renamed
+// into place, so a kill leaves either the parts and the previous config, or the merged config
+// alone (at worst, killed between the two, the previous config and no parts), never the
+// merged config beside parts that a later run would merge again.
 bool write_as_rank(const std::string& path, const Int8Config& config, int rank, int world,
                    std::string* said) {
-  const std::string run = env("TORCHELASTIC_RUN_ID") ? env("TORCHELASTIC_RUN_ID") : "run";
+  std::string run = env("TORCHELASTIC_RUN_ID") ? env("TORCHELASTIC_RUN_ID") : "run";
+  const char* restart = env("TORCHELASTIC_RESTART_COUNT");
+  if (restart && std::string(restart) != "0") run += std::string(".restart") + restart;
   auto part_path = [&](int r) { return path + ".part." + run + "." + std::to_string(r); };
   std::string why;
   if (!write_file_atomically(part_path(rank), int8_config_text(config), &why)) {
@@ -196,10 +206,16 @@ bool write_as_rank(const std::string& path, const Int8Config& config, int rank, 
     return false;
   }
   const std::string lock_path = path + ".lock";
-  const int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // O_NOFOLLOW: a symbolic link planted at the lock's name is not followed (it would create
+  // or open the file it points at).
+  const int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (lock < 0 || ::flock(lock, LOCK_EX) != 0) {
+    const int error = errno;
     if (lock >= 0) ::close(lock);
-    *said = "cannot lock " + lock_path + " to merge the ranks' observations";
+    *said = "rank " + std::to_string(rank) + ": observations saved, but cannot lock " +
+            lock_path + " to merge them: " +
+            (error == ELOOP ? std::string("it is a symbolic link, not followed")
+                            : std::string(std::strerror(error)));
     return false;
   }
   std::vector<Int8Config> parts;
@@ -224,9 +240,10 @@ bool write_as_rank(const std::string& path, const Int8Config& config, int rank, 
             ": observations saved; the last rank to finish writes " + path;
   } else {
     Int8Config merged = merge_configs(parts, state().settings.int8_min_sqnr_db);
-    ok = write_file_atomically(path, int8_config_text(merged), &why);
-    if (ok) {
+    ok = write_file_atomically(path, int8_config_text(merged), &why, [&] {
       for (int r = 0; r < world; ++r) ::unlink(part_path(r).c_str());
+    });
+    if (ok) {
       // Every rank has saved its part and let go of the lock: nothing waits on it any more.
       ::unlink(lock_path.c_str());
       *said = "wrote " + std::to_string(merged.entries.size()) + " entries to " + path +
@@ -239,7 +256,9 @@ bool write_as_rank(const std::string& path, const Int8Config& config, int rank, 
   return ok;
 }
 
-std::string write_config() {
+// Writes the config once; *failed says whether it should have been written and was not.
+std::string write_config(bool* failed) {
+  *failed = false;
   State& st = state();
   if (!st.active) return "calibration is not active; nothing written";
   if (::getpid() != st.owner) return "a forked child does not write the config";
@@ -274,27 +293,47 @@ std::string write_config() {
       return said;
     }
     said = "the config was not written: " + said + " (a previous file at that path is unchanged)";
+    *failed = true;
   } catch (const std::exception& error) {
     said = std::string("the config was not written: ") + error.what() +
            " (a previous file is unchanged)";
+    *failed = true;
   } catch (...) {
     said = "the config was not written (unknown error)";
+    *failed = true;
   }
   log_line(Severity::error, "calibration: " + said);
   return said;
 }
 
-void write_at_exit() { write_config(); }
+// At exit a config that could not be written is the program's failure with IPEX_STRICT=1:
+// said, and the exit code becomes 2.
+int write_config_at_exit() {
+  bool failed = false;
+  write_config(&failed);
+  if (!failed || !state().settings.strict) return 0;
+  log_line(Severity::error, "IPEX_STRICT=1: the config was not written; exit code 2");
+  return 2;
+}
+
+void write_at_exit() {
+  if (write_config_at_exit() == 0) return;
+  std::fflush(nullptr);
+  std::_Exit(2);
+}
 
 // Python's atexit runs before the interpreter is finalised; the callback holds no global name.
+// It flushes Python's streams before os._exit, which skips the rest of the finalisation.
 void register_with_python() {
   using IsInitialized = int (*)();
   using RunString = int (*)(const char*);
   auto is_initialized = reinterpret_cast<IsInitialized>(::dlsym(RTLD_DEFAULT, "Py_IsInitialized"));
   auto run = reinterpret_cast<RunString>(::dlsym(RTLD_DEFAULT, "PyRun_SimpleString"));
   if (!is_initialized || !run || !is_initialized()) return;
-  run("__import__('atexit').register("
-      "lambda: __import__('torch').ops.ipex_shim.write_config())\n");
+  run("__import__('atexit').register(lambda: (lambda code: code and ("
+      "__import__('sys').stdout.flush(), __import__('sys').stderr.flush(), "
+      "__import__('os')._exit(code)))("
+      "__import__('torch').ops.ipex_shim.write_config_at_exit()))\n");
 }
 
 }  // namespace
@@ -321,7 +360,12 @@ bool start(const Settings& settings, std::string* why) {
   return true;
 }
 
-std::string write_now() { return write_config(); }
+std::string write_now() {
+  bool failed = false;
+  return write_config(&failed);
+}
+
+int64_t write_at_exit_now() { return write_config_at_exit(); }
 
 void start_observing(const Settings& settings) {
   State& st = state();

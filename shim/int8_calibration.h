@@ -52,6 +52,11 @@ void reset_observations();
 // says what happened. torch.ops.ipex_shim.write_config() calls it.
 std::string write_now();
 
+// The same from Python's exit handler (torch.ops.ipex_shim.write_config_at_exit()): returns 2
+// when the config was not written and IPEX_STRICT=1 (the exit code the handler then exits
+// with), else 0.
+int64_t write_at_exit_now();
+
 // The wrappers' reports: the inputs before the stock op runs (an in-place op changes
 // them), its result after; each call of observe_output counts one call of the op.
 void observe_inputs(int64_t op, const std::vector<const at::Tensor*>& inputs);

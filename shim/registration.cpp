@@ -152,6 +152,7 @@ void register_introspection() {
   library->def("status() -> str", &status_json);
   library->def("reset_stats() -> ()", &reset_stats);
   library->def("write_config() -> str", &calibration::write_now);
+  library->def("write_config_at_exit() -> int", &calibration::write_at_exit_now);
   library->def("set_mode(str mode, str config=\"\") -> str", &api::set_mode);
   library->def("enter_mode(str mode, str config=\"\") -> int", &api::enter_mode);
   library->def("exit_mode(int depth) -> ()", &api::exit_mode);

@@ -706,6 +706,25 @@ void write_plain(const std::string& path, const std::string& text) {
 
 bool running_as_root() { return geteuid() == 0; }
 
+TEST(ReadJsonFile, RefusesWhatIsNotARegularFileWithoutWaitingOrReading) {
+  TemporaryDirectory directory;
+  const std::string fifo = directory.file("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);  // no writer: a blocking open would wait forever
+  EXPECT_EQ(read_json_file(fifo).error, "not a regular file (a FIFO)");
+  EXPECT_EQ(read_json_file(directory.path()).error, "not a regular file (a directory)");
+  EXPECT_EQ(read_json_file("/dev/zero").error, "not a regular file (a character device)");
+}
+
+TEST(ReadJsonFile, RefusesAFileLargerThanTheBoundBeforeReadingIt) {
+  TemporaryDirectory directory;
+  const std::string sparse = directory.file("sparse");
+  write_plain(sparse, "[]");
+  ASSERT_EQ(truncate(sparse.c_str(), 1 << 30), 0);
+  EXPECT_EQ(read_json_file(sparse).error, "larger than 64 MiB (1073741824 bytes); not read");
+  ASSERT_EQ(truncate(sparse.c_str(), 2), 0);
+  EXPECT_TRUE(read_json_file(sparse).ok);
+}
+
 TEST(AtomicWrite, WritesANewFileAndLeavesNoTemporaryFile) {
   TemporaryDirectory directory;
   ASSERT_FALSE(directory.path().empty());

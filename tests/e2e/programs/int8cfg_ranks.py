@@ -3,7 +3,7 @@ data, rank r on inputs scaled by 10**r.
 
 usage: torchrun ... int8cfg_ranks.py REPORT_DIR
 
-Prints MARKER right after `import torch`. Writes REPORT_DIR/rank<r>.json with the rank, the
+Prints MARKER right after `import torch`, and END last. Writes REPORT_DIR/rank<r>.json with the rank, the
 world size, the smallest and largest input value it ran, the passes and the model's
 conv/linear signatures.
 """
@@ -36,6 +36,7 @@ def main():
         "passes": PASSES,
         "signatures": weighted_signatures(model),
     })
+    print("END", flush=True)
 
 
 if __name__ == "__main__":
