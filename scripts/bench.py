@@ -1346,6 +1346,8 @@ def parse_args(argv):
                              if v not in PREVIOUS_VARIANTS or args.lib_previous]
     if args.lib_previous:
         args.lib_previous = os.path.abspath(args.lib_previous)
+    if args.inductor_cache:
+        args.inductor_cache = os.path.abspath(args.inductor_cache)  # workers run in REPO_ROOT
     if not os.path.isabs(args.lib):
         # relative: to the current directory if it exists there, else to the repo root
         args.lib = os.path.abspath(args.lib if os.path.exists(args.lib)
