@@ -17,6 +17,18 @@ Rows ("variants"):
     ao_int8        torch.ao int8: CNNs: FX static quantization, onednn engine/qconfig
                    mapping, calibrated on a few seeded random batches; bert: dynamic
                    quantization of nn.Linear to qint8
+    compile_fp32   torch.compile(model), inductor backend, torch._inductor.config.freezing
+                   = True, called under no_grad (torch 2.x)
+    compile_bf16   the same, called under torch.autocast("cpu", dtype=torch.bfloat16)
+    pt2e_int8      PT2E static int8: torch.export.export_for_training (torch >= 2.5; else
+                   capture_pre_autograd_graph), X86InductorQuantizer with its default
+                   config, prepare_pt2e, the calibration batches ao_int8 uses, convert_pt2e,
+                   then torch.compile as compile_fp32
+                   The three need torch.compile: with an older torch in the children (e.g.
+                   1.13) they are left out of the default rows, and printed as skipped
+                   ("needs torch 2.x: torch.compile/PT2E") when asked for by --variants.
+                   Their inductor cache is a fresh empty folder per row (cold compile)
+                   unless --inductor-cache names one.
     shim_fp32      the unmodified stock_fp32 code, run with LD_PRELOAD=<lib> IPEX_MODE=fp32
     shim_bf16      ... IPEX_MODE=bf16
     shim_int8      a calibration run (IPEX_MODE=calibration IPEX_CONFIG=<tmp>/conf.json,
@@ -25,6 +37,17 @@ Rows ("variants"):
   under that mode, torch.ops.ipex_shim.status()["implemented_modes"] lists the
   mode (shim_int8 needs both "calibration" and "int8"); otherwise it is printed
   as skipped, with the reason.
+  Column "first s" (JSON: first_s), time to first result: seconds from the parent's
+  spawning the row's worker to the end of the worker's first forward call.  It
+  includes, for every row alike, interpreter start, import torch (for shim rows
+  this is where the preloaded library loads and registers), building the model and
+  loading its weights (~ the same in all rows: compare with stock_fp32); then the
+  row's own preparation (scripting and freezing, quantization and calibration,
+  export) and the first call (torch.compile rows compile during it; shim rows
+  create their oneDNN primitives in it).  shim_int8 and prev_int8 add the wall time
+  of the separate calibration run (spawn to exit), noted under the table.  The JSON
+  also has load_s (model build + weight load), prep_s (that plus the preparation)
+  and first_call_s.  Measured once per row, on whatever else the machine was doing.
 
 Method:
   * The parent builds each model once from a fixed seed (torchvision models with
@@ -35,7 +58,8 @@ Method:
     running this file with --worker, with that variant's environment (LD_PRELOAD
     and IPEX_* only for shim rows; OMP_NUM_THREADS/OPENBLAS_NUM_THREADS and
     torch.set_num_threads = --threads everywhere).  A worker loads the weights,
-    prepares its variant, runs --warmup iterations, reports "ready", and then
+    prepares its variant, runs --warmup iterations (at least one: the first
+    call, which ends the time to first result), reports "ready", and then
     serves commands, one JSON object per line, on stdin/stdout.  Workers are
     started one at a time.
   * Timing: --rounds interleaved rounds.  In round r every live worker in turn
@@ -57,7 +81,8 @@ Method:
     printed: the numbers are disturbed (e.g. a compiler running meanwhile).
   * Results: a table on stdout, a JSON file (settings, raw per-iteration
     latencies, CPU model, BLAS, torch version, date, shim status/op counters),
-    and a PNG bar chart of the "vs stock" ratios.
+    and a PNG bar chart of the "vs stock" ratios, each bar labelled with its
+    time to first result.
   * Fairness: Debian's libtorch calls the system libblas.so.3; if that resolves
     to the reference BLAS instead of OpenBLAS, every fp32 GEMM that goes
     through BLAS is very slow and the comparison is skewed; this is checked
@@ -125,7 +150,10 @@ DEFAULT_PYTHON = "/usr/bin/python3"
 DEFAULT_LIB = os.path.join(REPO_ROOT, "build", "libipex_shim.so")
 DEFAULT_OUT_DIR = os.path.join(REPO_ROOT, "bench-out")  # git-ignored
 
-STOCK_VARIANTS = ["stock_fp32", "jit_freeze", "autocast_bf16", "ao_int8"]
+# torch 2.x's own alternatives: run only when the children's torch has torch.compile.
+COMPILE_VARIANTS = ["compile_fp32", "compile_bf16", "pt2e_int8"]
+NEEDS_TORCH2 = "needs torch 2.x: torch.compile/PT2E"
+STOCK_VARIANTS = ["stock_fp32", "jit_freeze", "autocast_bf16", "ao_int8"] + COMPILE_VARIANTS
 # prev_*: the same modes under another build of the shim (--lib-previous), for a change's
 # before/after in one interleaved run; prev_int8 uses the config shim_int8's calibration wrote.
 PREVIOUS_VARIANTS = ["prev_fp32", "prev_bf16", "prev_int8"]
@@ -328,6 +356,23 @@ def _prepare_variant(torch, variant, model, name, x, calib, notes):
             notes.append("FX static quantization, onednn qconfig mapping/engine, %d calib batches"
                          % len(calib))
         ctx = null
+    elif variant in COMPILE_VARIANTS:
+        if not hasattr(torch, "compile"):
+            raise RuntimeError("%s (this is torch %s)" % (NEEDS_TORCH2, torch.__version__))
+        import torch._inductor.config as inductor_config
+        # Freezing folds the weights into the graph as constants (and lets inductor
+        # pre-pack them for oneDNN); it applies only to calls under no_grad, as fwd's are.
+        inductor_config.freezing = True
+        ctx = null
+        if variant == "compile_bf16":
+            ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+        if variant == "pt2e_int8":
+            model = _pt2e_quantize(torch, model, x, calib, notes)
+        # torch.compile only wraps here: dynamo traces and inductor compiles during the
+        # first call, which is inside the time to first result.
+        net = torch.compile(model, backend="inductor")
+        notes.append("torch.compile inductor, freezing%s" % (
+            ", under autocast bf16" if variant == "compile_bf16" else ""))
     else:
         raise ValueError("unknown variant %r" % variant)
 
@@ -335,6 +380,31 @@ def _prepare_variant(torch, variant, model, name, x, calib, notes):
         with nograd(), ctx():
             return net(inp)
     return fwd
+
+
+def _pt2e_quantize(torch, model, x, calib, notes):
+    """PT2E static INT8 for X86 inductor: export, annotate with X86InductorQuantizer's
+    default config, calibrate on the calibration batches ao_int8 uses, convert."""
+    from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
+    import torch.ao.quantization.quantizer.x86_inductor_quantizer as xiq
+
+    with torch.no_grad():
+        if hasattr(torch.export, "export_for_training"):  # torch >= 2.5
+            graph = torch.export.export_for_training(model, (x,)).module()
+            how = "torch.export.export_for_training"
+        else:
+            from torch._export import capture_pre_autograd_graph
+            graph = capture_pre_autograd_graph(model, (x,))
+            how = "capture_pre_autograd_graph"
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+        for c in calib:
+            prepared(c)
+        converted = convert_pt2e(prepared)
+    notes.append("PT2E static int8: %s, X86InductorQuantizer default config, %d calib batches"
+                 % (how, len(calib)))
+    return converted
 
 
 def worker_main(spec_json):
@@ -378,11 +448,18 @@ def worker_main(spec_json):
             proto.close()
             return 0  # normal interpreter exit: lets the library write IPEX_CONFIG
 
+        load_s = time.perf_counter() - t0
         fwd = _prepare_variant(torch, variant, model, name, x, calib, notes)
-        prep_s = time.perf_counter() - t0
-        for _ in range(spec["warmup"]):
+        prep_s = time.perf_counter() - t0  # model build and weight load included
+        # The first call always runs (it counts as the first warm-up iteration): its end is
+        # the time to first result; torch.compile rows compile during it.
+        fwd(x)
+        first_wall = time.time()  # compared with the parent's time.time() at spawn
+        first_call_s = time.perf_counter() - t0 - prep_s
+        for _ in range(spec["warmup"] - 1):
             fwd(x)
-        send({"ok": True, "ready": True, "notes": notes, "prep_s": prep_s,
+        send({"ok": True, "ready": True, "notes": notes, "prep_s": prep_s, "load_s": load_s,
+              "first_call_s": first_call_s, "first_wall": first_wall,
               "warmup_s": time.perf_counter() - t0 - prep_s,
               "threads": torch.get_num_threads(), "pid": os.getpid(),
               "shim_loaded": shim_mapped(),
@@ -617,6 +694,23 @@ def probe_shim(python, env, timeout=180):
     return None, why
 
 
+def child_torch(python, parent_torch):
+    """{"version", "compile"} of the torch the children import: the parent's own when
+    --python is this interpreter, else asked once of that interpreter."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return {"version": parent_torch.__version__, "compile": hasattr(parent_torch, "compile")}
+    code = ("import json, torch; print(json.dumps({'version': torch.__version__, "
+            "'compile': hasattr(torch, 'compile')}))")
+    try:
+        r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300,
+                           env=base_env(1))
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        log("note: could not ask %s for its torch version (%s); torch.compile rows are skipped"
+            % (python, last_line(e) or type(e).__name__))
+        return {"version": "unknown", "compile": False}
+
+
 def cpu_busy_seconds():
     """Non-idle CPU time of the whole machine so far (from /proc/stat), in seconds."""
     try:
@@ -695,11 +789,14 @@ def check_shim_rows(args, variants, tmpdir):
 
 
 def start_worker(args, variant, model_name, env, role, paths, tmpdir, warmup):
+    spawn_wall = time.time()  # the start of the worker's time to first result
     spec = {"role": role, "variant": variant, "model": model_name, "seed": args.seed,
             "threads": args.threads, "warmup": warmup,
             "state_path": paths["state"], "input_path": paths["inputs"]}
     log_path = os.path.join(tmpdir, "%s_%s_%s.log" % (model_name, variant, role))
-    return Worker(variant, [args.python, THIS_FILE, "--worker", json.dumps(spec)], env, log_path)
+    w = Worker(variant, [args.python, THIS_FILE, "--worker", json.dumps(spec)], env, log_path)
+    w.spawn_wall = spawn_wall
+    return w
 
 
 def run_shim_calibration(args, model_name, paths, tmpdir, conf):
@@ -912,12 +1009,23 @@ def bench_model(args, model_name, variants, tmpdir):
         log("SKIP %-13s %s" % (v, why))
     for v, p in probes.items():
         rows[v]["probe"] = p
+    if not args.child_torch.get("compile"):
+        for v in variants:
+            if v in COMPILE_VARIANTS:
+                rows[v]["state"] = "skipped"
+                rows[v]["error"] = "%s (the children's torch is %s)" % (
+                    NEEDS_TORCH2, args.child_torch.get("version"))
+                log("SKIP %-13s %s" % (v, rows[v]["error"]))
 
     conf = os.path.join(mdir, "conf.json")
     if "shim_int8" in variants and rows["shim_int8"]["state"] == "pending":
         log("shim_int8: calibration run (IPEX_MODE=calibration, %d batches) ..." % len(calib))
+        t = time.perf_counter()
         info, err = run_shim_calibration(args, model_name, paths, mdir, conf)
+        # The calibration run is a whole process of its own: spawn to exit (config written).
+        calib_wall_s = time.perf_counter() - t
         rows["shim_int8"]["calibration"] = info
+        rows["shim_int8"]["calibration_wall_s"] = calib_wall_s
         if err:
             rows["shim_int8"]["state"] = "failed"
             rows["shim_int8"]["error"] = err
@@ -941,6 +1049,11 @@ def bench_model(args, model_name, variants, tmpdir):
                            conf if v in INT8_VARIANTS else None)
         else:
             env = base_env(args.threads)
+            if v in COMPILE_VARIANTS:
+                # inductor's on-disk caches: a fresh, empty one per row unless
+                # --inductor-cache names one, so that the first result pays a cold compile.
+                env["TORCHINDUCTOR_CACHE_DIR"] = args.inductor_cache or \
+                    os.path.join(mdir, "inductor_cache_%s" % v)
         t = time.perf_counter()
         w = start_worker(args, v, model_name, env, "bench", paths, mdir, args.warmup)
         try:
@@ -955,6 +1068,15 @@ def bench_model(args, model_name, variants, tmpdir):
             continue
         rows[v]["notes"] += ready.get("notes", [])
         rows[v]["prep_s"] = ready.get("prep_s")
+        rows[v]["load_s"] = ready.get("load_s")
+        rows[v]["first_call_s"] = ready.get("first_call_s")
+        if ready.get("first_wall") is not None:
+            # Time to first result: worker spawn to the end of its first forward call.
+            first = ready["first_wall"] - w.spawn_wall
+            if v in INT8_VARIANTS and rows["shim_int8"].get("calibration_wall_s") is not None:
+                first += rows["shim_int8"]["calibration_wall_s"]
+                rows[v]["first_includes_calibration_s"] = rows["shim_int8"]["calibration_wall_s"]
+            rows[v]["first_s"] = first
         rows[v]["threads"] = ready.get("threads")
         rows[v]["shim_loaded"] = ready.get("shim_loaded")
         if v in SHIM_VARIANTS:
@@ -980,8 +1102,10 @@ def bench_model(args, model_name, variants, tmpdir):
                                     "stock worker")
         rows[v]["state"] = "running"
         workers[v] = w
-        log("ready %-13s setup %.1f s (prepare %.1f s)  %s"
-            % (v, time.perf_counter() - t, ready.get("prep_s", 0), "; ".join(rows[v]["notes"])))
+        log("ready %-13s setup %.1f s (load+prepare %.1f s, first call %.1f s, first result "
+            "%s s)  %s" % (v, time.perf_counter() - t, ready.get("prep_s", 0),
+                           ready.get("first_call_s", 0), fmt(rows[v].get("first_s"), ".1f"),
+                           "; ".join(rows[v]["notes"])))
 
     # ---- interleaved timing rounds ----
     order = [v for v in variants if v in workers]
@@ -1092,22 +1216,30 @@ def print_table(model_name, batch, variants, rows):
     log("")
     log("Results: %s, batch %d (vs stock = stock_fp32 median / row median; >1 is faster)"
         % (model_name, batch))
-    hdr = "%-14s %10s %11s %9s %9s %7s %5s %7s" % ("variant", "median ms", "samples/s",
-                                                 "vs stock", "cosine", "top1", "runs", "other%")
+    hdr = "%-14s %10s %11s %9s %9s %7s %5s %7s %8s" % (
+        "variant", "median ms", "samples/s", "vs stock", "cosine", "top1", "runs", "other%",
+        "first s")
     log(hdr)
     log("-" * len(hdr))
     for v in variants:
         r = rows[v]
         if r["state"] == "ok":
-            log("%-14s %10s %11s %9s %9s %7s %5d %7s" % (
+            log("%-14s %10s %11s %9s %9s %7s %5d %7s %8s" % (
                 v, fmt(r["median_ms"], ".1f"), fmt(r["throughput"], ".1f"),
                 fmt(r["vs_stock"], ".2f") + ("x" if r["vs_stock"] else ""),
                 fmt(r.get("cosine"), ".5f"), fmt(r.get("top1"), ".3f"), r["runs"],
-                fmt(r.get("other_load") and 100 * r["other_load"], ".0f")))
+                fmt(r.get("other_load") and 100 * r["other_load"], ".0f"),
+                fmt(r.get("first_s"), ".1f")))
         else:
             log("%-14s %s: %s" % (v, r["state"].upper(), r.get("error", "")))
     busy = [v for v in variants if (rows[v].get("other_load") or 0) > 0.10]
     log("other% = CPU used by other processes while the row was timed, as % of all cores")
+    log("first s = worker spawn to the end of its first forward call (interpreter, import "
+        "torch, model\n          build and weight load, preparation or compilation, first call)")
+    for v in variants:
+        if rows[v].get("first_includes_calibration_s") is not None and rows[v]["state"] == "ok":
+            log("          %s: includes its calibration run, %.1f s"
+                % (v, rows[v]["first_includes_calibration_s"]))
     if busy:
         log("WARNING: other processes used >10%% of the CPU while timing %s: "
             "these numbers are disturbed; rerun on an idle machine." % ", ".join(busy))
@@ -1132,6 +1264,10 @@ def write_png(path, results, settings):
                 lab = "%.2fx" % r["vs_stock"]
                 if r.get("cosine") is not None and r["cosine"] < 0.99:
                     lab += "  (cosine %.3f!)" % r["cosine"]  # flag wrong-ish outputs
+                if r.get("first_s") is not None:
+                    lab += "  first result %.1f s%s" % (
+                        r["first_s"], " (calibration incl.)"
+                        if r.get("first_includes_calibration_s") is not None else "")
                 labels.append(lab)
                 colors.append("tab:orange" if r["variant"].startswith("shim") else "tab:blue")
             else:
@@ -1143,7 +1279,7 @@ def write_png(path, results, settings):
         ax.set_yticks(ypos)
         ax.set_yticklabels(names)
         ax.axvline(1.0, color="k", lw=0.8, ls="--")
-        xmax = max(vals + [1.0]) * 1.25
+        xmax = max(vals + [1.0]) * 1.7  # room for the labels
         ax.set_xlim(0, xmax)
         for y, v, lab in zip(ypos, vals, labels):
             ax.text(v + xmax * 0.01, y, lab, va="center", fontsize=8)
@@ -1319,6 +1455,9 @@ def parse_args(argv):
                    help="another build's libipex_shim.so, run as the prev_* rows (a change's "
                         "before and after, interleaved)")
     p.add_argument("--python", default=DEFAULT_PYTHON, help="interpreter for children")
+    p.add_argument("--inductor-cache", metavar="DIR",
+                   help="inductor cache for the torch.compile rows (TORCHINDUCTOR_CACHE_DIR); "
+                        "default: a fresh empty one per row, so first s is a cold compile")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VAL",
                    help="extra environment for every child, e.g. OMP_WAIT_POLICY=passive "
                         "(repeatable)")
@@ -1369,6 +1508,8 @@ def parse_args(argv):
                              if v not in PREVIOUS_VARIANTS or args.lib_previous]
     if args.lib_previous:
         args.lib_previous = os.path.abspath(args.lib_previous)
+    if args.inductor_cache:
+        args.inductor_cache = os.path.abspath(args.inductor_cache)  # workers run in REPO_ROOT
     if not os.path.isabs(args.lib):
         # relative: to the current directory if it exists there, else to the repo root
         args.lib = os.path.abspath(args.lib if os.path.exists(args.lib)
@@ -1401,6 +1542,12 @@ def main(argv=None):
     import torch
     import torchvision
     torch.set_num_threads(args.threads)
+    args.child_torch = child_torch(args.python, torch)
+    left_out = None
+    if not args.child_torch.get("compile") and args.variants is None:
+        args.variant_list = [v for v in args.variant_list if v not in COMPILE_VARIANTS]
+        left_out = "note: %s left out of the default rows: %s (the children's torch is %s)" % (
+            ",".join(COMPILE_VARIANTS), NEEDS_TORCH2, args.child_torch.get("version"))
 
     log("ipex-shim benchmark  %s" % datetime.datetime.now().isoformat(timespec="seconds"))
     log("CPU: %s, %d logical CPUs; flags: %s" % (cpu_model(), os.cpu_count(),
@@ -1416,6 +1563,8 @@ def main(argv=None):
             "  <- WARNING: the machine is busy; timings will be disturbed"
             if la[0] > 0.5 else ""]))
     log("variants: %s" % ",".join(args.variant_list))
+    if left_out:
+        log(left_out)
     child_env = {k: base_env(args.threads)[k] for k in sorted(base_env(args.threads))
                  if k.startswith(("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_", "DNNL_",
                                   "ONEDNN_", "MALLOC_", "LD_"))}
@@ -1433,6 +1582,7 @@ def main(argv=None):
                 "calib_batches": args.calib_batches, "bn_batches": args.bn_batches,
                 "quick": args.quick, "lib": args.lib, "lib_found": lib_found,
                 "python": args.python, "child_env": child_env, "torch": torch.__version__,
+                "child_torch": args.child_torch, "inductor_cache": args.inductor_cache,
                 "torchvision": torchvision.__version__, "python_version": platform.python_version(),
                 "cpu": cpu_model(), "cpu_flags": cpu_flags(), "nproc": os.cpu_count(),
                 "blas": blas, "date": datetime.datetime.now().isoformat(timespec="seconds"),

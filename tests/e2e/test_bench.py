@@ -1,0 +1,53 @@
+"""scripts/bench.py's rows for torch 2.x's own alternatives and its time to first result.
+
+One quick run (resnet18 on 64x64 images, batch 1) of stock_fp32, compile_fp32, pt2e_int8 and
+shim_fp32. On torch 2.x the torch.compile and PT2E rows run and agree with stock; on an older
+torch they are reported skipped with the reason, never failed. Every row that ran has a time
+to first result that contains the worker's own preparation and first call, and the table
+prints it."""
+import json
+import subprocess
+import sys
+
+import torch
+
+from conftest import REPO_ROOT, clean_env
+
+TORCH2 = int(torch.__version__.split(".")[0]) >= 2
+VARIANTS = ["stock_fp32", "compile_fp32", "pt2e_int8", "shim_fp32"]
+
+
+def test_bench_torch2_rows_and_first_result(shim, tmp_path):
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--quick",
+            "--model", "resnet18", "--image-size", "64", "--batch", "1",
+            "--variants", ",".join(VARIANTS), "--lib", str(shim.lib),
+            "--python", sys.executable, "--json", str(out), "--png", str(tmp_path / "bench.png")]
+    proc = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"][0]["rows"]}
+    assert list(rows) == VARIANTS
+
+    for v in ("compile_fp32", "pt2e_int8"):
+        if TORCH2:
+            assert rows[v]["state"] == "ok", rows[v]
+        else:
+            assert rows[v]["state"] == "skipped", rows[v]
+            assert "needs torch 2.x: torch.compile/PT2E" in rows[v]["error"], rows[v]
+            assert "SKIPPED: needs torch 2.x" in [l for l in proc.stdout.splitlines()
+                                                   if l.startswith(v)][0]
+    if TORCH2:
+        assert rows["compile_fp32"]["cosine"] > 0.9999, rows["compile_fp32"]
+        assert rows["pt2e_int8"]["cosine"] > 0.95, rows["pt2e_int8"]
+        assert any("X86InductorQuantizer" in n for n in rows["pt2e_int8"]["notes"])
+
+    header = next(l for l in proc.stdout.splitlines() if l.startswith("variant "))
+    assert header.split()[-2:] == ["first", "s"], header
+    for v, r in rows.items():
+        if r["state"] != "ok":
+            continue
+        # Spawn to the end of the first call contains the worker's own load, preparation and
+        # first call (measured inside it), plus interpreter start and import torch.
+        assert r["first_s"] > r["prep_s"] + r["first_call_s"] > 0, r
+        line = next(l for l in proc.stdout.splitlines() if l.startswith(v + " "))
+        assert line.split()[-1] == format(r["first_s"], ".1f"), line
