@@ -50,6 +50,9 @@ mount_system() {
   mounted "$cache/sys" || as_root mount -t sysfs sys "$cache/sys" 2>/dev/null || true
   mounted "$cache/dev" || as_root mount --rbind /dev "$cache/dev"
   as_root mount --make-rslave "$cache/dev" 2>/dev/null || true
+  # The host's names resolve inside as outside: torchrun's workers reach their agent's store
+  # by the machine's hostname, which debootstrap's /etc/hosts does not list.
+  cmp -s /etc/hosts "$cache/etc/hosts" || as_root cp /etc/hosts "$cache/etc/hosts"
 }
 
 remove() {

@@ -73,6 +73,23 @@ def parse_report(stdout):
     return json.loads(lines[0][len(REPORT_PREFIX):])
 
 
+# How the tests launch torchrun, the same on every release. Debian 13's torch 2.6 is built
+# without libuv, and every TCPStore its launcher makes without asking the environment (the
+# static rendezvous of --master_addr, the c10d rendezvous's TCP store, the store it shares
+# with the workers) stops with "use_libuv was requested but PyTorch was build without libuv
+# support". So the rendezvous goes through a file store, the agent does not share a TCP store
+# (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1), and USE_LIBUV=0 gives the stores that do read the
+# environment (the workers' env:// store) the older implementation. torch 1.13 reads neither
+# variable and has the same file-store rendezvous.
+TORCHRUN_ENV = {"USE_LIBUV": "0", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def torchrun_rendezvous(directory):
+    """torchrun's arguments for a one-machine rendezvous through a file in `directory`."""
+    return ["--nnodes=1", "--rdzv_backend=c10d", f"--rdzv_endpoint={directory}/rendezvous",
+            "--rdzv_conf=store_type=file"]
+
+
 # What a mode runs on a CPU without its instructions is said once at start (bf16 without
 # native BF16, int8 without VNNI/AMX): expected on such machines, so the tests that read the
 # shim's messages leave it out; test_cpu_plan.py checks it.

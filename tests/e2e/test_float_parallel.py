@@ -7,12 +7,12 @@ under torchrun, 4 SGD steps of a small CNN, with the shim in bf16 mode and witho
 """
 import json
 import math
-import socket
 
 import pytest
 import torch
 
-from conftest import bf16_path, cosine, describe, parse_report, rel_l2
+from conftest import (TORCHRUN_ENV, bf16_path, cosine, describe, parse_report, rel_l2,
+                      torchrun_rendezvous)
 
 
 
@@ -66,22 +66,16 @@ def test_dataloader_workers_feeding_a_model(local_runs, cpu_plan):
     assert local_runs["stock"][0]["workers"][0]["active"] is None  # stock really was stock
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(shim, outdir, preload):
     outdir.mkdir(parents=True, exist_ok=True)
     # torch 1.13's launcher cannot parse its own default "--redirects 0"/"--tee 0" under
     # Python 3.11 (IntFlag iteration skips Std.NONE: AttributeError in to_map), so name a
     # value it can parse: stderr to a log file, teed to the console.
     argv = [shim.python, "-m", "torch.distributed.run", "--redirects", "2", "--tee", "2",
-            "--log_dir", str(outdir / "logs"), "--nnodes=1", "--nproc_per_node=2",
-            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+            "--log_dir", str(outdir / "logs"), *torchrun_rendezvous(outdir), "--nproc_per_node=2",
             str(shim.program("float_ddp.py")), str(outdir)]
-    return shim.run(argv, mode="bf16" if preload else None, preload=preload, timeout=240)
+    return shim.run(argv, mode="bf16" if preload else None, preload=preload, env=TORCHRUN_ENV,
+                    timeout=240)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import time
 import pytest
 import torch
 
-from conftest import DEFAULT_TIMEOUT, describe, parse_report, shim_lines
+from conftest import (DEFAULT_TIMEOUT, TORCHRUN_ENV, describe, parse_report, shim_lines,
+                      torchrun_rendezvous)
 
 MARKER = "INT8CFG-PROGRAM-STARTS"
 MODEL_A_NAMES = sorted(["Convolution", "BatchNorm", "Relu", "MaxPooling", "Convolution", "Relu",
@@ -343,12 +344,13 @@ def test_dataloader_workers_do_not_write(run_py, shim, tmp_path):
 
 # --- 12. torchrun ----------------------------------------------------------------------------
 
-def torchrun_argv(shim, program, *args):
+def torchrun_argv(shim, directory, program, *args):
     # torch 1.13's torchrun on Python >= 3.11 fails with the default --redirects/--tee "0"
     # (Std.from_str("0") returns None: 3.11's Flag iteration skips the zero member); "1"
     # (stdout only) parses on every version and still shows the ranks' stdout.
     return [shim.python, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--standalone", "--redirects", "1", "--tee", "1", program, *map(str, args)]
+            *torchrun_rendezvous(directory), "--redirects", "1", "--tee", "1", program,
+            *map(str, args)]
 
 
 def test_torchrun_ranks_merge_into_one_config(run_cmd, shim, torch_available, tmp_path):
@@ -357,11 +359,14 @@ def test_torchrun_ranks_merge_into_one_config(run_cmd, shim, torch_available, tm
     directory.mkdir()
     reports.mkdir()
     config = directory / "config.json"
-    argv = torchrun_argv(shim, shim.program("int8cfg_ranks.py"), reports)
-    proc = run_cmd(argv, mode="calibration", env={"IPEX_CONFIG": str(config)}, cwd=tmp_path,
-                   timeout=240)
+    argv = torchrun_argv(shim, tmp_path, shim.program("int8cfg_ranks.py"), reports)
+    proc = run_cmd(argv, mode="calibration", env={"IPEX_CONFIG": str(config), **TORCHRUN_ENV},
+                   cwd=tmp_path, timeout=240)
     if proc.returncode != 0:
-        bare = run_cmd(argv, preload=False, cwd=tmp_path, timeout=240)
+        (tmp_path / "bare").mkdir()
+        bare = run_cmd(torchrun_argv(shim, tmp_path / "bare", shim.program("int8cfg_ranks.py"),
+                                     reports),
+                       preload=False, env=TORCHRUN_ENV, cwd=tmp_path, timeout=240)
         if bare.returncode != 0:
             pytest.skip("torchrun cannot run here, even without the shim: "
                         + (bare.stderr.strip().splitlines() or ["(no output)"])[-1])
