@@ -28,7 +28,9 @@ def test_every_cpp_api_test_passes_in_fp32_mode(run_cmd):
     assert mm_row and int(mm_row.group(2)) > 0, summary  # onednn_fp32 column
 
 
-def test_no_cpp_api_test_fails_with_an_exception_in_bf16_mode(run_cmd):
+# Where bf16 mode runs the fp32 kernels (no native BF16) the fp32 pass above already runs
+# what it would (the suite takes 3 to 7 minutes a pass here): skipped there, with the reason.
+def test_no_cpp_api_test_fails_with_an_exception_in_bf16_mode(run_cmd, native_bf16):
     proc = run_cmd([str(TEST_API)], mode="bf16", timeout=600)
     assert "[==========]" in proc.stdout, describe(proc)  # the suite ran to its end
     assert "C++ exception" not in proc.stdout, describe(proc)
