@@ -9,6 +9,7 @@
 // exists; every problem and every mismatch is one printable line.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -75,31 +76,33 @@ void check_matching(const Int8Config& config) {
   for (const Int8Entry& entry : config.entries) {
     keys.insert(entry.key);
     ids.insert(entry.id);
-    ids.insert(entry.id + 1);
+    if (entry.id < std::numeric_limits<int64_t>::max()) ids.insert(entry.id + 1);
     if (!entry.name.empty()) kinds.insert(entry.name);
     if (!entry.valid) continue;
     if (!entry.key.empty()) by_key.emplace(entry.key, entry.name);
     by_id.emplace(entry.id, entry.name);
   }
+  // In a keyed file only the key picks the entry, in the seed's form only the index.
+  auto check = [&](int64_t index, const std::string& kind, const std::string& key) {
+    std::string why;
+    const Int8Entry* entry = matcher.match(index, kind, key, &why);
+    const bool expected = keyed ? by_key.count({key, kind}) == 1 : by_id.count({index, kind}) == 1;
+    auto op = [&] { return "op " + std::to_string(index) + " " + kind + " '" + key + "'"; };
+    if (entry) {
+      FUZZ_CHECK(entry->valid && entry->name == kind && !entry->inputs_scale.empty(),
+                 op() + " got an entry that is invalid or of another kind");
+      FUZZ_CHECK(keyed ? entry->key == key : entry->id == index, op() + " got another op's entry");
+      FUZZ_CHECK(why.empty(), op() + " matched but with a reason: " + why);
+    } else {
+      FUZZ_CHECK(!expected, op() + " got no entry though a valid one of its kind exists: " + why);
+      if (one_line(key)) FUZZ_CHECK(one_line(why), op() + ": the reason is not one line: " + why);
+    }
+  };
   for (const std::string& kind : kinds) {
-    for (int64_t index : ids) {
-      for (const std::string& key : keys) {
-        if (!keyed && !key.empty()) continue;  // the key plays no part then
-        std::string why;
-        const Int8Entry* entry = matcher.match(index, kind, key, &why);
-        const bool expected = keyed ? by_key.count({key, kind}) == 1 : by_id.count({index, kind}) == 1;
-        const std::string op = "op " + std::to_string(index) + " " + kind + " '" + key + "'";
-        if (entry) {
-          FUZZ_CHECK(entry->valid && entry->name == kind && !entry->inputs_scale.empty(),
-                     op + " got an entry that is invalid or of another kind");
-          FUZZ_CHECK(keyed ? entry->key == key : entry->id == index,
-                     op + " got another op's entry");
-          FUZZ_CHECK(why.empty(), op + " matched but with a reason: " + why);
-        } else {
-          FUZZ_CHECK(!expected, op + " got no entry though a valid one of its kind exists: " + why);
-          if (one_line(key)) FUZZ_CHECK(one_line(why), op + ": the reason is not one line: " + why);
-        }
-      }
+    if (keyed) {
+      for (const std::string& key : keys) check(0, kind, key);
+    } else {
+      for (int64_t index : ids) check(index, kind, "");
     }
   }
 }

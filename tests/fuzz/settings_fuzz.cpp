@@ -44,13 +44,16 @@ bool whole_number(const char* text, long lo, long hi, long* out) {
   return value >= lo && value <= hi;
 }
 
+// Whether `problem` is about variable `name`: it starts "NAME=" or "NAME ".
+bool names(const std::string& problem, const char* name) {
+  const size_t length = std::strlen(name);
+  return problem.size() > length && problem.compare(0, length, name) == 0 &&
+         (problem[length] == '=' || problem[length] == ' ');
+}
+
 int problems_naming(const std::vector<std::string>& problems, const char* name) {
   int count = 0;
-  for (const std::string& problem : problems) {
-    if (problem.compare(0, std::strlen(name) + 1, std::string(name) + "=") == 0 ||
-        problem.compare(0, std::strlen(name) + 1, std::string(name) + " ") == 0)
-      ++count;
-  }
+  for (const std::string& problem : problems) count += names(problem, name);
   return count;
 }
 
@@ -79,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const std::string& problem : problems) {
     bool names_a_set_variable = false;
     for (const auto& [name, value] : environment()) {
-      names_a_set_variable |= problems_naming({problem}, name.c_str()) == 1;
+      names_a_set_variable |= names(problem, name.c_str());
     }
     FUZZ_CHECK(names_a_set_variable, "a problem that names no variable that is set: " + problem);
   }
@@ -94,12 +97,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   long number = 0;
 
   if (const char* text = value_of("IPEX_MODE")) {
-    const std::map<std::string, Mode> names = {{"off", Mode::off},   {"fp32", Mode::fp32},
-                                               {"bf16", Mode::bf16}, {"calibration", Mode::calibration},
-                                               {"int8", Mode::int8}, {"inference", Mode::int8}};
-    auto found = names.find(text);
-    expect("IPEX_MODE", found != names.end());
-    FUZZ_CHECK(settings.mode == (found != names.end() ? found->second : Mode::off), "IPEX_MODE");
+    static const std::map<std::string, Mode> modes = {
+        {"off", Mode::off},   {"fp32", Mode::fp32}, {"bf16", Mode::bf16},
+        {"calibration", Mode::calibration}, {"int8", Mode::int8}, {"inference", Mode::int8}};
+    auto found = modes.find(text);
+    expect("IPEX_MODE", found != modes.end());
+    FUZZ_CHECK(settings.mode == (found != modes.end() ? found->second : Mode::off), "IPEX_MODE");
   } else {
     FUZZ_CHECK(settings.mode == Mode::off, "the mode without IPEX_MODE");
   }
