@@ -44,12 +44,13 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$out/report:suppre
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$out/report:suppressions=$here/tests/sanitize/ubsan.supp"
 failures=0
 
-check_reports() {  # fails the step that left a report file
+check_reports() {  # fails the step that left a report, in a file or in its output
   local step=$1
-  if compgen -G "$out/report.*" >/dev/null; then
+  local pattern='ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |SUMMARY: (Address|Undefined|Leak)'
+  if compgen -G "$out/report.*" >/dev/null || grep -q -E "$pattern" "$out/$step.log"; then
     say "FAILED: $step: sanitizer report:"
-    head -40 "$out"/report.*
-    mkdir -p "$out/failed.$step" && mv "$out"/report.* "$out/failed.$step/"
+    head -40 "$out"/report.* 2>/dev/null || grep -E -A20 "$pattern" "$out/$step.log" | head -40
+    mkdir -p "$out/failed.$step" && mv "$out"/report.* "$out/failed.$step/" 2>/dev/null || true
     failures=$((failures + 1))
     return 1
   fi
