@@ -3,6 +3,20 @@
 #include <algorithm>
 
 namespace ipex_shim {
+namespace {
+
+// A name from the file as it may appear in a message: JSON's escapes for control characters
+// (a newline would split the message, an escape would drive the terminal), cut short.
+std::string shown(const std::string& text) {
+  constexpr size_t kMaxShown = 60;
+  std::string escaped = nlohmann::json(text).dump(-1, ' ', false,
+                                                  nlohmann::json::error_handler_t::replace);
+  escaped = escaped.substr(1, escaped.size() - 2);  // without JSON's quotes
+  if (escaped.size() > kMaxShown) escaped = escaped.substr(0, kMaxShown) + "...";
+  return "'" + escaped + "'";
+}
+
+}  // namespace
 
 bool parse_float_mode_config(const nlohmann::json& value, const std::vector<std::string>& known_ops,
                              FloatModeConfig* config, std::vector<std::string>* problems) {
@@ -31,7 +45,7 @@ bool parse_float_mode_config(const nlohmann::json& value, const std::vector<std:
         }
         const std::string name = item.get<std::string>();
         if (std::find(known_ops.begin(), known_ops.end(), name) == known_ops.end()) {
-          problems->push_back("keep_fp32: '" + name + "' is not an op the shim intercepts; ignored");
+          problems->push_back("keep_fp32: " + shown(name) + " is not an op the shim intercepts; ignored");
           continue;
         }
         config->keep_fp32.insert(name);
@@ -43,7 +57,7 @@ bool parse_float_mode_config(const nlohmann::json& value, const std::vector<std:
       }
       config->fusion = field.get<bool>();
     } else {
-      problems->push_back("'" + key + "': unknown field (known: keep_fp32, fusion); ignored");
+      problems->push_back(shown(key) + ": unknown field (known: keep_fp32, fusion); ignored");
     }
   }
   return true;

@@ -4,10 +4,10 @@
 
 #include <functional>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "config/int8_config.h"
+#include "config/int8_match.h"
 #include "config/json_file.h"
 #include "shim/log.h"
 #include "shim/runtime.h"
@@ -28,15 +28,12 @@ struct Resolved {
 
 struct State {
   std::mutex mutex;
-  Int8Config config;
+  Int8Matcher matcher;  // the loaded config
   bool loaded = false;
   bool isa_ok = true;  // oneDNN has VNNI or AMX INT8 kernels here
-  bool keyed = false;  // the shim's format: match by key; else the seed's: by id and name
   std::string where;   // "IPEX_CONFIG=<path>"
   std::string path;    // the config in use; empty before one is loaded
   bool rewritten = false;  // the file at `path` was written since it was read
-  std::unordered_map<std::string, size_t> by_key;
-  std::unordered_map<int64_t, size_t> by_id;
   std::vector<Resolved> resolved;  // by op index
   Int8Summary summary;
 };
@@ -46,53 +43,26 @@ State& state() {
   return *instance;
 }
 
-std::string describe(const Int8Entry& entry, size_t position) {
-  return "entry " + std::to_string(position) + " (id " + std::to_string(entry.id) + ", \"" +
-         entry.name + "\")";
-}
-
 // Decides, once per op, which entry it uses; with st.mutex held.
 Resolved resolve(State& st, int64_t index) {
   Resolved result;
   result.done = true;
   result.why = Fallback::config_mismatch;
   const OpInfo info = op_info(index);
-  const std::string op = std::string(kind_name(info.kind)) + " " + info.key;
-  auto mismatch = [&](const std::string& text) {
-    log_limited("int8-mismatch", 20, Severity::warning,
-                st.where + ": " + text + "; this op runs in fp32");
-    ++st.summary.mismatched;
-    return result;
-  };
   if (!st.loaded) return result;  // said at start
   if (!st.isa_ok) {
     result.why = Fallback::no_int8_isa;
     return result;
   }
-  size_t position = 0;
-  if (st.keyed) {
-    auto found = st.by_key.find(info.key);
-    if (found == st.by_key.end()) {
-      return mismatch("no entry for op " + std::to_string(index) + ", " + op +
-                      " (calibrated on another model, other weights, or an op calibration "
-                      "never saw)");
-    }
-    position = found->second;
-  } else {
-    auto found = st.by_id.find(index);
-    if (found == st.by_id.end())
-      return mismatch("no entry with id " + std::to_string(index) + " for " + op +
-                      " (the program runs more quantisable ops than the config has)");
-    position = found->second;
+  std::string why;
+  const Int8Entry* found = st.matcher.match(index, kind_name(info.kind), info.key, &why);
+  if (!found) {
+    log_limited("int8-mismatch", 20, Severity::warning,
+                st.where + ": " + why + "; this op runs in fp32");
+    ++st.summary.mismatched;
+    return result;
   }
-  const Int8Entry& entry = st.config.entries[position];
-  if (!entry.valid)
-    return mismatch(describe(entry, position) + " failed validation (reported at start)");
-  if (entry.name != kind_name(info.kind))
-    return mismatch(describe(entry, position) + " is a " + entry.name + " but the program's op " +
-                    std::to_string(index) + " is " + op);
-  if (entry.inputs_scale.empty())
-    return mismatch(describe(entry, position) + " has no input scale");
+  const Int8Entry& entry = *found;
   ++st.summary.matched;
   if (!entry.quantized) {
     ++st.summary.not_quantized;
@@ -143,23 +113,12 @@ std::string install_config(const std::string& path, const std::function<void(con
   st.where = where;
   st.path = path;
   st.rewritten = false;
-  st.config = std::move(config);
+  st.summary = Int8Summary();
+  st.summary.entries = static_cast<int64_t>(config.entries.size());
+  st.matcher = Int8Matcher(std::move(config));
   st.loaded = true;
-  st.keyed = false;
-  st.by_key.clear();
-  st.by_id.clear();
   // Entries stay (an op may be between its two lookups); each is decided again.
   for (Resolved& resolved : st.resolved) resolved = Resolved();
-  st.summary = Int8Summary();
-  st.summary.entries = static_cast<int64_t>(st.config.entries.size());
-  for (size_t i = 0; i < st.config.entries.size(); ++i) {
-    const Int8Entry& entry = st.config.entries[i];
-    if (!entry.key.empty()) {
-      st.keyed = true;
-      st.by_key.emplace(entry.key, i);
-    }
-    st.by_id.emplace(entry.id, i);
-  }
   *used = true;
   return problems.empty() ? "applied"
                           : "applied in part (" + std::to_string(problems.size()) +

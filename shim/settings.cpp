@@ -62,9 +62,29 @@ constexpr ModeName kModeNames[] = {
     {"int8", Mode::int8},        {"inference", Mode::int8},  // the seed's name for int8
 };
 
+// A value as it may appear in a message: control characters (a newline would split the
+// message, an escape would drive the terminal) written as \xNN, and a long value cut short.
+std::string shown(const char* value) {
+  constexpr size_t kMaxShown = 80;
+  std::string text;
+  for (const char* c = value; *c != '\0'; ++c) {
+    if (text.size() >= kMaxShown) return text + "...";
+    const auto byte = static_cast<unsigned char>(*c);
+    if (byte < 0x20 || byte == 0x7f) {
+      static const char kHex[] = "0123456789abcdef";
+      text += "\\x";
+      text += kHex[byte >> 4];
+      text += kHex[byte & 0xf];
+    } else {
+      text += *c;
+    }
+  }
+  return text;
+}
+
 std::string invalid(const char* name, const char* value, const char* allowed,
                     const char* using_value) {
-  return std::string(name) + "='" + value + "' is not valid (allowed: " + allowed +
+  return std::string(name) + "='" + shown(value) + "' is not valid (allowed: " + allowed +
          "); using " + using_value;
 }
 

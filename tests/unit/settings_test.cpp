@@ -111,6 +111,21 @@ TEST_F(EnvTest, FusionAndStrictSwitches) {
   EXPECT_TRUE(problems.empty());
 }
 
+// Found by tests/fuzz/settings_fuzz.cpp: a value holding a newline made its message two lines.
+TEST_F(EnvTest, InvalidValueIsShownOnOneLineAndCutShort) {
+  fake_env()["IPEX_MODE"] = "bf16\nipex_shim: forged line\x1b[2J";
+  fake_env()["IPEX_INT8_ALGORITHM"] = std::string(1000, 'a');
+  Settings s = parse();
+  EXPECT_EQ(s.mode, Mode::off);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_NE(problems[0].find("IPEX_MODE='bf16\\x0aipex_shim: forged line\\x1b[2J'"),
+            std::string::npos) << problems[0];
+  EXPECT_LT(problems[1].size(), 200u);
+  for (const std::string& problem : problems) {
+    for (char c : problem) EXPECT_GE(static_cast<unsigned char>(c), 0x20) << problem;
+  }
+}
+
 TEST_F(EnvTest, InvalidSwitchKeepsDefaultAndSaysSo) {
   fake_env()["IPEX_FUSION"] = "off";
   fake_env()["IPEX_STRICT"] = "true";

@@ -1,0 +1,81 @@
+// Matching ops to INT8 config entries (config/int8_match.h), and the fp32/bf16 overrides'
+// messages: cases the fuzz targets' properties found (tests/fuzz/).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "config/float_mode_config.h"
+#include "config/int8_config.h"
+#include "config/int8_match.h"
+
+namespace ipex_shim {
+namespace {
+
+using nlohmann::json;
+
+json entry(json id, const char* name) {
+  return json{{"id", id},           {"name", name},          {"inputs_scale", {25.0}},
+              {"outputs_scale", {40.0}}, {"quantized", true}};
+}
+
+Int8Config parse(const json& value) {
+  Int8Config config;
+  std::vector<std::string> problems;
+  EXPECT_TRUE(parse_int8_config(value, &config, &problems));
+  return config;
+}
+
+// An entry whose id cannot be read holds id 0 in memory; it must not hide the valid entry
+// that has id 0 (before, op 0 ran in fp32: "entry 0 (id 0, ...) failed validation").
+TEST(Int8Match, EntryWithUnreadableIdDoesNotTakeIdZero) {
+  for (const json& bad_id : {json(-1), json("0"), json(0.5), json(nullptr)}) {
+    const Int8Matcher matcher(parse(json{entry(bad_id, "Convolution"), entry(0, "Convolution")}));
+    ASSERT_FALSE(matcher.config().entries[0].valid);
+    std::string why;
+    const Int8Entry* found = matcher.match(0, "Convolution", "", &why);
+    ASSERT_NE(found, nullptr) << bad_id.dump() << ": " << why;
+    EXPECT_EQ(found, &matcher.config().entries[1]);
+    EXPECT_EQ(why, "");
+  }
+}
+
+TEST(Int8Match, InvalidEntryWithItsIdIsReportedAsSuch) {
+  json bad = entry(1, "Linear");
+  bad["inputs_scale"] = {0};
+  const Int8Matcher matcher(parse(json{entry(0, "Convolution"), bad}));
+  std::string why;
+  EXPECT_EQ(matcher.match(1, "Linear", "", &why), nullptr);
+  EXPECT_NE(why.find("entry 1 (id 1, \"Linear\") failed validation"), std::string::npos) << why;
+  EXPECT_EQ(matcher.match(0, "Linear", "", &why), nullptr);
+  EXPECT_NE(why.find("is a Convolution but the program's op 0 is Linear"), std::string::npos) << why;
+  EXPECT_EQ(matcher.match(2, "Linear", "", &why), nullptr);
+  EXPECT_NE(why.find("no entry with id 2"), std::string::npos) << why;
+}
+
+TEST(Int8Match, KeyedFileMatchesByKeyOnly) {
+  json first = entry(0, "Convolution"), second = entry(1, "Convolution");
+  first["key"] = "conv a";
+  second["key"] = "conv b";
+  const Int8Matcher matcher(parse(json{first, second}));
+  ASSERT_TRUE(matcher.keyed());
+  std::string why;
+  EXPECT_EQ(matcher.match(0, "Convolution", "conv b", &why), &matcher.config().entries[1]);
+  EXPECT_EQ(matcher.match(0, "Convolution", "conv c", &why), nullptr);
+  EXPECT_NE(why.find("no entry for op 0, Convolution conv c"), std::string::npos) << why;
+}
+
+// Found by tests/fuzz/float_mode_config_fuzz.cpp: a key holding a newline made its message
+// two lines.
+TEST(FloatModeConfig, NamesFromTheFileAreShownOnOneLine) {
+  FloatModeConfig config;
+  std::vector<std::string> problems;
+  const json value = json::parse(R"({"a\nipex_shim: forged\u001b[2J": 1, "keep_fp32": ["x\ry"]})");
+  ASSERT_TRUE(parse_float_mode_config(value, {"linear"}, &config, &problems));
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0], R"('a\nipex_shim: forged\u001b[2J': unknown field (known: keep_fp32, fusion); ignored)");
+  EXPECT_EQ(problems[1], R"(keep_fp32: 'x\ry' is not an op the shim intercepts; ignored)");
+}
+
+}  // namespace
+}  // namespace ipex_shim
