@@ -19,18 +19,8 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(json_file int8_config float_mode_config settings)
 
 packages=(clang libclang-rt-14-dev)   # libclang-rt-14-dev holds libclang_rt.fuzzer
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
-    missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "fuzz: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+source "$here/scripts/packages.sh"
+install_missing fuzz "${packages[@]}"
 
 build=$here/build-fuzz
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$here}

@@ -14,18 +14,8 @@ packages=(
   python3-dev python3-setuptools   # torch.compile (inductor) builds C++ with them
 )
 
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
-    missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+source "$here/scripts/packages.sh"
+install_missing setup "${packages[@]}"
 
 build_dir=${IPEX_SHIM_BUILD_DIR:-$here/build}
 # Paths inside the checkout hashed relative to it: a fresh clone elsewhere (CI) reuses
