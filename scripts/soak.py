@@ -268,15 +268,22 @@ def run_child(args, lib, mode, part, extra_env=None, **options):
     return report
 
 
-def judge_infer(report, args):
-    problems = []
-    samples = report["samples"]
-    settled = [s for s in samples if s["pass"] >= args.warmup]
+def settled_rss(samples, counter, warmup, problems):
+    """RSS of the samples after warm-up (counter >= warmup): the first, lowest and highest;
+    a problem is added when they are not within RSS_TOLERANCE of the first."""
+    settled = [s for s in samples if s[counter] >= warmup]
     base = settled[0]["rss_mib"]
     low, high = min(s["rss_mib"] for s in settled), max(s["rss_mib"] for s in settled)
     if high > base * (1 + RSS_TOLERANCE) or low < base * (1 - RSS_TOLERANCE):
         problems.append(f"RSS after warm-up {low:.1f}..{high:.1f} MiB, not within "
                         f"{RSS_TOLERANCE:.0%} of {base:.1f}")
+    return base, low, high
+
+
+def judge_infer(report, args):
+    problems = []
+    samples = report["samples"]
+    base, low, high = settled_rss(samples, "pass", args.warmup, problems)
     limit_mib = report["limit_bytes"] / 2**20
     pool_max = max(s["pool_bytes"] for s in samples)
     if pool_max > report["limit_bytes"]:
@@ -309,12 +316,7 @@ def judge_infer(report, args):
 def judge_train(report, args):
     problems = []
     samples = report["samples"]
-    settled = [s for s in samples if s["step"] >= args.train_warmup]
-    base = settled[0]["rss_mib"]
-    low, high = min(s["rss_mib"] for s in settled), max(s["rss_mib"] for s in settled)
-    if high > base * (1 + RSS_TOLERANCE) or low < base * (1 - RSS_TOLERANCE):
-        problems.append(f"RSS after warm-up {low:.1f}..{high:.1f} MiB, not within "
-                        f"{RSS_TOLERANCE:.0%} of {base:.1f}")
+    base, low, high = settled_rss(samples, "step", args.train_warmup, problems)
     if report["entries_max"] > report["live_packed_weights"]:
         problems.append(f"the weight cache held {report['entries_max']} entries; the live model "
                         f"has {report['live_packed_weights']} packed weights (entries of dead "

@@ -14,11 +14,6 @@
 namespace ipex_shim {
 namespace detail {
 std::atomic<int> g_process_mode{static_cast<int>(Mode::off)};
-
-int& thread_scope_mode() {
-  thread_local int mode = -1;
-  return mode;
-}
 }  // namespace detail
 
 namespace {
@@ -108,7 +103,7 @@ std::string enter_thread_mode(Mode mode, const std::string& config, int64_t* dep
   if (!why.empty()) return why;
   std::vector<int>& stack = scope_stack();
   stack.push_back(static_cast<int>(mode));
-  detail::thread_scope_mode() = stack.back();
+  detail::t_scope_mode = stack.back();
   *depth = static_cast<int64_t>(stack.size());
   return {};
 }
@@ -120,7 +115,7 @@ std::string exit_thread_mode(int64_t depth) {
            std::to_string(stack.size()) + " open); scopes close innermost first";
   }
   stack.pop_back();
-  detail::thread_scope_mode() = stack.empty() ? -1 : stack.back();
+  detail::t_scope_mode = stack.empty() ? -1 : stack.back();
   return {};
 }
 

@@ -24,13 +24,13 @@ namespace ipex_shim {
 
 namespace detail {
 extern std::atomic<int> g_process_mode;
-// The innermost open scope of this thread, or -1.
-int& thread_scope_mode();
+// The innermost open scope of this thread, or -1. Inline: every op call reads it.
+inline thread_local int t_scope_mode = -1;
 }  // namespace detail
 
 // The mode of a call starting now on this thread.
 inline Mode current_mode() {
-  const int scoped = detail::thread_scope_mode();
+  const int scoped = detail::t_scope_mode;
   return static_cast<Mode>(scoped >= 0 ? scoped
                                        : detail::g_process_mode.load(std::memory_order_relaxed));
 }
