@@ -376,6 +376,11 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
           args.transposed
               ? transposed_weight_scales(source, args.groups, int8->weight_per_channel)
               : weight_scales(source, int8->weight_per_channel);
+      // Where oneDNN halves the weights on the way into its layout (kernels/int8.h), it is
+      // told twice the scale, so that what it keeps is round(w * scale) as elsewhere; the
+      // bias and the result take the scale it is told.
+      if (const float factor = weights_reorder_factor(weights_desc); factor != 1.f)
+        quantisation = quantisation / factor;
       // q_w = round(w * scale[oc]), into the primitive's layout in one reorder.
       const onednn::ProductScales quantised = product_scales(*int8, args, quantisation);
       Reordered out = allocate(weights_desc);

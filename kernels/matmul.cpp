@@ -264,7 +264,12 @@ at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
                                const Int8MatmulSpec& spec) {
   static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
   at::Tensor qa = quantise(a, spec.a_scale, spec.a_uint8);
-  at::Tensor qb = quantise(b, spec.b_scale, false);
+  // B takes the weights' place: within int8_weight_bound() (spec.b_scale maps B's calibrated
+  // range onto 127), values beyond the calibrated range clipped there too.
+  const int bound = int8_weight_bound();
+  const float b_scale = spec.b_scale * static_cast<float>(bound) / 127.f;
+  at::Tensor qb = quantise(b, b_scale, false);
+  if (bound < 127) qb.clamp_(-bound, bound);
   std::vector<int64_t> output_sizes;
   for (int64_t d = 0; d < a.dim() - 2; ++d) output_sizes.push_back(std::max(a.size(d), b.size(d)));
   output_sizes.push_back(a.size(-2));
@@ -277,7 +282,7 @@ at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
   // One scale each for A (src) and B (weights); an fp32 result.
   onednn::ProductScales scales;
   scales.src = spec.a_scale;
-  scales.weights = {spec.b_scale};
+  scales.weights = {b_scale};
   KeyBuilder key;
   key.add(src_md).add(weights_md).add(dst_md).add_range(onednn::product_scales_kept(scales));
   auto matmul = primitives->get(key.take(), [&] {

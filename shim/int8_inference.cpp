@@ -30,7 +30,6 @@ struct State {
   std::mutex mutex;
   Int8Matcher matcher;  // the loaded config
   bool loaded = false;
-  bool isa_ok = true;  // oneDNN has VNNI or AMX INT8 kernels here
   std::string where;   // "IPEX_CONFIG=<path>"
   std::string path;    // the config in use; empty before one is loaded
   bool rewritten = false;  // the file at `path` was written since it was read
@@ -50,10 +49,6 @@ Resolved resolve(State& st, int64_t index) {
   result.why = Fallback::config_mismatch;
   const OpInfo info = op_info(index);
   if (!st.loaded) return result;  // said at start
-  if (!st.isa_ok) {
-    result.why = Fallback::no_int8_isa;
-    return result;
-  }
   std::string why;
   const Int8Entry* found = st.matcher.match(index, kind_name(info.kind), info.key, &why);
   if (!found) {
@@ -125,21 +120,10 @@ std::string install_config(const std::string& path, const std::function<void(con
                                 " problems reported)";
 }
 
-// Without VNNI, oneDNN's INT8 kernels saturate 16-bit partial sums or drop a weight bit
-// (measured: 20-27 dB against fp32 instead of 38+), so they are not used.
-void check_isa() {
-  if (onednn_reaches_int8()) return;
-  state().isa_ok = false;
-  log_limited("int8-isa", 1, Severity::warning,
-              "INT8 needs VNNI or AMX, and oneDNN here uses " + onednn_isa() +
-                  "; every op runs in fp32");
-}
-
 }  // namespace
 
 std::string load_config(const Settings& settings,
                         void (*report)(const Settings&, const std::string&)) {
-  check_isa();
   if (settings.config_path.empty()) {
     report(settings, "IPEX_MODE=int8 needs IPEX_CONFIG=<file written by IPEX_MODE=calibration>; "
                      "every op runs in fp32");
@@ -151,7 +135,6 @@ std::string load_config(const Settings& settings,
 }
 
 std::string apply_config_file(const std::string& path, std::string* error) {
-  check_isa();
   // A file that is not used is refused by the caller's error alone; the problems of one
   // applied in part are said, as at start.
   std::vector<std::string> problems;

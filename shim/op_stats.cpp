@@ -34,7 +34,6 @@ const char* fallback_name(Fallback reason) {
     case Fallback::kernel_error: return "kernel error";
     case Fallback::tracing: return "jit tracing";
     case Fallback::autocast: return "torch.autocast region";
-    case Fallback::no_int8_isa: return "no VNNI/AMX for INT8";
     case Fallback::no_bf16_isa: return "no native BF16: fp32 kernels";
     case Fallback::symbolic_sizes: return "symbolic sizes (tracing)";
     case Fallback::mode_off: return "mode off";

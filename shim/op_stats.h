@@ -33,7 +33,6 @@ enum class Fallback : int {
   config_mismatch,     // the INT8 config entry does not match this op
   kernel_error,        // oneDNN refused or failed; answered by stock
   tracing,             // torch.jit.trace is recording: it must see the stock ops
-  no_int8_isa,         // INT8 needs VNNI or AMX, which this CPU (or ONEDNN_MAX_CPU_ISA) lacks
   autocast,            // inside the program's own torch.autocast region: autocast decides
   no_bf16_isa,         // bf16 mode on a CPU without native BF16: the fp32 kernels ran
   symbolic_sizes,      // sizes are symbolic (torch.compile tracing with dynamic shapes)

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/buffer_pool.h"
+#include "kernels/int8.h"
 #include "kernels/weight_cache.h"
 #include "shim/cpu_features.h"
 #include "shim/dispatch_key.h"
@@ -45,9 +46,11 @@ std::string threads_origin(const Settings& settings) {
 nlohmann::json cpu_plan() {
   return {{"bf16", bf16_decision().why},
           {"int8", onednn_reaches_int8()
-                       ? "INT8 kernels (VNNI or AMX)"
-                       : "fp32 kernels: no VNNI or AMX within oneDNN's ISA here (" +
-                             onednn_isa() + "), where INT8 partial sums saturate"}};
+                       ? "INT8 kernels (VNNI or AMX), 8-bit weights"
+                       : "INT8 kernels with 7-bit weights: no VNNI or AMX within oneDNN's ISA "
+                         "here (" + onednn_isa() + "), whose 16-bit pair sums 8-bit weights "
+                         "would overflow"},
+          {"int8_weight_bound", int8_weight_bound()}};
 }
 
 }  // namespace

@@ -354,7 +354,6 @@ HandedOver u8_addend(const Int8Problem& p, const ConvolutionArgs& args, float s_
 }
 
 TEST(Int8ConvolutionSum, U8ResultWithHandedOverU8AddendOfAnotherScale) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   for (const ConvCase& c : kInt8SumCases) {
     for (bool same_scale : {false, true}) {
       SCOPED_TRACE(::testing::Message()
@@ -411,7 +410,6 @@ TEST(Int8ConvolutionSum, U8ResultWithHandedOverU8AddendOfAnotherScale) {
 }
 
 TEST(Int8ConvolutionSum, Fp32ResultWithHandedOverU8Addend) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   for (const ConvCase& c : kInt8SumCases) {
     for (bool relu : {false, true}) {
       SCOPED_TRACE(::testing::Message() << c.name << " relu " << relu);
@@ -450,7 +448,6 @@ TEST(Int8ConvolutionSum, Fp32ResultWithHandedOverU8Addend) {
 // calibrated scale sum_s8_scale and rescaled by the sum: a plain fp32 addend quantised by the
 // kernel, and s8 bytes handed over by another convolution with their own scale.
 TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   for (const ConvCase& c : kInt8SumCases) {
     for (bool handed_over : {false, true}) {
       for (bool uint8_result : {true, false}) {
@@ -522,7 +519,6 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
 // addend's scale twice the result's, ignoring the ratio adds the addend twice, applying it
 // the wrong way round four times: both far outside the tolerance of the right result.
 TEST(Int8ConvolutionSum, WrongSumScaleIsFarFromTheResult) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   const ConvCase& c = kInt8SumCases[0];
   Int8Problem p = make_problem(c, 76);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
@@ -577,7 +573,6 @@ TEST(Int8ConvolutionSum, WrongSumScaleIsFarFromTheResult) {
 // the same oneDNN output multipliers s_o / (s_x s_w), but the s8 addend's sum scale s_o / s8
 // differs: the second call must not run with the first one's sum scale.
 TEST(Int8ConvolutionSum, S8SumScaleFollowsTheOutputScaleWhenMultipliersCoincide) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   const ConvCase& c = kInt8SumCases[0];
   Int8Problem p = make_problem(c, 77);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};

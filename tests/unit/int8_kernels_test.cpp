@@ -123,7 +123,6 @@ class Int8Convolution : public ::testing::TestWithParam<
                             std::tuple<Int8ConvCase, bool /*uint8*/, bool /*per_channel*/>> {};
 
 TEST_P(Int8Convolution, MatchesIntegerReferenceAndStockFp32) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   const auto& [c, uint8, per_channel] = GetParam();
   at::manual_seed(41);
   at::Tensor input = activations(c.input, uint8);
@@ -170,7 +169,6 @@ INSTANTIATE_TEST_SUITE_P(Int8, Int8Convolution,
 const std::vector<int64_t> kOnes = {1, 1}, kTwos = {2, 2};
 
 TEST(Int8ConvolutionPostOps, ReluAppliesToTheDequantisedResult) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(42);
   at::Tensor input = at::randn({3, 5, 13, 11});
   at::Tensor weight = at::randn({7, 5, 3, 3});
@@ -187,7 +185,6 @@ TEST(Int8ConvolutionPostOps, ReluAppliesToTheDequantisedResult) {
 // must be in the result's units. A u8 result in the next op's scale (the handoff's case) and
 // an fp32 one both clamp at the bound in values.
 TEST(Int8ConvolutionPostOps, ClampAppliesAtItsBoundInValuesForEveryResultType) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(43);
   at::Tensor input = at::randn({3, 5, 13, 11});
   at::Tensor weight = at::randn({7, 5, 3, 3});
@@ -283,7 +280,6 @@ void expect_stock_memory_format(std::vector<int64_t> sizes, std::vector<int64_t>
 }
 
 TEST(Int8ConvolutionFormat, ChannelsLastInputKeepsStockMemoryFormat) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(44);
   expect_stock_memory_format({3, 5, 13, 11}, {7, 5, 3, 3}, at::MemoryFormat::ChannelsLast);
 }
@@ -291,7 +287,6 @@ TEST(Int8ConvolutionFormat, ChannelsLastInputKeepsStockMemoryFormat) {
 // torch 1.13 returns a contiguous result for a channels_last_3d input (its
 // mkldnn_conv_use_channels_last ignores 3-D); the kernel follows it.
 TEST(Int8ConvolutionFormat, ChannelsLast3dInputKeepsStockMemoryFormat) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(44);
   expect_stock_memory_format({2, 5, 6, 7, 5}, {7, 5, 3, 3, 3}, at::MemoryFormat::ChannelsLast3d);
 }
@@ -343,26 +338,36 @@ TEST(Int8ConvolutionHandoff, KeptU8OutputFeedsTheNextConvolutionLikeItsValues) {
                      conv_double(restored, next_weight, next_bias, args));
 }
 
-TEST(Int8WeightScales, Are127OverTheLargestMagnitudePerChannelOrPerTensor) {
+// 8-bit weights with VNNI or AMX; below them 7-bit ones, so that oneDNN's 16-bit pair sums of
+// u8 x s8 products (2 * 255 * 63 = 32130) never saturate.
+TEST(Int8WeightBound, Is127WithVnniElse63) {
+  EXPECT_EQ(int8_weight_bound(), onednn_reaches_int8() ? 127 : 63) << onednn_isa();
+  EXPECT_LE(2 * 255 * (onednn_reaches_int8() ? 0 : int8_weight_bound()), 32767);
+  at::Tensor weight = at::randn({3, 4});
+  EXPECT_TRUE(at::equal(weight_scales(weight, true),
+                        weight_scales(weight, true, int8_weight_bound())));
+}
+
+TEST(Int8WeightScales, AreTheBoundOverTheLargestMagnitudePerChannelOrPerTensor) {
   at::manual_seed(46);
   at::Tensor weight = at::randn({4, 3, 2, 2});
   weight[2].zero_();
   weight[1][0][1][0] = -9.f;  // the tensor's largest magnitude, negative
-  at::Tensor per_channel = weight_scales(weight, true);
+  EXPECT_FLOAT_EQ(weight_scales(weight, true, 63)[1].item<float>(), 63.f / 9.f);
+  at::Tensor per_channel = weight_scales(weight, true, 127);
   ASSERT_EQ(per_channel.scalar_type(), at::kFloat);
   ASSERT_EQ(per_channel.sizes(), (std::vector<int64_t>{4}));
   for (int64_t oc : {0, 1, 3})
     EXPECT_FLOAT_EQ(per_channel[oc].item<float>(), 127.f / weight[oc].abs().max().item<float>());
   EXPECT_FLOAT_EQ(per_channel[1].item<float>(), 127.f / 9.f);
   EXPECT_EQ(per_channel[2].item<float>(), 1.f);  // a channel of zeros
-  at::Tensor per_tensor = weight_scales(weight, false);
+  at::Tensor per_tensor = weight_scales(weight, false, 127);
   ASSERT_EQ(per_tensor.sizes(), (std::vector<int64_t>{4}));
   for (int64_t oc = 0; oc < 4; ++oc) EXPECT_FLOAT_EQ(per_tensor[oc].item<float>(), 127.f / 9.f);
   EXPECT_TRUE(at::equal(weight_scales(at::zeros({3, 5}), false), at::ones({3})));
 }
 
 TEST(Int8ZeroWeightChannel, OutputIsTheBiasForConvolutionAndLinear) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(47);
   at::Tensor input = at::randn({2, 3, 8, 8});
   at::Tensor weight = at::randn({4, 3, 3, 3}), bias = at::randn({4});
@@ -383,7 +388,6 @@ TEST(Int8ZeroWeightChannel, OutputIsTheBiasForConvolutionAndLinear) {
 }
 
 TEST(Int8Linear, MatchesIntegerReferenceFor2dAnd3dInputsWithAndWithoutBias) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(48);
   at::Tensor weight = at::randn({19, 33});
   at::Tensor bias = at::randn({19});
@@ -411,7 +415,6 @@ TEST(Int8Linear, MatchesIntegerReferenceFor2dAnd3dInputsWithAndWithoutBias) {
 }
 
 TEST(Int8Linear, ReluAndGeluErfApplyToTheDequantisedResult) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(49);
   at::Tensor input = at::randn({9, 24});
   at::Tensor weight = at::randn({10, 24}), bias = at::randn({10});
@@ -430,7 +433,6 @@ TEST(Int8Linear, ReluAndGeluErfApplyToTheDequantisedResult) {
 }
 
 TEST(Int8Linear, TransposedViewsMatchIntegerReference) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::manual_seed(50);
   at::Tensor input = at::randn({33, 7}).t();    // (7, 33), strided
   at::Tensor weight = at::randn({33, 19}).t();  // (19, 33), column-major
@@ -443,19 +445,21 @@ TEST(Int8Linear, TransposedViewsMatchIntegerReference) {
   }
 }
 
-// With s_x = 1 and an identity weight (s_w = 127, q_w = 127 on the diagonal) y = q_x: the
-// quantisation of x itself, ties and saturation included, shows up in the result.
+// With s_x = 1 and an identity weight (s_w = q_w = the weight bound on the diagonal) y = q_x
+// (within the float rounding of q_w / s_w): the quantisation of x itself, ties and
+// saturation included, shows up in the result.
 TEST(Int8Linear, InputRoundsHalfToEvenAndSaturates) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   at::Tensor identity = at::eye(6);
   Int8Spec spec;
   at::Tensor signed_input = at::tensor({0.5f, 1.5f, 2.5f, -2.5f, 300.f, -300.f}).reshape({1, 6});
-  EXPECT_TRUE(at::equal(int8_linear(signed_input, identity, c10::nullopt, spec),
-                        at::tensor({0.f, 2.f, 2.f, -2.f, 127.f, -128.f}).reshape({1, 6})));
+  EXPECT_TRUE(at::allclose(int8_linear(signed_input, identity, c10::nullopt, spec),
+                           at::tensor({0.f, 2.f, 2.f, -2.f, 127.f, -128.f}).reshape({1, 6}), 0,
+                           1e-4));
   spec.input_uint8 = true;  // negatives clamp to 0
   at::Tensor unsigned_input = at::tensor({0.5f, 3.5f, 254.5f, 253.5f, -7.f, 300.f}).reshape({1, 6});
-  EXPECT_TRUE(at::equal(int8_linear(unsigned_input, identity, c10::nullopt, spec),
-                        at::tensor({0.f, 4.f, 254.f, 254.f, 0.f, 255.f}).reshape({1, 6})));
+  EXPECT_TRUE(at::allclose(int8_linear(unsigned_input, identity, c10::nullopt, spec),
+                           at::tensor({0.f, 4.f, 254.f, 254.f, 0.f, 255.f}).reshape({1, 6}), 0,
+                           1e-4));
   // Saturation in a real product: three times the calibrated scale clips the tails.
   at::manual_seed(51);
   at::Tensor input = at::randn({6, 40}), weight = at::randn({8, 40}), bias = at::randn({8});
@@ -541,7 +545,6 @@ class Int8TransposedConvolution
           std::tuple<Int8TransposedCase, bool /*uint8*/, bool /*per_channel*/>> {};
 
 TEST_P(Int8TransposedConvolution, MatchesIntegerReferenceAndStockFp32) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   const auto& [c, uint8, per_channel] = GetParam();
   at::manual_seed(52);
   at::Tensor input = activations(c.input, uint8);
@@ -587,13 +590,14 @@ INSTANTIATE_TEST_SUITE_P(Int8, Int8TransposedConvolution,
                                   (std::get<2>(info.param) ? "_per_channel" : "_per_tensor");
                          });
 
-TEST(Int8TransposedWeightScales, Are127OverTheLargestMagnitudeOfEachOutputColumn) {
+TEST(Int8TransposedWeightScales, AreTheBoundOverTheLargestMagnitudeOfEachOutputColumn) {
   at::manual_seed(53);
   // groups 2, 4 input channels, 3 outputs per group: output oc = g * 3 + j.
   at::Tensor weight = at::randn({4, 3, 2, 2});
   weight.select(1, 1).narrow(0, 2, 2).zero_();  // output channel 4 (group 1, column 1)
   weight[1][2][0][1] = -9.f;                    // output channel 2 (group 0, column 2)
-  at::Tensor per_channel = transposed_weight_scales(weight, 2, true);
+  EXPECT_FLOAT_EQ(transposed_weight_scales(weight, 2, true, 63)[2].item<float>(), 63.f / 9.f);
+  at::Tensor per_channel = transposed_weight_scales(weight, 2, true, 127);
   ASSERT_EQ(per_channel.scalar_type(), at::kFloat);
   ASSERT_EQ(per_channel.sizes(), (std::vector<int64_t>{6}));
   for (int64_t g = 0; g < 2; ++g) {
@@ -606,12 +610,12 @@ TEST(Int8TransposedWeightScales, Are127OverTheLargestMagnitudeOfEachOutputColumn
   }
   EXPECT_FLOAT_EQ(per_channel[2].item<float>(), 127.f / 9.f);
   EXPECT_EQ(per_channel[4].item<float>(), 1.f);  // a channel of zeros
-  at::Tensor per_tensor = transposed_weight_scales(weight, 2, false);
+  at::Tensor per_tensor = transposed_weight_scales(weight, 2, false, 127);
   ASSERT_EQ(per_tensor.sizes(), (std::vector<int64_t>{6}));
   for (int64_t oc = 0; oc < 6; ++oc) EXPECT_FLOAT_EQ(per_tensor[oc].item<float>(), 127.f / 9.f);
   // groups 1 with in != out: one scale per output column, not per input row.
   at::Tensor wide = at::randn({2, 5, 3});
-  at::Tensor columns = transposed_weight_scales(wide, 1, true);
+  at::Tensor columns = transposed_weight_scales(wide, 1, true, 127);
   ASSERT_EQ(columns.sizes(), (std::vector<int64_t>{5}));
   for (int64_t j = 0; j < 5; ++j)
     EXPECT_FLOAT_EQ(columns[j].item<float>(), 127.f / wide.select(1, j).abs().max().item<float>());
@@ -622,7 +626,6 @@ TEST(Int8TransposedWeightScales, Are127OverTheLargestMagnitudeOfEachOutputColumn
 // channels: weight_scales, as for a direct convolution) would give every output channel the
 // scale of its row's largest column and round the small channels to (nearly) nothing.
 TEST(Int8TransposedConvolution, PerChannelScalesFollowOutputChannelsNotInputChannels) {
-  IPEX_SKIP_UNLESS_EXACT_INT8();
   struct Shape {
     int64_t groups, in_per_group, out_per_group;
   };
@@ -682,6 +685,54 @@ TEST(Int8TransposedConvolution, PerChannelScalesFollowOutputChannelsNotInputChan
     std::vector<double> per_tensor_to_stock =
         per_channel_relative_error(int8_conv(input, weight, bias, args, per_tensor), stock);
     EXPECT_GT(per_tensor_to_stock[0], 0.5);
+  }
+}
+
+// A product of two activations: A quantised as calibrated (u8 or s8), B as s8 within the
+// weights' bound (127 / max|B| calibrated becomes bound / max|B|), values beyond B's calibrated
+// range clipped at the bound. The result is the integer product, exactly, over both scales.
+TEST(Int8BatchedMatmul, MatchesIntegerReferenceWithBClippedAtTheWeightBound) {
+  at::manual_seed(57);
+  at::Tensor a = at::randn({2, 5, 16}), b = at::randn({2, 16, 7});
+  const int bound = int8_weight_bound();
+  for (bool a_uint8 : {false, true}) {
+    for (double calibrated_part : {1.0, 0.5}) {  // 0.5: B's tails beyond its calibrated range
+      at::Tensor a_values = a_uint8 ? a.abs() : a;
+      Int8MatmulSpec spec;
+      spec.a_uint8 = a_uint8;
+      spec.a_scale = (a_uint8 ? 255.f : 127.f) / a_values.abs().max().item<float>();
+      spec.b_scale = 127.f / (b.abs().max().item<float>() * static_cast<float>(calibrated_part));
+      const float b_scale = spec.b_scale * static_cast<float>(bound) / 127.f;
+      at::Tensor q_a = saturate_round(a_values * spec.a_scale, a_uint8);
+      at::Tensor q_b = at::clamp(at::round(b * b_scale), -bound, bound).to(at::kDouble);
+      at::Tensor expected = at::matmul(q_a, q_b) / (static_cast<double>(spec.a_scale) * b_scale);
+      at::Tensor actual = batched_matmul_int8(a_values, b, spec);
+      EXPECT_LE(testing::relative_error(actual, expected), 1e-6)
+          << (a_uint8 ? "u8" : "s8") << " A, calibrated part " << calibrated_part;
+      if (calibrated_part < 1.0) EXPECT_EQ(q_b.abs().max().item<double>(), bound);
+    }
+  }
+}
+
+
+// The factor oneDNN applies as it reorders weights into a layout it chose: 1 for a plain
+// layout and for a u8-input convolution's; for an s8-input 3x3 convolution's, 0.5 below VNNI
+// (its jit kernels halve the weights there) and 1 with VNNI.
+TEST(Int8WeightsReorderFactor, IsHalfOnlyWhereOneDnnHalvesTheWeights) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  EXPECT_EQ(weights_reorder_factor(dnnl::memory::desc({64, 64, 3, 3}, dt::s8, tag::oihw)), 1.f);
+  for (bool uint8 : {true, false}) {
+    const dnnl::memory::desc src({2, 64, 14, 14}, uint8 ? dt::u8 : dt::s8, tag::any);
+    const dnnl::memory::desc weights({64, 64, 3, 3}, dt::s8, tag::any);
+    const dnnl::memory::desc dst({2, 64, 14, 14}, dt::f32, tag::any);
+    const onednn::ConvolutionWindow window{{1, 1}, {0, 0}, {1, 1}, {1, 1}};
+    auto pd = onednn::convolution_forward_primitive_desc(dnnl::prop_kind::forward_inference, src,
+                                                         weights, nullptr, dst, window,
+                                                         dnnl::primitive_attr());
+    const float expected = uint8 || onednn_reaches_int8() ? 1.f : 0.5f;
+    EXPECT_EQ(weights_reorder_factor(pd.weights_desc()), expected)
+        << (uint8 ? "u8" : "s8") << " input, " << pd.impl_info_str() << " on " << onednn_isa();
   }
 }
 

@@ -13,9 +13,9 @@
 #include "shim/runtime.h"
 
 // Kernel tests that need an ISA this machine's oneDNN lacks (a CPU without AVX-512 has no
-// BF16 kernels in oneDNN 2.6; without VNNI its INT8 kernels saturate 16-bit partial sums, so
-// they cannot match an exact integer reference) are skipped, saying why; the shim's own
-// modes do not use those kernels there (shim/cpu_features.h, shim/int8_inference.cpp).
+// BF16 kernels in oneDNN 2.6) are skipped, saying why; bf16 mode does not use those kernels
+// there (shim/cpu_features.h). The INT8 kernels run everywhere: below VNNI with 7-bit weights
+// (kernels/int8.h), which the references below take from the same weight_scales().
 #define IPEX_SKIP_UNLESS_BF16_KERNELS()                                                    \
   do {                                                                                     \
     if (!::ipex_shim::onednn_has_bf16_kernels())                                           \
@@ -26,13 +26,6 @@
   do {                                                                                     \
     if ((precision) == ::ipex_shim::Precision::bf16) IPEX_SKIP_UNLESS_BF16_KERNELS();      \
   } while (0)
-#define IPEX_SKIP_UNLESS_EXACT_INT8()                                                      \
-  do {                                                                                     \
-    if (!::ipex_shim::onednn_reaches_int8())                                               \
-      GTEST_SKIP() << "INT8 kernels are exact only with VNNI or AMX (oneDNN's ISA here: "  \
-                   << ::ipex_shim::onednn_isa() << ")";                                    \
-  } while (0)
-
 namespace ipex_shim::testing {
 
 // A bias in double, if there is one.
