@@ -10,6 +10,38 @@ std::string describe(const Int8Entry& entry, size_t position) {
          entry.name + "\")";
 }
 
+bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
+// Whether `text` ends with '#' and at least one hex digit: a weight digest.
+bool ends_with_digest(const std::string& text) {
+  size_t i = text.size();
+  while (i > 0 && is_hex(text[i - 1])) --i;
+  return i < text.size() && i > 0 && text[i - 1] == '#';
+}
+
+// `key` without the copy suffixes shim/int8_identity.h gives a weight's digest where a live
+// tensor with the same bytes was seen first: "Convolution(...)#<digest>.2" ->
+// "Convolution(...)#<digest>", and so in an anchor ("Relu@Convolution(...)#<digest>.2#0").
+// Empty when `key` has none.
+std::string without_copy_suffixes(const std::string& key) {
+  std::string out;
+  out.reserve(key.size());
+  bool changed = false;
+  for (size_t i = 0; i < key.size();) {
+    if (key[i] == '.' && ends_with_digest(out)) {
+      size_t end = i + 1;
+      while (end < key.size() && key[end] >= '0' && key[end] <= '9') ++end;
+      if (end > i + 1 && (end == key.size() || key[end] == '#')) {
+        i = end;
+        changed = true;
+        continue;
+      }
+    }
+    out.push_back(key[i++]);
+  }
+  return changed ? out : std::string();
+}
+
 }  // namespace
 
 Int8Matcher::Int8Matcher(Int8Config config) : config_(std::move(config)) {
@@ -35,6 +67,14 @@ const Int8Entry* Int8Matcher::match(int64_t index, const std::string& kind,
   size_t position = 0;
   if (keyed_) {
     auto found = by_key_.find(key);
+    // A copy of a calibrated layer alive beside it in the same process (prepare() and
+    // convert() copy the model; so does copy.deepcopy) takes the key with a copy suffix; with
+    // no entry of its own it uses the entry of the layer it copies: the same weights and
+    // parameters.
+    if (found == by_key_.end()) {
+      const std::string base = without_copy_suffixes(key);
+      if (!base.empty()) found = by_key_.find(base);
+    }
     if (found == by_key_.end()) {
       *why = "no entry for op " + std::to_string(index) + ", " + op +
              " (calibrated on another model, other weights, or an op calibration never saw)";

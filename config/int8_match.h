@@ -21,7 +21,8 @@ class Int8Matcher {
   bool keyed() const { return keyed_; }
 
   // The entry that op `index` (of `kind`, e.g. "Convolution", and identity `key`) uses: the
-  // one with its key, or in a file without keys the one with id `index`, provided that entry
+  // one with its key (a key with a copy suffix ".N" and no entry of its own: the entry of the
+  // key without it), or in a file without keys the one with id `index`, provided that entry
   // passed validation, names `kind` and has an input scale. Otherwise null, with *why saying
   // which of these failed, in one line.
   const Int8Entry* match(int64_t index, const std::string& kind, const std::string& key,

@@ -151,6 +151,7 @@ void register_introspection() {
       new torch::Library(torch::Library::DEF, "ipex_shim", c10::nullopt, __FILE__, __LINE__);
   library->def("status() -> str", &status_json);
   library->def("reset_stats() -> ()", &reset_stats);
+  library->def("clear_weight_cache() -> int", &clear_weight_cache);
   library->def("write_config() -> str", &calibration::write_now);
   library->def("write_config_at_exit() -> int", &calibration::write_at_exit_now);
   library->def("set_mode(str mode, str config=\"\") -> str", &api::set_mode);

@@ -138,6 +138,12 @@ std::string status_json() {
 
 void reset_stats() { reset_all_op_stats(); }
 
+int64_t clear_weight_cache() {
+  const auto entries = static_cast<int64_t>(weight_cache().stats().entries);
+  weight_cache().clear();
+  return entries;
+}
+
 std::string banner_text() {
   const Settings& settings = runtime_settings();
   std::string text = std::string("ipex-shim ") + IPEX_SHIM_VERSION + ": mode " +

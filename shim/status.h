@@ -1,6 +1,7 @@
 // Introspection: torch.ops.ipex_shim.status() and the exit summary (IPEX_VERBOSE >= 1).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,9 @@ std::string status_json();
 
 // Zeroes every op's counters (benchmarks use it after warm-up).
 void reset_stats();
+// Drops every packed weight (each is packed again from the tensor at its next use) and returns
+// how many there were: memory back at once, and a fresh computation to compare against.
+int64_t clear_weight_cache();
 
 // The one-line banner printed at load, without the prefix.
 std::string banner_text();

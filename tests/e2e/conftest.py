@@ -90,11 +90,9 @@ def torchrun_rendezvous(directory):
             "--rdzv_conf=store_type=file"]
 
 
-# What a mode runs on a CPU without its instructions is said once at start (bf16 without
-# native BF16, int8 without VNNI/AMX): expected on such machines, so the tests that read the
-# shim's messages leave it out; test_cpu_plan.py checks it.
-CPU_PLAN_LINES = ("ipex_shim: warning: IPEX_MODE=bf16 runs ",
-                  "ipex_shim: warning: INT8 needs VNNI or AMX")
+# What bf16 mode runs on a CPU without native BF16 is said once at start: expected on such
+# machines, so the tests that read the shim's messages leave it out; test_cpu_plan.py checks it.
+CPU_PLAN_LINES = ("ipex_shim: warning: IPEX_MODE=bf16 runs ",)
 
 
 def shim_lines(stderr):
@@ -242,23 +240,21 @@ def run_cmd(shim):
 @pytest.fixture(scope="session")
 def cpu_plan(run_py):
     """What bf16 and int8 mode run on this CPU (status()["on_this_cpu"]), read once from a
-    preloaded process: {"bf16": "...", "int8": "...", "native_bf16": bool, "int8_kernels": bool}."""
+    preloaded process: {"bf16": "...", "int8": "...", "int8_weight_bound": 127 or 63,
+    "native_bf16": bool}."""
     proc = run_py("import json, torch; print(json.dumps(json.loads("
                   "torch.ops.ipex_shim.status())['on_this_cpu']))", mode="fp32")
     assert proc.returncode == 0, describe(proc)
     plan = json.loads(proc.stdout.strip().splitlines()[-1])
     plan["native_bf16"] = plan["bf16"].startswith("BF16 kernels (native")
-    plan["int8_kernels"] = plan["int8"].startswith("INT8 kernels")
     return plan
 
 
 def skip_without_kernels(cpu_plan, mode):
-    """Skips a test of `mode`'s own kernels (bf16, int8) on a CPU where that mode runs the
-    fp32 kernels instead."""
+    """Skips a test of bf16 mode's own kernels on a CPU where that mode runs the fp32 kernels
+    instead (int8 mode runs its INT8 kernels on every CPU)."""
     if mode == "bf16" and not cpu_plan["native_bf16"]:
         pytest.skip("bf16 mode runs " + cpu_plan["bf16"])
-    if mode == "int8" and not cpu_plan["int8_kernels"]:
-        pytest.skip("int8 mode runs " + cpu_plan["int8"])
 
 
 def bf16_path(cpu_plan):
@@ -272,10 +268,3 @@ def native_bf16(cpu_plan):
     """Skips a test of BF16 kernels on a CPU where bf16 mode runs the fp32 kernels."""
     if not cpu_plan["native_bf16"]:
         pytest.skip("bf16 mode runs " + cpu_plan["bf16"])
-
-
-@pytest.fixture(scope="session")
-def int8_kernels(cpu_plan):
-    """Skips a test of INT8 kernels on a CPU where int8 mode runs the fp32 kernels."""
-    if not cpu_plan["int8_kernels"]:
-        pytest.skip("int8 mode runs " + cpu_plan["int8"])

@@ -1,5 +1,6 @@
 """Each mode fits the CPU: bf16 mode without native BF16 runs the fp32 kernels, says so once
-and counts every such call with the reason; IPEX_BF16_EMULATION=1 forces BF16.
+and counts every such call with the reason; IPEX_BF16_EMULATION=1 forces BF16; int8 mode
+without VNNI runs its INT8 kernels with 7-bit weights.
 
 ONEDNN_MAX_CPU_ISA=AVX2 holds oneDNN below every BF16 and VNNI instruction, so these branches
 run on any x86 machine; the branch for native BF16 is covered by the unit test of
@@ -43,9 +44,19 @@ def test_bf16_without_native_bf16_runs_fp32_kernels_and_says_why_once(run_py):
     assert report["error"] < 1e-5  # fp32 accuracy, not BF16's
 
 
-def test_int8_without_vnni_says_what_it_runs(run_py):
-    _, report = run(run_py, "fp32")
-    assert report["plan"]["int8"].startswith("fp32 kernels: no VNNI or AMX"), report
+def test_int8_without_vnni_runs_int8_kernels_with_7_bit_weights(run_py, tmp_path):
+    # Below VNNI, oneDNN's 16-bit pair sums overflow with 8-bit weights (kernels/int8.h): the
+    # INT8 kernels run with weights within 63, and the result stays close to fp32's.
+    config = {"IPEX_CONFIG": str(tmp_path / "conf.json")}
+    run(run_py, "calibration", **config)
+    proc, report = run(run_py, "int8", **config)
+    assert report["plan"]["int8"].startswith("INT8 kernels with 7-bit weights: no VNNI"), report
+    assert report["plan"]["int8_weight_bound"] == 63, report
+    for op in ("conv2d", "linear"):
+        assert report[op].get("onednn_int8") == 1, report
+    assert report["error"] < 0.05, report
+    assert not any(l.startswith("ipex_shim: warning") for l in proc.stderr.splitlines()), \
+        describe(proc)
 
 
 def test_fp32_mode_says_nothing_about_the_cpu(run_py):

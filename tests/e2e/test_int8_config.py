@@ -15,10 +15,6 @@ import torch
 
 from conftest import cosine, describe, parse_report, shim_lines
 
-# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
-# (no VNNI or AMX), with the reason.
-pytestmark = pytest.mark.usefixtures("int8_kernels")
-
 
 MARKER = "INT8CFG-PROGRAM-STARTS"
 SEED_FIELDS = [  # in the seed's order, with their types
@@ -90,7 +86,6 @@ def calibrate(run_py, shim, workdir, tag, args=()):
     wrote = [l for l in run.lines if "calibration: wrote" in l]
     assert len(wrote) == 1 and f"to {config}" in wrote[0], describe(run.proc)
     return config, json.loads(config.read_text()), run
-
 
 
 def close_to_fp32(got, want, tolerance=1e-5):

@@ -9,9 +9,6 @@ import pytest
 
 from conftest import calibrate_then_infer, cosine
 
-# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
-# (no VNNI or AMX), with the reason.
-pytestmark = pytest.mark.usefixtures("int8_kernels")
 
 PROGRAM = r"""
 import json, sys
@@ -45,7 +42,6 @@ try:
 except (AttributeError, RuntimeError):
     print("{}")
 """
-
 
 
 @pytest.fixture(scope="module")

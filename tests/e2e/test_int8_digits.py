@@ -14,12 +14,6 @@ import torch
 
 from conftest import cosine, describe, parse_report
 
-# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
-# (no VNNI or AMX), with the reason.
-pytestmark = pytest.mark.usefixtures("int8_kernels")
-
-
-
 
 @pytest.fixture(scope="module")
 def digits(run_py, shim, tmp_path_factory):

@@ -6,14 +6,7 @@ import json
 
 import torch
 
-import pytest
-
 from conftest import describe
-
-# These tests are of the INT8 kernels: skipped where int8 mode runs the fp32 kernels
-# (no VNNI or AMX), with the reason.
-pytestmark = pytest.mark.usefixtures("int8_kernels")
-
 
 
 def test_two_threads_compute_what_one_thread_computes(shim, torch_available, tmp_path):

@@ -65,6 +65,34 @@ TEST(Int8Match, KeyedFileMatchesByKeyOnly) {
   EXPECT_NE(why.find("no entry for op 0, Convolution conv c"), std::string::npos) << why;
 }
 
+// A layer copied while the calibrated one lives (IPEX 2.x's convert() copies the prepared
+// model) is identified with a copy suffix: it uses the entry of the layer it copies, unless
+// the config has an entry of its own (two identical layers of one calibrated model).
+TEST(Int8Match, CopySuffixFallsBackToTheCopiedLayersEntry) {
+  json first = entry(0, "Convolution"), second = entry(1, "Convolution");
+  first["key"] = "Convolution(w=8x3x3x3)#00ff";
+  second["key"] = "Convolution(w=8x3x3x3)#00ff.1";
+  const Int8Matcher matcher(parse(json{first, second}));
+  std::string why;
+  EXPECT_EQ(matcher.match(5, "Convolution", "Convolution(w=8x3x3x3)#00ff.1", &why),
+            &matcher.config().entries[1]);
+  EXPECT_EQ(matcher.match(5, "Convolution", "Convolution(w=8x3x3x3)#00ff.2", &why),
+            &matcher.config().entries[0]);
+  EXPECT_EQ(why, "");
+  // The ops anchored on a copied layer name it with its suffix.
+  json relu = entry(2, "Relu");
+  relu["key"] = "Relu@Convolution(w=8x3x3x3)#00ff#0";
+  const Int8Matcher anchored(parse(json{first, relu}));
+  EXPECT_EQ(anchored.match(6, "Relu", "Relu@Convolution(w=8x3x3x3)#00ff.3#0", &why),
+            &anchored.config().entries[1]);
+  for (const char* other : {"Convolution(w=8x3x3x3)#00fe.1", "Convolution(w=8x3x3x3)#00ff.x",
+                            "Convolution(w=8x3x3x3)#00ff.", "Convolution(w=8x3x3x3.1)",
+                            "Convolution(w=8x3x3x3)#00ff.1x"}) {
+    EXPECT_EQ(matcher.match(5, "Convolution", other, &why), nullptr) << other;
+    EXPECT_NE(why.find("no entry for op 5"), std::string::npos) << why;
+  }
+}
+
 // Found by tests/fuzz/float_mode_config_fuzz.cpp: a key holding a newline made its message
 // two lines.
 TEST(FloatModeConfig, NamesFromTheFileAreShownOnOneLine) {
