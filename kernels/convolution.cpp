@@ -15,6 +15,7 @@
 
 #include "kernels/primitive_cache.h"
 #include "kernels/weight_cache.h"
+#include "shim/torch_compat.h"
 
 namespace ipex_shim {
 namespace {
@@ -171,10 +172,10 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
     primitive = dnnl::convolution_forward(typed);
   }
 
-  // Stock 1.13 returns channels-last only for direct 2-D convolutions (its 3-D and
-  // transposed paths return contiguous results whatever the input's format).
-  const bool out_channels_last =
-      !args.transposed && spatial == 2 && (channels_last(input) || channels_last(weight));
+  // Channels-last results where stock's are (shim/torch_compat.h: which convolutions differs
+  // between torch releases).
+  const bool out_channels_last = compat::convolution_keeps_channels_last(spatial, args.transposed) &&
+                                 (channels_last(input) || channels_last(weight));
   // The output tensor we will hand back decides the destination's user layout.
   at::MemoryFormat format = !out_channels_last ? at::MemoryFormat::Contiguous
                             : spatial == 3     ? at::MemoryFormat::ChannelsLast3d

@@ -46,6 +46,19 @@ inline bool cpu_autocast_enabled() {
 #endif
 }
 
+// Whether stock's convolution of a channels-last input (or weight) returns a channels-last
+// result. torch 1.13: direct 2-D convolutions only (its 3-D and transposed paths return
+// contiguous results); torch 2.6: 2-D and 3-D, direct and transposed (measured: conv2d,
+// conv3d, conv_transpose2d, conv_transpose3d, grouped and dilated).
+inline bool convolution_keeps_channels_last(int64_t spatial, bool transposed) {
+#if TORCH_VERSION_MAJOR >= 2
+  (void)transposed;
+  return spatial == 2 || spatial == 3;
+#else
+  return spatial == 2 && !transposed;
+#endif
+}
+
 // c10::Allocator::allocate is const on torch 1.13 and not on 2.x.
 #if TORCH_VERSION_MAJOR >= 2
 #define IPEX_SHIM_ALLOCATE_CONST
