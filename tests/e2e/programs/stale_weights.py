@@ -9,10 +9,10 @@ relative L2 error exceeds the mode's tolerance is stale.
 
 In int8 mode the arithmetic is INT8's, so the fresh computation is the shim's own with nothing
 kept: the same call again after torch.ops.ipex_shim.clear_weight_cache(), which packs every
-weight anew from its tensor; the two must agree to float rounding. Every sequence starts from
+weight anew from its tensor; the two must agree. Every sequence starts from
 the same model there (seed 0), the one `calibrate` (under IPEX_MODE=calibration) observed, so
 that the config's entries match its ops and the INT8 kernels run; the report counts the calls
-that ran on them.
+that ran on them. (TOLERANCE says why int8's is 2e-3.)
 
 Prints one E2E-REPORT line: sequences, checks, stale, worst error per change kind, and the
 first stale case in full.
@@ -30,9 +30,13 @@ random.seed(int(sys.argv[2]))
 torch.manual_seed(int(sys.argv[2]))
 CALIBRATE = sys.argv[3:] == ["calibrate"]
 MODE = os.environ.get("IPEX_MODE", "off")
-# A stale result in these models is off by 0.1 to 1 (relative L2); a fresh one in BF16 by ~1e-2;
-# in int8 mode the fresh result is the same INT8 computation (float rounding only).
-TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2, "int8": 1e-5, "off": 1e-4, "calibration": 1e-4}[MODE]
+# A stale result in these models is off by 0.1 to 1 (relative L2); a fresh one in BF16 by ~1e-2.
+# In int8 mode the fresh result is the same INT8 computation, but the call right after a change
+# may take another path than the one after it (a fusion prediction that failed after train-mode
+# passes: the batch norm then runs after the INT8 convolution instead of being folded into its
+# weights before quantisation): up to 6.2e-4 over 2526 checks with seed 11. With packed weights
+# never refreshed, the stale results of 300 sequences were off by 0.018 or more.
+TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2, "int8": 2e-3, "off": 1e-4, "calibration": 1e-4}[MODE]
 
 
 def build():
