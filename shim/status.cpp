@@ -158,8 +158,8 @@ std::string banner_text() {
   text += ", cpu: " + cpu_feature_summary(cpu_features());
   text += ", oneDNN " + onednn_version() + " (" + onednn_isa() + ")";
   const nlohmann::json plan = cpu_plan();
-  for (const auto& item : plan.items())
-    text += "; " + item.key() + " mode: " + item.value().get<std::string>();
+  for (const char* mode : {"bf16", "int8"})
+    text += std::string("; ") + mode + " mode: " + plan[mode].get<std::string>();
   return text;
 }
 
