@@ -202,6 +202,11 @@ def build_reference_model(name, seed, image_size=224, bn_batches=4, bn_batch_siz
     center the classifier (see ``_center_classifier``)."""
     torch.manual_seed(seed)
     model = build_skeleton(name)
+    for module in model.modules():
+        # A head torchvision initialises to zeros (vit_b_16's) makes every output 0, and
+        # every cosine against it meaningless: seeded random weights instead.
+        if isinstance(module, nn.Linear) and not module.weight.detach().any():
+            nn.init.normal_(module.weight, std=module.in_features ** -0.5)
     if is_transformer(name):
         model.init_weights()
         return model.eval()
