@@ -105,6 +105,23 @@ void check_matching(const Int8Config& config) {
       for (int64_t index : ids) check(index, kind, "");
     }
   }
+  // A copy of a calibrated layer (its key with a copy suffix) may take the entry of the key
+  // without the suffix: then a valid entry of its kind, whose key is the asked one shortened.
+  if (!keyed) return;
+  for (const std::string& kind : kinds) {
+    for (const std::string& key : keys) {
+      for (const std::string& copy : {key + ".7", key + ".12#0", key + "."}) {
+        if (keys.count(copy)) continue;
+        std::string why;
+        const Int8Entry* entry = matcher.match(3, kind, copy, &why);
+        if (!entry) continue;
+        FUZZ_CHECK(entry->valid && entry->name == kind && !entry->inputs_scale.empty(),
+                   "copy '" + copy + "' got an entry that is invalid or of another kind");
+        FUZZ_CHECK(entry->key.size() < copy.size() && why.empty(),
+                   "copy '" + copy + "' got an entry whose key is not a shortened one");
+      }
+    }
+  }
 }
 
 }  // namespace
