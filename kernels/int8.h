@@ -1,7 +1,7 @@
 // INT8 arithmetic shared by the quantised kernels. Quantisation is symmetric (zero point 0)
 // and a scale is a multiplier, as in the seed's config: q = round(x * scale), saturated to
 // [-128, 127] (s8) or [0, 255] (u8). A convolution or linear then computes
-//   acc[oc] = sum q_x * q_w            (s32, on VNNI/AMX)
+//   acc[oc] = sum q_x * q_w            (s32, exactly; |q_w| <= int8_weight_bound())
 //   y[oc]   = (acc[oc] + bias[oc] * s_x * s_w[oc]) / (s_x * s_w[oc])
 // and, when its result is handed to the next quantised op, requantises y with that op's
 // input scale inside the same primitive.
