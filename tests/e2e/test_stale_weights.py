@@ -40,4 +40,4 @@ def test_every_result_uses_the_current_weights(run_py, tmp_path, mode, sequences
     if mode == "int8":  # most calls on the INT8 kernels (a replaced weight has no entry)
         for op in ("conv2d", "linear"):
             paths = report["paths"][op]
-            assert paths.get("onednn_int8", 0) > 2 * paths.get("onednn_fp32", 0), report
+            assert paths.get("onednn_int8", 0) > paths.get("onednn_fp32", 0), report
