@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/float_mode_config.h"
@@ -17,6 +18,12 @@ using nlohmann::json;
 json entry(json id, const char* name) {
   return json{{"id", id},           {"name", name},          {"inputs_scale", {25.0}},
               {"outputs_scale", {40.0}}, {"quantized", true}};
+}
+
+json keyed_entry(json id, const char* name, const char* key) {
+  json value = entry(std::move(id), name);
+  value["key"] = key;
+  return value;
 }
 
 Int8Config parse(const json& value) {
@@ -54,10 +61,8 @@ TEST(Int8Match, InvalidEntryWithItsIdIsReportedAsSuch) {
 }
 
 TEST(Int8Match, KeyedFileMatchesByKeyOnly) {
-  json first = entry(0, "Convolution"), second = entry(1, "Convolution");
-  first["key"] = "conv a";
-  second["key"] = "conv b";
-  const Int8Matcher matcher(parse(json{first, second}));
+  const Int8Matcher matcher(parse(
+      json{keyed_entry(0, "Convolution", "conv a"), keyed_entry(1, "Convolution", "conv b")}));
   ASSERT_TRUE(matcher.keyed());
   std::string why;
   EXPECT_EQ(matcher.match(0, "Convolution", "conv b", &why), &matcher.config().entries[1]);
@@ -69,10 +74,9 @@ TEST(Int8Match, KeyedFileMatchesByKeyOnly) {
 // model) is identified with a copy suffix: it uses the entry of the layer it copies, unless
 // the config has an entry of its own (two identical layers of one calibrated model).
 TEST(Int8Match, CopySuffixFallsBackToTheCopiedLayersEntry) {
-  json first = entry(0, "Convolution"), second = entry(1, "Convolution");
-  first["key"] = "Convolution(w=8x3x3x3)#00ff";
-  second["key"] = "Convolution(w=8x3x3x3)#00ff.1";
-  const Int8Matcher matcher(parse(json{first, second}));
+  const json first = keyed_entry(0, "Convolution", "Convolution(w=8x3x3x3)#00ff");
+  const Int8Matcher matcher(
+      parse(json{first, keyed_entry(1, "Convolution", "Convolution(w=8x3x3x3)#00ff.1")}));
   std::string why;
   EXPECT_EQ(matcher.match(5, "Convolution", "Convolution(w=8x3x3x3)#00ff.1", &why),
             &matcher.config().entries[1]);
@@ -80,9 +84,8 @@ TEST(Int8Match, CopySuffixFallsBackToTheCopiedLayersEntry) {
             &matcher.config().entries[0]);
   EXPECT_EQ(why, "");
   // The ops anchored on a copied layer name it with its suffix.
-  json relu = entry(2, "Relu");
-  relu["key"] = "Relu@Convolution(w=8x3x3x3)#00ff#0";
-  const Int8Matcher anchored(parse(json{first, relu}));
+  const Int8Matcher anchored(
+      parse(json{first, keyed_entry(2, "Relu", "Relu@Convolution(w=8x3x3x3)#00ff#0")}));
   EXPECT_EQ(anchored.match(6, "Relu", "Relu@Convolution(w=8x3x3x3)#00ff.3#0", &why),
             &anchored.config().entries[1]);
   for (const char* other : {"Convolution(w=8x3x3x3)#00fe.1", "Convolution(w=8x3x3x3)#00ff.x",
