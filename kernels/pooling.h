@@ -65,5 +65,17 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
 at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
                            c10::IntArrayRef kernel, c10::IntArrayRef stride,
                            c10::IntArrayRef padding, bool count_include_pad, float scale);
+// Inference pooling of a tensor the program made: what plain_pool_inference_input admits
+// (a dense fp32 tensor, channels-last or NCHW whose channels fill oneDNN's blocks), the
+// result in stock's memory format. Max pooling: as max_pool_plain (inputs for which
+// max_pool_needs_stock holds go to stock); the average sums in another order than stock's,
+// within a few units in the last place of it.
+Fallback plain_pool_inference_input(const at::Tensor& input);
+at::Tensor max_pool_values(const at::Tensor& input, c10::IntArrayRef kernel,
+                           c10::IntArrayRef stride, c10::IntArrayRef padding,
+                           c10::IntArrayRef dilation, bool ceil_mode);
+at::Tensor avg_pool_plain(const at::Tensor& input, c10::IntArrayRef kernel,
+                          c10::IntArrayRef stride, c10::IntArrayRef padding,
+                          bool count_include_pad);
 
 }  // namespace ipex_shim

@@ -37,6 +37,7 @@ const char* fallback_name(Fallback reason) {
     case Fallback::no_bf16_isa: return "no native BF16: fp32 kernels";
     case Fallback::symbolic_sizes: return "symbolic sizes (tracing)";
     case Fallback::mode_off: return "mode off";
+    case Fallback::special_values: return "NaN or -inf in the input";
     case Fallback::count_: break;
   }
   return "?";

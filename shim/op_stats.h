@@ -37,6 +37,7 @@ enum class Fallback : int {
   no_bf16_isa,         // bf16 mode on a CPU without native BF16: the fp32 kernels ran
   symbolic_sizes,      // sizes are symbolic (torch.compile tracing with dynamic shapes)
   mode_off,            // the mode in effect is off (set at run time, or outside a scope)
+  special_values,      // a NaN or -inf the kernel would answer differently from stock (max pooling)
   count_,
 };
 

@@ -212,11 +212,14 @@ std::vector<int64_t> pair_of(c10::IntArrayRef values, c10::IntArrayRef when_empt
 }
 
 // What every pooling wrapper shares. `kernel_on_bytes(layout, op)` runs the shim's kernel
-// on an input handed over in oneDNN's `layout` and returns nullopt where it does not apply;
-// otherwise (and in calibration) the stock op reads values, and a pass that can fuse learns
-// which chain the pool consumed (`after_pool`), so that later passes hand it over.
-template <class Op, int8::Kind kind, class KernelOnBytes, class... Args>
-at::Tensor pooling_common(const at::Tensor& self, KernelOnBytes kernel_on_bytes, Args... args) {
+// on an input handed over in oneDNN's `layout`, `kernel_on_values(&why)` on a plain fp32 input
+// (stock's pooling took 2-4 ms a call on squeezenet's and inception's activations, oneDNN's
+// a fraction of that); each returns nullopt where it does not apply (kernel_on_values saying
+// why), and the stock op runs (always in calibration). A pass that can fuse learns which chain the pool consumed
+// (`after_pool`), so that later passes hand it over.
+template <class Op, int8::Kind kind, class KernelOnBytes, class KernelOnValues, class... Args>
+at::Tensor pooling_common(const at::Tensor& self, KernelOnBytes kernel_on_bytes,
+                          KernelOnValues kernel_on_values, Args... args) {
   const dnnl::memory::desc* layout = fusion::layout_of(self);
   if (int8::calibrating()) {
     if (layout) fusion::settle(self);
@@ -224,17 +227,34 @@ at::Tensor pooling_common(const at::Tensor& self, KernelOnBytes kernel_on_bytes,
   }
   const bool quantising = int8::quantising();
   const int64_t op = quantising ? int8::identify_anchored(kind, {&self}) : int8::kNoOp;
-  const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
-                     !needs_grad(self);
+  const bool kernels = float_kernel_gate() == Fallback::none && !needs_grad(self);
+  const bool learn = kernels && fusion::enabled();
   if (learn && layout) {
     if (c10::optional<at::Tensor> output = kernel_on_bytes(*layout, op)) return *output;
   }
   if (layout) fusion::settle(self);  // stock reads values
-  at::Tensor output = Intercept<Op>::pass_through(self, args...);
+  c10::optional<at::Tensor> computed;
+  Fallback why = fallback_for_mode(current_mode());
+  if (kernels) {
+    why = plain_pool_inference_input(self);
+    if (why == Fallback::none) {
+      try {
+        c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
+        computed = kernel_on_values(&why);
+      } catch (const std::exception& error) {
+        report_kernel_error(op_display_name<Op>(), error);
+        why = Fallback::kernel_error;
+      }
+    }
+  }
+  if (computed)
+    Intercept<Op>::stats().count(Path::onednn_fp32);
+  else
+    computed = Intercept<Op>::stock_because(why, self, args...);
   // The pool op's identity matters to INT8 only (its entry gives the handed-over scale).
   if (learn) fusion::after_pool(self, quantising ? op : 0);
-  int8::produced(op, output);
-  return output;
+  int8::produced(op, *computed);
+  return *std::move(computed);
 }
 
 // The path a kernel on bytes of this type counts as.
@@ -252,14 +272,14 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding,
                                c10::IntArrayRef dilation, bool ceil_mode) {
   using Op = at::_ops::max_pool2d;
+  const std::vector<int64_t> kernel = pair_of(kernel_size, {});
+  const std::vector<int64_t> strides = pair_of(stride, kernel);
+  const std::vector<int64_t> pads = pair_of(padding, {0, 0});
+  const std::vector<int64_t> dilations = pair_of(dilation, {1, 1});
   if (needs_grad(self) && !int8::tracking() && float_kernel_gate() == Fallback::none &&
       !fusion::layout_of(self)) {
     // Training: oneDNN's forward and backward (stock's pass over resnet's stem takes
     // 70-85 ms a step, oneDNN's 6 plus 7).
-    const std::vector<int64_t> kernel = pair_of(kernel_size, {});
-    const std::vector<int64_t> strides = pair_of(stride, kernel);
-    const std::vector<int64_t> pads = pair_of(padding, {0, 0});
-    const std::vector<int64_t> dilations = pair_of(dilation, {1, 1});
     if (max_pool_plain_support(self, kernel, strides, pads, dilations) == Fallback::none) {
       try {
         bool needs_stock = false;
@@ -280,10 +300,6 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
   }
   auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
                              int64_t op) -> c10::optional<at::Tensor> {
-    const std::vector<int64_t> kernel = pair_of(kernel_size, {});
-    const std::vector<int64_t> strides = pair_of(stride, kernel);
-    const std::vector<int64_t> pads = pair_of(padding, {0, 0});
-    const std::vector<int64_t> dilations = pair_of(dilation, {1, 1});
     if (max_pool_support(self, kernel, strides, pads, dilations) != Fallback::none)
       return c10::nullopt;
     try {
@@ -301,8 +317,17 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
       return c10::nullopt;
     }
   };
-  return pooling_common<Op, int8::Kind::max_pool>(self, kernel_on_bytes, kernel_size, stride,
-                                                  padding, dilation, ceil_mode);
+  // Values: oneDNN's max skips a NaN and turns an all -inf window into the lowest float
+  // (pooling.h), so an input holding either goes to stock.
+  auto kernel_on_values = [&](Fallback* why) -> c10::optional<at::Tensor> {
+    *why = max_pool_support(self, kernel, strides, pads, dilations);
+    if (*why == Fallback::none && max_pool_needs_stock(self)) *why = Fallback::special_values;
+    if (*why != Fallback::none) return c10::nullopt;
+    return max_pool_values(self, kernel, strides, pads, dilations, ceil_mode);
+  };
+  return pooling_common<Op, int8::Kind::max_pool>(self, kernel_on_bytes, kernel_on_values,
+                                                  kernel_size, stride, padding, dilation,
+                                                  ceil_mode);
 }
 
 namespace {
@@ -336,32 +361,48 @@ at::Tensor avg_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                                bool count_include_pad, c10::optional<int64_t> divisor_override) {
   using Op = at::_ops::avg_pool2d;
+  const std::vector<int64_t> kernel = pair_of(kernel_size, {});
+  const std::vector<int64_t> strides = pair_of(stride, kernel);
+  const std::vector<int64_t> pads = pair_of(padding, {0, 0});
+  const bool supported = avg_pool_support(self, kernel, strides, pads, ceil_mode,
+                                          divisor_override.has_value()) == Fallback::none;
   auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
                              int64_t op) -> c10::optional<at::Tensor> {
-    const std::vector<int64_t> kernel = pair_of(kernel_size, {});
-    const std::vector<int64_t> strides = pair_of(stride, kernel);
-    const std::vector<int64_t> pads = pair_of(padding, {0, 0});
-    if (avg_pool_support(self, kernel, strides, pads, ceil_mode,
-                         divisor_override.has_value()) != Fallback::none)
-      return c10::nullopt;
+    if (!supported) return c10::nullopt;
     return average_handed_over<Op>(self, layout, kernel, strides, pads, count_include_pad, op);
   };
-  return pooling_common<Op, int8::Kind::avg_pool>(self, kernel_on_bytes, kernel_size, stride,
-                                                  padding, ceil_mode, count_include_pad,
-                                                  divisor_override);
+  auto kernel_on_values = [&](Fallback* why) -> c10::optional<at::Tensor> {
+    if (!supported) {
+      *why = Fallback::unsupported_shape;
+      return c10::nullopt;
+    }
+    return avg_pool_plain(self, kernel, strides, pads, count_include_pad);
+  };
+  return pooling_common<Op, int8::Kind::avg_pool>(self, kernel_on_bytes, kernel_on_values,
+                                                  kernel_size, stride, padding, ceil_mode,
+                                                  count_include_pad, divisor_override);
 }
 
 at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArrayRef output_size) {
   using Op = at::_ops::adaptive_avg_pool2d;
+  std::vector<int64_t> kernel;
+  const c10::optional<at::IntArrayRef> sizes = c10::asIntArrayRefSlowOpt(output_size);
+  const bool supported = sizes && adaptive_as_average(self, *sizes, &kernel);
+  const int64_t zeros[] = {0, 0};
   auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
                              int64_t op) -> c10::optional<at::Tensor> {
-    std::vector<int64_t> kernel;
-    const c10::optional<at::IntArrayRef> sizes = c10::asIntArrayRefSlowOpt(output_size);
-    if (!sizes || !adaptive_as_average(self, *sizes, &kernel)) return c10::nullopt;
-    const int64_t zeros[] = {0, 0};
+    if (!supported) return c10::nullopt;
     return average_handed_over<Op>(self, layout, kernel, kernel, zeros, true, op);
   };
-  return pooling_common<Op, int8::Kind::adaptive_pool>(self, kernel_on_bytes, output_size);
+  auto kernel_on_values = [&](Fallback* why) -> c10::optional<at::Tensor> {
+    if (!supported) {
+      *why = Fallback::unsupported_shape;
+      return c10::nullopt;
+    }
+    return avg_pool_plain(self, kernel, kernel, zeros, true);
+  };
+  return pooling_common<Op, int8::Kind::adaptive_pool>(self, kernel_on_bytes, kernel_on_values,
+                                                       output_size);
 }
 
 at::Tensor relu_override(const at::Tensor& input) {

@@ -8,6 +8,9 @@
 // max_pool_needs_stock must find a NaN or a -inf anywhere (the kernel's results differ from
 // stock's there); the support check must refuse what the kernel does
 // not take (not 4-D, not contiguous in either format, not fp32, padding over half a kernel).
+// Inference pooling (max_pool_values, avg_pool_plain, which run an NCHW input through
+// channel blocks): max bit for bit like stock, averages within a few ulps of the largest
+// input, stock's sizes and strides; NCHW whose channels do not fill the blocks is refused.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -248,6 +251,91 @@ TEST(PlainMaxPoolSupport, RefusesWhatTheKernelDoesNotTake) {
   EXPECT_NE(support(x, {1, 2}), Fallback::none);
   // Empty input.
   EXPECT_NE(support(at::randn({0, 8, 16, 16})), Fallback::none);
+}
+
+// Inference pooling of plain tensors: squeezenet's and inception's shapes (channels filling
+// 8- and 16-channel blocks), odd sizes, ceil_mode, padding.
+const PlainPoolCase kInferenceCases[] = {
+    {"squeezenet_k3_s2_ceil", {2, 32, 27, 27}, {3, 3}, {2, 2}, {0, 0}, {1, 1}, true},
+    {"inception_k3_s2", {1, 48, 35, 35}, {3, 3}, {2, 2}, {0, 0}, {1, 1}, false},
+    {"k3_s1_p1", {2, 16, 17, 13}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, false},
+    {"k2_s2_odd_ceil", {3, 64, 9, 11}, {2, 2}, {2, 2}, {0, 0}, {1, 1}, true},
+    {"dilated", {2, 8, 12, 12}, {3, 3}, {1, 1}, {1, 1}, {2, 2}, false},
+};
+
+class PlainInferencePool : public ::testing::TestWithParam<std::tuple<PlainPoolCase, bool>> {};
+
+TEST_P(PlainInferencePool, MaxEqualsStockBitForBit) {
+  const auto& [c, channels_last] = GetParam();
+  at::manual_seed(24);
+  const at::Tensor x = in_format(at::randn(c.input), channels_last);
+  ASSERT_EQ(plain_pool_inference_input(x), Fallback::none);
+  const at::Tensor output =
+      max_pool_values(x, c.kernel, c.stride, c.padding, c.dilation, c.ceil_mode);
+  expect_forward_equal(output, std::get<0>(stock(x, c)));
+}
+
+// Averages (without dilation or ceil_mode, which the average does not take), counting the
+// padding and not: stock's summation order differs, so within 4 ulps of the largest input.
+TEST_P(PlainInferencePool, AverageWithinUlpsOfStock) {
+  const auto& [c, channels_last] = GetParam();
+  if (c.ceil_mode || c.dilation[0] != 1 || c.dilation[1] != 1)
+    GTEST_SKIP() << c.name << ": ceil_mode and dilation are refused by avg_pool_support";
+  at::manual_seed(25);
+  const at::Tensor x = in_format(at::randn(c.input), channels_last);
+  ASSERT_EQ(avg_pool_support(x, c.kernel, c.stride, c.padding, false, false), Fallback::none);
+  const double allowed = 4 * std::numeric_limits<float>::epsilon() *
+                         x.abs().max().item<double>();
+  for (bool count_include_pad : {true, false}) {
+    SCOPED_TRACE(count_include_pad ? "count_include_pad" : "padding not counted");
+    const at::Tensor output = avg_pool_plain(x, c.kernel, c.stride, c.padding, count_include_pad);
+    const at::Tensor expected =
+        at::avg_pool2d(x, c.kernel, c.stride, c.padding, false, count_include_pad);
+    ASSERT_EQ(output.sizes(), expected.sizes());
+    EXPECT_EQ(output.strides(), expected.strides());
+    EXPECT_LE((output - expected).abs().max().item<double>(), allowed);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, PlainInferencePool,
+                         ::testing::Combine(::testing::ValuesIn(kInferenceCases),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param).name) + "_" +
+                                  format_name(std::get<1>(info.param));
+                         });
+
+// Global average (adaptive_avg_pool2d to 1x1, the shape every classifier head pools to).
+TEST(PlainInferencePoolAdaptive, GlobalAverageWithinUlpsOfStock) {
+  at::manual_seed(26);
+  for (bool channels_last : {false, true}) {
+    SCOPED_TRACE(format_name(channels_last));
+    const at::Tensor x = in_format(at::randn({2, 1024, 7, 7}), channels_last);
+    std::vector<int64_t> kernel;
+    ASSERT_TRUE(adaptive_as_average(x, {1, 1}, &kernel));
+    const int64_t zeros[] = {0, 0};
+    const at::Tensor output = avg_pool_plain(x, kernel, kernel, zeros, true);
+    const at::Tensor expected = at::adaptive_avg_pool2d(x, {1, 1});
+    ASSERT_EQ(output.sizes(), expected.sizes());
+    EXPECT_LE((output - expected).abs().max().item<double>(),
+              4 * std::numeric_limits<float>::epsilon() * x.abs().max().item<double>());
+  }
+}
+
+// NCHW whose channels do not fill whole blocks would pool through a copy larger than the
+// result: refused (stock runs it); channels-last takes any channel count.
+TEST(PlainInferencePoolSupport, NchwNeedsChannelsThatFillBlocks) {
+  EXPECT_EQ(plain_pool_inference_input(at::randn({2, 16, 9, 9})), Fallback::none);
+  EXPECT_EQ(plain_pool_inference_input(at::randn({2, 8, 9, 9})), Fallback::none);
+  EXPECT_EQ(plain_pool_inference_input(at::randn({2, 12, 9, 9})), Fallback::unsupported_shape);
+  EXPECT_EQ(plain_pool_inference_input(at::randn({2, 3, 9, 9})), Fallback::unsupported_shape);
+  EXPECT_EQ(plain_pool_inference_input(
+                at::randn({2, 3, 9, 9}).contiguous(at::MemoryFormat::ChannelsLast)),
+            Fallback::none);
+  EXPECT_EQ(plain_pool_inference_input(at::randn({2, 16, 9, 9}).to(at::kDouble)),
+            Fallback::unsupported_dtype);
+  EXPECT_EQ(plain_pool_inference_input(at::randn({2, 16, 9, 9}).slice(3, 0, 9, 2)),
+            Fallback::unsupported_shape);
 }
 
 }  // namespace
