@@ -530,7 +530,9 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
     Registry& reg = registry();
     std::lock_guard<std::mutex> lock(reg.mutex);
     auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
-    st.taints.back().sum_into_other = it != reg.sites.end() && it->second.sum_of_earlier_result;
+    st.taints.back().sum_into_other = it != reg.sites.end() &&
+                                      it->second.sum_of_earlier_result &&
+                                      !it->second.sum_out_of_place;
   }
 }
 
@@ -835,7 +837,8 @@ c10::optional<at::Tensor> answer_add_out_of_place(const at::Tensor& self,
 
 void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
                             const at::Scalar& alpha, const at::Tensor& result,
-                            uint32_t self_version, uint32_t other_version) {
+                            uint32_t self_version, uint32_t other_version,
+                            int64_t self_producer, int64_t other_producer) {
   if (!enabled()) return;
   ThreadState& st = state();
   if (st.batch_norm.site == nullptr) return;  // no batch norm's result to learn about
@@ -852,14 +855,28 @@ void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
     identity = &other;
   }
   if (site_id == nullptr) return;
-  // The identity must be the input of an earlier convolution (the block's input).
+  // The identity must be the input of an earlier convolution (the block's input) or an
+  // earlier site's batch-norm result (regnet's and resnext's `proj(x) + f(x)`: the projection
+  // runs first, and the block's last convolution adds it).
   const void* from = nullptr;
+  bool earlier_result = false;
   for (const auto& [conv_site, input] : st.last_input)
     if (same(input, *identity)) from = conv_site;
+  if (from == nullptr) {
+    for (const auto& [conv_site, output] : st.last_output)
+      if (conv_site != site_id && same(output, *identity)) from = conv_site;
+    earlier_result = from != nullptr;
+  }
   if (from == nullptr) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  if (!learn_sum(reg, site_id, from, /*earlier_result=*/false, /*out_of_place=*/true)) return;
+  if (!learn_sum(reg, site_id, from, earlier_result, /*out_of_place=*/true)) return;
+  const int64_t identity_producer = identity == &self ? self_producer : other_producer;
+  if (earlier_result && identity_producer >= 0) {
+    auto earlier = reg.sites.find(static_cast<const c10::TensorImpl*>(from));
+    if (earlier != reg.sites.end() && !earlier->second.off)
+      earlier->second.keeps_for_sum = identity_producer;
+  }
   st.sum.record(result, conv_weight, site_id);
   st.chain_end.record(result, nothing(), site_id);
 }

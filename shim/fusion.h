@@ -144,15 +144,18 @@ bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scala
 void after_add(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha,
                uint32_t version_before, int64_t self_producer = -1);
 
-// add (out of place): `identity + bn(conv(...))` in either order, answered with the fused
-// sum when it is the predicted add (else nullopt; after_add_out_of_place learns, given the
-// operands' versions before the add and its result).
+// add (out of place): `identity + bn(conv(...))` in either order, the identity being the
+// block's input or an earlier chain's batch-norm result (`proj(x) + f(x)`), answered with the
+// fused sum when it is the predicted add (else nullopt; after_add_out_of_place learns, given
+// the operands' versions before the add, its result, and in INT8 mode the ops that made
+// the operands, as after_add's self_producer).
 c10::optional<at::Tensor> answer_add_out_of_place(const at::Tensor& self,
                                                   const at::Tensor& other,
                                                   const at::Scalar& alpha);
 void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
                             const at::Scalar& alpha, const at::Tensor& result,
-                            uint32_t self_version, uint32_t other_version);
+                            uint32_t self_version, uint32_t other_version,
+                            int64_t self_producer = -1, int64_t other_producer = -1);
 
 // Pooling. after_pool learns that the chain ending in `input` feeds the pooling op `pool_op`
 // (INT8: its op; else 0), so later passes hand it over; handed_on taints a pooled

@@ -152,9 +152,9 @@ at::Tensor add_override(const at::Tensor& self, const at::Tensor& other, const a
   if (int8::calibrating())
     return Observed<at::_ops::add_Tensor, int8::Kind::add>::call(self, other, alpha);
   // A residual block's `x + bn(conv(...))` (mobilenet's), fused into the convolution.
-  const int64_t op = int8::quantising()
-                         ? int8::identify_anchored(int8::Kind::add, {&self, &other})
-                         : int8::kNoOp;
+  const bool quantising = int8::quantising();
+  const int64_t op =
+      quantising ? int8::identify_anchored(int8::Kind::add, {&self, &other}) : int8::kNoOp;
   const bool learn = float_kernel_gate() == Fallback::none && fusion::enabled() &&
                      !needs_grad(self, other);
   if (learn) {
@@ -168,7 +168,9 @@ at::Tensor add_override(const at::Tensor& self, const at::Tensor& other, const a
   const uint32_t other_version = learn ? version_of(other) : 0;
   at::Tensor output = Wrapped::pass_through(self, other, alpha);
   if (learn)
-    fusion::after_add_out_of_place(self, other, alpha, output, self_version, other_version);
+    fusion::after_add_out_of_place(self, other, alpha, output, self_version, other_version,
+                                   quantising ? int8::producer_of(self) : 0,
+                                   quantising ? int8::producer_of(other) : 0);
   int8::produced(op, output);
   return output;
 }

@@ -62,11 +62,14 @@ SCENARIOS = ["plain", "identity_changed", "identity_read", "other_addend", "out_
 # mobilenet-style blocks, `x + bn(conv(...))` out of place: as learned, an identity changed in
 # place after the convolution, the operands swapped, the batch norm's result read after the add.
 OUT_OF_PLACE = ["oop_plain", "oop_identity_changed", "oop_swapped", "oop_out_read"]
+# regnet-style blocks, `relu(proj(x) + f(x))`: as learned, the projection's result changed in
+# place or read before the add, the operands swapped.
+PROJECTION = ["proj_plain", "proj_changed", "proj_read", "proj_swapped"]
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("scenario", SCENARIOS + OUT_OF_PLACE)
+@pytest.mark.parametrize("scenario", SCENARIOS + OUT_OF_PLACE + PROJECTION)
 def test_results_follow_the_program_in_every_scenario(runs, mode, grad_mode, scenario):
     least_cosine, most_rel = TOLERANCE[mode]
     stock = runs["stock"]["results"][scenario]
@@ -83,6 +86,7 @@ def test_the_scenarios_differ_enough_to_catch_a_stale_sum(runs):
     for scenario in ["identity_changed", "other_addend", "out_changed"]:
         assert rel(stock[scenario], stock["plain"]) > 0.2, scenario
     assert rel(stock["oop_identity_changed"], stock["oop_plain"]) > 0.2
+    assert rel(stock["proj_changed"], stock["proj_plain"]) > 0.2
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
@@ -144,3 +148,19 @@ def test_out_of_place_adds_are_fused_and_changed_programs_detected(runs, mode, g
     for before, scenario in [("oop_plain", "oop_identity_changed"),
                              ("oop_swapped", "oop_out_read")]:
         assert counters[scenario]["repairs"] > counters[before]["repairs"], (scenario, counters)
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+def test_projection_adds_are_fused_and_changed_programs_detected(runs, mode, grad_mode):
+    counters = runs[(mode, grad_mode, "fused")]["counters"]
+    plain, before = counters["proj_plain"], counters["oop_out_read"]
+    # Passes 2 and 3 answer both blocks' `proj(x) + f(x)` in f's last convolution (counters
+    # are cumulative from the scenarios before), with no misprediction.
+    assert plain["add"].get("fused", 0) - before["add"].get("fused", 0) == 4, (before, plain)
+    assert plain["mispredictions"] == before["mispredictions"], (before, plain)
+    # A changed or read projection is detected and repaired; swapped operands are the same add.
+    for before, scenario in [("proj_plain", "proj_changed"), ("proj_changed", "proj_read")]:
+        assert counters[scenario]["repairs"] > counters[before]["repairs"], (scenario, counters)
+    assert (counters["proj_swapped"]["add"].get("fused", 0) >
+            counters["proj_read"]["add"].get("fused", 0)), counters

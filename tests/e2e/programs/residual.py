@@ -1,7 +1,8 @@
 """Residual blocks for the `out += identity` fusion (shim/fusion.h), in every mode.
 
 Usage: residual.py OUT.pt [inference_mode]
-Runs a small residual network (three blocks, the first with a downsample) on seeded inputs,
+Runs a small residual network (three blocks, the first with a downsample), a mobilenet-style
+one (`x + bn(conv(...))`) and a regnet-style one (`relu(proj(x) + f(x))`) on seeded inputs,
 three passes per scenario (under torch.no_grad(), or torch.inference_mode() when asked:
 its tensors have no version counters); on pass 3 some scenarios use the block's tensors differently
 from what passes 1 and 2 taught. Saves {"results": {scenario: output of pass 3},
@@ -110,9 +111,54 @@ class OutOfPlaceNet(nn.Module):
 OUT_OF_PLACE = ["oop_plain", "oop_identity_changed", "oop_swapped", "oop_out_read"]
 
 
+class ProjectionBlock(nn.Module):
+    """regnet's block: `relu(proj(x) + f(x))`, out of place. The projection runs first; the
+    block's last convolution adds its result."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.f = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                               nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                               nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.relu = nn.ReLU(inplace=True)
+        self.twist = None
+
+    def forward(self, x):
+        projected = self.proj(x)
+        out = self.f(x)
+        if self.twist == "proj_changed":
+            projected.mul_(0.5)  # in place, after the convolution that would add it
+        if self.twist == "proj_read":
+            self.seen = projected.sum().item()  # kept in oneDNN's layout for the add, read
+        if self.twist == "proj_swapped":
+            result = out + projected
+        else:
+            result = projected + out
+        return self.relu(result)
+
+
+class ProjectionNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(ProjectionBlock(16, 32, 2), ProjectionBlock(32, 32, 1))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return self.head(x.mean((2, 3)))
+
+
+PROJECTION = ["proj_plain", "proj_changed", "proj_read", "proj_swapped"]
+NETWORKS = {"out_of_place": OutOfPlaceNet, "projection": ProjectionNet}
+
+
 def build(kind=None):
     torch.manual_seed(0)
-    net = (OutOfPlaceNet() if kind == "out_of_place" else Net()).eval()
+    net = NETWORKS.get(kind, Net)().eval()
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -135,17 +181,18 @@ def main():
     results, counters = {}, {}
     net = None
     for scenario in ["plain", "identity_changed", "identity_read", "other_addend",
-                     "out_changed", "out_viewed", "pooled_read", "features_read"] + OUT_OF_PLACE:
+                     "out_changed", "out_viewed", "pooled_read", "features_read"] + \
+            OUT_OF_PLACE + PROJECTION:
         net = None  # each scenario learns on a network of its own (same weights)
-        if scenario in OUT_OF_PLACE:
-            net = build("out_of_place")
+        if scenario in OUT_OF_PLACE + PROJECTION:
+            net = build("out_of_place" if scenario in OUT_OF_PLACE else "projection")
             with grad_mode():
                 for _ in range(2):
                     net(x)
                 for i, block in enumerate(net.blocks):
                     block.twist = scenario if i == 1 else None
                 result = net(x).clone()
-                if scenario == "oop_out_read":
+                if scenario in ("oop_out_read", "proj_read"):
                     result = torch.cat([result.flatten(), torch.tensor([net.blocks[1].seen])])
                 results[scenario] = result
             if status is not None:
