@@ -411,4 +411,13 @@ void ScaledReorder::execute(dnnl::stream& stream, const dnnl::memory& from,
   reorder_.execute(stream, arguments);
 }
 
+dnnl::concat::primitive_desc concat_primitive_desc(const std::vector<dnnl::memory::desc>& srcs,
+                                                   int axis, const dnnl::primitive_attr& attr) {
+#if DNNL_VERSION_MAJOR >= 3
+  return {cpu_engine(), axis, srcs, attr};
+#else
+  return {axis, srcs, cpu_engine(), attr};
+#endif
+}
+
 }  // namespace ipex_shim::onednn

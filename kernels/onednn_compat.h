@@ -109,6 +109,10 @@ pooling_backward::primitive_desc pooling_backward_primitive_desc(
     const dnnl::memory::desc& diff_dst, const PoolingWindow& window,
     const pooling_forward::primitive_desc& forward, const dnnl::primitive_attr& attr);
 
+// Concatenation along `axis` into a destination of oneDNN's choosing (format `any`).
+dnnl::concat::primitive_desc concat_primitive_desc(const std::vector<dnnl::memory::desc>& srcs,
+                                                   int axis, const dnnl::primitive_attr& attr);
+
 // --- post-ops -------------------------------------------------------------------------------
 
 // An element-wise post-op whose algorithm does not depend on the values' scale (relu, gelu).

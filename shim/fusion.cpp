@@ -6,6 +6,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <array>
 #include <atomic>
 #include <stdexcept>
 #include <mutex>
@@ -141,11 +142,37 @@ struct Produced {
   }
 };
 
+// The results of convolution chains: the newest is the handoff's candidate (its consumer is
+// learned); the ones before it are kept too, for a torch.cat that joins several chains'
+// results (inception's branches).
+struct ChainEnds : Produced {
+  std::array<Produced, 16> recent;
+  size_t next = 0;
+
+  void record(const at::Tensor& produced, const WeakTensor& site_weight, const void* site_id) {
+    Produced::record(produced, site_weight, site_id);
+    recent[next++ % recent.size()].record(produced, site_weight, site_id);
+  }
+  // The site whose chain ended in `tensor`, untouched since, or nullptr.
+  const void* site_of(const at::Tensor& tensor) const {
+    for (const Produced& end : recent)
+      if (end.site && same(end.output, tensor) && version_of(tensor) == end.version)
+        return end.site;
+    return nullptr;
+  }
+};
+
 // Per thread: the tainted tensors and what the last unfused ops produced.
 struct ThreadState {
   std::vector<Taint> taints;
   Produced convolution, batch_norm, linear;
-  Produced chain_end;  // the last result of a convolution's chain (for the handoff)
+  ChainEnds chain_end;  // the last results of convolutions' chains (for the handoff)
+  // A torch.cat of chains' results (learning): what it returned, and the chains' sites.
+  struct Joined {
+    WeakTensor output = nothing();
+    uint32_t version = 0;
+    std::vector<const void*> sites;
+  } joined;
   Produced sum;        // a batch norm's result after `+= identity` (learning)
   // Per convolution site, the input of its last call in this thread: the identity a later
   // convolution of the same residual block adds.
@@ -272,9 +299,11 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   }
   Taint* taint = find_taint(st, tensor);
   if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
-  // Bytes handed over in oneDNN's layout: the pooling wrappers read them as they are, or
-  // settle them first.
-  if (taint->layout && taint->allowed_op == "aten::conv2d" && pools_handed_over_bytes(op)) return;
+  // Bytes handed over in oneDNN's layout: the pooling wrappers and torch.cat's read them as
+  // they are, or settle them first.
+  if (taint->layout && taint->allowed_op == "aten::conv2d" &&
+      (pools_handed_over_bytes(op) || op == "aten::cat"))
+    return;
   g_mispredictions.fetch_add(1, std::memory_order_relaxed);
   switch_off(taint->site);
   repair(st, taint);
@@ -411,6 +440,23 @@ const char* relu_op_name(Relu kind) {
   }
 }
 
+// `input` is the tensor a learned torch.cat of chains' results returned, untouched since:
+// each of those chains learns (`teach`) where its result goes after the cat, so that later
+// passes keep it in oneDNN's layout for that op. The record is used up either way.
+template <class Teach>
+void teach_joined(ThreadState& st, const at::Tensor& input, Teach teach) {
+  if (st.joined.sites.empty()) return;
+  std::vector<const void*> sites = std::move(st.joined.sites);
+  st.joined.sites.clear();
+  if (!same(st.joined.output, input) || version_of(input) != st.joined.version) return;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  for (const void* site : sites) {
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+    if (it != reg.sites.end() && !it->second.off) teach(it->second);
+  }
+}
+
 }  // namespace
 
 bool install(std::string* why) {
@@ -496,6 +542,10 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
   remember(&st.last_input, site, input);
+  teach_joined(st, input, [&](Site& joined) {
+    joined.feeds_convolution = true;
+    joined.next_weight = weak(plan.weight);
+  });
   if (const void* producer = st.chain_end.take_if_consumed_by(input, version_of(input))) {
     if (input.dim() == 4) {  // the handoff is taught for conv2d consumers
       Registry& reg = registry();
@@ -881,15 +931,42 @@ void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
   st.chain_end.record(result, nothing(), site_id);
 }
 
-void after_pool(const at::Tensor& input, int64_t pool_op) {
-  if (!enabled() || pool_op < 0) return;
+void after_pool(const at::Tensor& input, const at::Tensor& output, int64_t pool_op) {
+  if (!enabled()) return;
   ThreadState& st = state();
+  if (pool_op < 0) {
+    // An INT8 pool with no calibrated scale of its own (a pool of a torch.cat's result,
+    // whose producer INT8 does not know): the joined chains learn from the op that reads
+    // the pooled tensor, in that op's scale (max pooling keeps the scale of its input).
+    if (!st.joined.sites.empty() && same(st.joined.output, input) &&
+        version_of(input) == st.joined.version) {
+      st.joined.output = weak(output);
+      st.joined.version = version_of(output);
+    }
+    return;
+  }
+  teach_joined(st, input, [&](Site& joined) { joined.feeds_pool = pool_op; });
   const void* producer = st.chain_end.take_if_consumed_by(input, version_of(input));
   if (producer == nullptr || input.dim() != 4) return;
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
   if (it != reg.sites.end() && !it->second.off) it->second.feeds_pool = pool_op;
+}
+
+void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output) {
+  if (!enabled() || inputs.size() < 2 || output.dim() != 4 || (dim < 0 ? dim + 4 : dim) != 1)
+    return;
+  ThreadState& st = state();
+  std::vector<const void*> sites;
+  for (const at::Tensor& input : inputs) {
+    const void* site = st.chain_end.site_of(input);
+    if (site == nullptr) return;
+    sites.push_back(site);
+  }
+  st.joined.output = weak(output);
+  st.joined.version = version_of(output);
+  st.joined.sites = std::move(sites);
 }
 
 void handed_on(const at::Tensor& input, const at::Tensor& output,

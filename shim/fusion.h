@@ -35,15 +35,21 @@
 // convolution), the convolution adds it and add_ is answered; when it is computed later
 // (`out += downsample(x)`), the downsample convolution adds `out` (kept in oneDNN's layout by
 // its own convolution) and add_ moves the result into out's TensorImpl. A max_pool2d after a
-// fused chain pools the handed-over bytes as they are and hands its result on. This holds in
-// every mode that runs the shim's kernels; INT8 mode adds that handed-over bytes are INT8,
-// written in the next op's input scale (a downsample's addend in its own calibrated scale).
+// fused chain pools the handed-over bytes as they are and hands its result on.
+// `relu(proj(x) + f(x))` (regnet), out of place with the projection run first, is f's last
+// convolution adding the projection's result, which its own convolution kept in oneDNN's
+// layout. A torch.cat of chains' results (squeezenet's fire modules, inception's branches)
+// joins the chains' bytes as they are, each chain having kept its result for the op that
+// reads the joined tensor. This holds in every mode that runs the shim's kernels; INT8 mode
+// adds that handed-over bytes are INT8, written in the next op's input scale (a
+// downsample's or projection's addend in its own calibrated scale).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "kernels/convolution.h"
 #include "kernels/matmul.h"
@@ -158,11 +164,20 @@ void after_add_out_of_place(const at::Tensor& self, const at::Tensor& other,
                             int64_t self_producer = -1, int64_t other_producer = -1);
 
 // Pooling. after_pool learns that the chain ending in `input` feeds the pooling op `pool_op`
-// (INT8: its op; else 0), so later passes hand it over; handed_on taints a pooled
+// (INT8: its op, kNoOp where INT8 does not know the pool; else 0), so later passes hand it
+// over; `output` is the pool's result (a pool INT8 does not know passes a torch.cat's
+// learning on to the op that reads it). handed_on taints a pooled
 // result whose bytes are in `layout` (scale `scale`) for the convolutions that read it next.
-void after_pool(const at::Tensor& input, int64_t pool_op);
+void after_pool(const at::Tensor& input, const at::Tensor& output, int64_t pool_op);
 void handed_on(const at::Tensor& input, const at::Tensor& output,
                const dnnl::memory::desc& layout, float scale);
+
+// torch.cat along channels of convolution chains' results. after_cat learns, on a pass that
+// runs it stock, that every input is a chain's result; the op that then reads the joined
+// tensor (a conv2d or a pool) teaches each chain to keep its result in oneDNN's layout for
+// it (INT8: in that op's input scale). On later passes the cat wrapper joins the handed-over
+// bytes as they are and hands the result on (handed_on); inputs it cannot join it settles.
+void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output);
 
 // The bytes of a tensor added by a convolution: their layout when handed over in oneDNN's
 // layout (with their INT8 scale), else nullptr (then they are the tensor's values).

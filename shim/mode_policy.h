@@ -7,6 +7,8 @@
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
+#include <vector>
+
 #include "kernels/onednn_context.h"
 #include "shim/intercept.h"
 #include "shim/op_stats.h"
@@ -57,6 +59,12 @@ inline bool records_grad(const c10::optional<at::Tensor>& a) { return a && recor
 template <class... Tensors>
 bool needs_grad(const Tensors&... tensors) {
   return c10::GradMode::is_enabled() && (records_grad(tensors) || ...);
+}
+inline bool needs_grad_any(const std::vector<at::Tensor>& tensors) {
+  if (!c10::GradMode::is_enabled()) return false;
+  for (const at::Tensor& tensor : tensors)
+    if (records_grad(tensor)) return true;
+  return false;
 }
 
 // Tensors cast to BF16 (for the autograd path).

@@ -7,6 +7,7 @@
 #include <ATen/ops/add_ops.h>
 #include <ATen/ops/avg_pool2d_ops.h>
 #include <ATen/ops/batch_norm_ops.h>
+#include <ATen/ops/cat_ops.h>
 #include <ATen/ops/max_pool2d_ops.h>
 #include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/hardtanh_ops.h>
@@ -14,6 +15,7 @@
 
 #include "kernels/tensor_version.h"
 #include "kernels/batch_norm.h"
+#include "kernels/concat.h"
 #include "kernels/pooling.h"
 #include "shim/autograd_kernels.h"
 #include "shim/fusion.h"
@@ -254,7 +256,7 @@ at::Tensor pooling_common(const at::Tensor& self, KernelOnBytes kernel_on_bytes,
   else
     computed = Intercept<Op>::stock_because(why, self, args...);
   // The pool op's identity matters to INT8 only (its entry gives the handed-over scale).
-  if (learn) fusion::after_pool(self, quantising ? op : 0);
+  if (learn) fusion::after_pool(self, *computed, quantising ? op : 0);
   int8::produced(op, *computed);
   return *std::move(computed);
 }
@@ -405,6 +407,63 @@ at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArray
   };
   return pooling_common<Op, int8::Kind::adaptive_pool>(self, kernel_on_bytes, kernel_on_values,
                                                        output_size);
+}
+
+namespace {
+
+// The joined bytes of `inputs`, every one handed over in oneDNN's layout alike (one data
+// type and scale, 4-D, one memory format), along the channels; nullopt otherwise, or when
+// the kernel fails (reported).
+c10::optional<at::Tensor> cat_handed_over(const std::vector<at::Tensor>& inputs, int64_t dim) {
+  if (inputs.size() < 2 || inputs[0].dim() != 4 || (dim < 0 ? dim + 4 : dim) != 1)
+    return c10::nullopt;
+  std::vector<dnnl::memory::desc> layouts;
+  const float scale = fusion::layout_scale(inputs[0]);
+  const at::MemoryFormat format = inputs[0].suggest_memory_format();
+  for (const at::Tensor& input : inputs) {
+    const dnnl::memory::desc* layout = fusion::layout_of(input);
+    if (layout == nullptr || input.dim() != 4 || fusion::layout_scale(input) != scale ||
+        input.scalar_type() != inputs[0].scalar_type() ||
+        input.suggest_memory_format() != format ||
+        onednn::data_type_of(*layout) != onednn::data_type_of(layouts.empty() ? *layout
+                                                                             : layouts[0]))
+      return c10::nullopt;
+    layouts.push_back(*layout);
+  }
+  try {
+    c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
+    dnnl::memory::desc joined_layout;
+    at::Tensor output = concat_handed_over(inputs, layouts, format, &joined_layout);
+    fusion::handed_on(inputs[0], output, joined_layout, scale);
+    for (const at::Tensor& input : inputs) fusion::consumed(input);
+    return output;
+  } catch (const std::exception& error) {
+    report_kernel_error(op_display_name<at::_ops::cat>(), error);
+    return c10::nullopt;
+  }
+}
+
+}  // namespace
+
+at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim) {
+  using Op = at::_ops::cat;
+  std::vector<at::Tensor> inputs;
+  for (const at::Tensor& input : tensors) inputs.push_back(input);
+  bool handed_over = false;
+  for (const at::Tensor& input : inputs) handed_over |= fusion::layout_of(input) != nullptr;
+  const bool learn = !int8::calibrating() && float_kernel_gate() == Fallback::none &&
+                     fusion::enabled() && !needs_grad_any(inputs);
+  if (learn && handed_over) {
+    if (c10::optional<at::Tensor> output = cat_handed_over(inputs, dim)) {
+      Intercept<Op>::stats().count(path_of(onednn::data_type_of(*fusion::layout_of(*output))));
+      return *output;
+    }
+  }
+  if (handed_over)
+    for (const at::Tensor& input : inputs) fusion::settle(input);  // stock reads values
+  at::Tensor output = Intercept<Op>::pass_through(tensors, dim);
+  if (learn) fusion::after_cat(inputs, dim, output);
+  return output;
 }
 
 at::Tensor relu_override(const at::Tensor& input) {

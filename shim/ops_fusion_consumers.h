@@ -29,6 +29,9 @@ at::Tensor avg_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
                                c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                                bool count_include_pad, c10::optional<int64_t> divisor_override);
 at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArrayRef output_size);
+// cat: joins convolution chains' results handed over in oneDNN's layout as they are and
+// hands the result on; otherwise stock (learning which chains a cat joins).
+at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim);
 // add: `x + bn(conv(...))` answered by a convolution that fused it.
 at::Tensor add_override(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
 // add_: `out += identity` answered by a convolution that fused it.

@@ -34,6 +34,7 @@
 #include <ATen/ops/layer_norm_ops.h>
 #include <ATen/ops/linear_ops.h>
 #include <ATen/ops/matmul_ops.h>
+#include <ATen/ops/cat_ops.h>
 #include <ATen/ops/max_pool2d_ops.h>
 #include <ATen/ops/mm_ops.h>
 #include <ATen/ops/relu_ops.h>
@@ -127,6 +128,7 @@ void fill_table(torch::Library& library) {
   SHIM_KERNEL(max_pool2d, observe, max_pool2d_override);
   SHIM_KERNEL(avg_pool2d, observe, avg_pool2d_override);
   SHIM_KERNEL(adaptive_avg_pool2d, observe, adaptive_avg_pool2d_override);
+  SHIM_KERNEL(cat, observe, cat_override);
 }
 
 #undef SHIM_OP
