@@ -178,6 +178,9 @@ void handed_on(const at::Tensor& input, const at::Tensor& output,
 // it (INT8: in that op's input scale). On later passes the cat wrapper joins the handed-over
 // bytes as they are and hands the result on (handed_on); inputs it cannot join it settles.
 void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output);
+// A cat input handed over that the cat cannot join (its other inputs are values, or of
+// another type or scale): its chain stops keeping its result, and it is settled now.
+void settle_unjoined(const at::Tensor& input);
 
 // The bytes of a tensor added by a convolution: their layout when handed over in oneDNN's
 // layout (with their INT8 scale), else nullptr (then they are the tensor's values).

@@ -216,11 +216,12 @@ std::vector<int64_t> pair_of(c10::IntArrayRef values, c10::IntArrayRef when_empt
 }
 
 // What every pooling wrapper shares. `kernel_on_bytes(layout, op)` runs the shim's kernel
-// on an input handed over in oneDNN's `layout`, `kernel_on_values(&why)` on a plain fp32 input
-// (stock's pooling took 2-4 ms a call on squeezenet's and inception's activations, oneDNN's
-// a fraction of that); each returns nullopt where it does not apply (kernel_on_values saying
-// why), and the stock op runs (always in calibration). A pass that can fuse learns which chain the pool consumed
-// (`after_pool`), so that later passes hand it over.
+// on an input handed over in oneDNN's `layout`, `kernel_on_values(&why)` on a plain fp32
+// input (stock's pooling took 2-4 ms a call on squeezenet's and inception's activations,
+// oneDNN's a fraction of that); each returns nullopt where it does not apply
+// (kernel_on_values saying why), and the stock op runs (always in calibration). A pass that
+// can fuse learns which chain the pool consumed (`after_pool`), so that later passes hand it
+// over.
 template <class Op, int8::Kind kind, class KernelOnBytes, class KernelOnValues, class... Args>
 at::Tensor pooling_common(const at::Tensor& self, KernelOnBytes kernel_on_bytes,
                           KernelOnValues kernel_on_values, Args... args) {
@@ -459,8 +460,8 @@ at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim) {
       return *output;
     }
   }
-  if (handed_over)
-    for (const at::Tensor& input : inputs) fusion::settle(input);  // stock reads values
+  if (handed_over)  // stock reads values
+    for (const at::Tensor& input : inputs) fusion::settle_unjoined(input);
   at::Tensor output = Intercept<Op>::pass_through(tensors, dim);
   if (learn) fusion::after_cat(inputs, dim, output);
   return output;
