@@ -269,7 +269,8 @@ at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
   const int bound = int8_weight_bound();
   const float b_scale = spec.b_scale * static_cast<float>(bound) / 127.f;
   at::Tensor qb = quantise(b, b_scale, false);
-  if (bound < 127) qb.clamp_(-bound, bound);
+  // Symmetric at every bound: the reorder saturates at -128, one step past -127.
+  qb.clamp_(-bound, bound);
   std::vector<int64_t> output_sizes;
   for (int64_t d = 0; d < a.dim() - 2; ++d) output_sizes.push_back(std::max(a.size(d), b.size(d)));
   output_sizes.push_back(a.size(-2));
