@@ -50,17 +50,31 @@ float clamp_in_primitive(const ConvolutionPostOps& post_ops, const Int8Spec* int
   return onednn::clip_bound_in_primitive(post_ops.relu_upper, result_scale(int8));
 }
 
-// The sum post-op's factor as the primitive keeps it (0: no sum). An s8 addend
-// (sum_s8_scale) is rescaled by the sum; any other addend is written into the destination
-// in the result's own type and scale first. (Copying INT8 addend bytes as they are and
-// letting the sum rescale them made oneDNN 2.6's brgconv_1x1 slower by more than the copy
-// saved: resnet50 batch 16, 47.2 against 41.4 ms of 1x1 convolutions a pass.)
+// Whether a handed-over INT8 addend's bytes go into the destination as they are, the sum
+// post-op rescaling them, instead of through a rescaling reorder first. Only where oneDNN
+// reaches AMX: there the reorder cost more than the sum's scale (resnet50 batch 16 with
+// oneDNN 2.6: 12 u8 rescaling reorders took 11.7 ms of a 61 ms pass; a layer1 1x1
+// convolution with its add took 1.8 ms copied as is against 3.3 ms reordered). Without AMX,
+// the sum's scale made oneDNN 2.6's brgconv_1x1 slower by more than the reorder cost:
+// 47.2 against 41.4 ms of resnet50's 1x1 convolutions a pass.
+bool addend_bytes_as_they_are(const ConvolutionPostOps& post_ops, const Int8Spec* int8) {
+  if (!post_ops.sum || !post_ops.sum_layout || result_scale(int8) <= 0.f) return false;
+  if (!onednn_reaches_amx()) return false;
+  // The type the sum reads: s8 for an addend with its own calibrated scale, else the result's.
+  const dt read = post_ops.sum_s8_scale > 0.f ? dt::s8 : activation_type(int8->output_uint8);
+  return onednn::data_type_of(*post_ops.sum_layout) == read;
+}
+
+// The sum post-op's factor as the primitive keeps it (0: no sum). An addend copied as it is
+// keeps its own scale; otherwise an s8 addend (sum_s8_scale) is rescaled by the sum, and any
+// other addend is written into the destination in the result's own type and scale first.
 float sum_post_op_scale(const ConvolutionPostOps& post_ops, const Int8Spec* int8) {
   if (!post_ops.sum) return 0.f;
   const float result = result_scale(int8);
-  const float addend = result > 0.f && post_ops.sum_s8_scale > 0.f ? post_ops.sum_s8_scale
-                       : result > 0.f                              ? result
-                                                                   : 1.f;
+  const float addend = addend_bytes_as_they_are(post_ops, int8)      ? post_ops.sum_scale
+                       : result > 0.f && post_ops.sum_s8_scale > 0.f ? post_ops.sum_s8_scale
+                       : result > 0.f                                ? result
+                                                                     : 1.f;
   return onednn::sum_scale_in_primitive(addend, result);
 }
 
@@ -465,8 +479,14 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
       // s8 bytes over the destination's buffer, in its layout (the sum reads them as s8).
       const dnnl::memory::desc as_s8 = onednn::with_data_type(dst.get_desc(), dt::s8);
       dnnl::memory target(as_s8, cpu_engine(), dst.get_data_handle());
-      cached_scaled_reorder(given, as_s8, post_ops.sum_s8_scale / post_ops.sum_scale)
-          ->execute(thread_stream(), addend, target);
+      if (addend_bytes_as_they_are(post_ops, int8)) {
+        copy_bytes(addend, target);
+      } else {
+        cached_scaled_reorder(given, as_s8, post_ops.sum_s8_scale / post_ops.sum_scale)
+            ->execute(thread_stream(), addend, target);
+      }
+    } else if (addend_bytes_as_they_are(post_ops, int8)) {
+      copy_bytes(addend, dst);
     } else {
       const float scale = (int8_result ? int8->output_scale : 1.f) / post_ops.sum_scale;
       if (scale == 1.f && onednn::data_type_of(given) == onednn::data_type_of(dst.get_desc())) {

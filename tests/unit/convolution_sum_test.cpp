@@ -12,6 +12,7 @@
 
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
+#include "kernels/onednn_context.h"
 #include "reference.h"
 
 namespace ipex_shim {
@@ -256,14 +257,20 @@ TEST(ConvolutionSumOddChannels, PlainAndNhwcAddendsWithSevenOutputChannels) {
 // ---------------------------------------------------------------------------------------
 // INT8. The ideal reference quantises as kernels/int8.h says: q_x = sat(round(x s_x)),
 // q_w = round(w s_w[oc]), y = (conv(q_x, q_w) + b s_x s_w) / (s_x s_w) in double, then the
-// result's bytes q = sat(round(y s_o + sat(round(q_a s_o / s_a)))) for an addend of bytes q_a
-// and scale s_a: the kernel first requantises the addend into the result's type and scale
-// (kernels/convolution.cpp says why), then adds it (relu before the saturation; a u8 result
-// clips at 0 anyway).
+// result's bytes q = sat(round(y s_o + A)) for an addend of bytes q_a and scale s_a, where A
+// is the addend in the result's steps as the kernel adds it (kernels/convolution.cpp says
+// why each): where oneDNN reaches AMX, the handed-over bytes as they are, scaled by the sum
+// (A = q_a s_o / s_a, one rounding at the end); elsewhere first requantised into the result's
+// type and scale (A = sat(round(q_a s_o / s_a))). Relu before the saturation; a u8 result
+// clips at 0 anyway.
 
 // An addend's bytes q_a of scale s_a requantised into a result of scale s_o, as the kernel
-// writes them into the destination before the sum.
+// writes them into the destination before the sum where it does not copy them as they are.
 at::Tensor requantised_addend(const at::Tensor& q_a, double ratio, bool uint8);
+
+// A handed-over addend's bytes q_a (of the type the sum reads) in the result's steps, as the
+// kernel adds them on this CPU (ratio = s_o / s_a).
+at::Tensor addend_steps(const at::Tensor& q_a, double ratio, bool uint8);
 
 at::Tensor along(const at::Tensor& values, int64_t dims, int64_t axis) {
   std::vector<int64_t> shape(dims, 1);
@@ -277,6 +284,10 @@ at::Tensor saturate_round(const at::Tensor& scaled, bool uint8) {
 
 at::Tensor requantised_addend(const at::Tensor& q_a, double ratio, bool uint8) {
   return saturate_round(q_a.to(at::kDouble) * ratio, uint8);
+}
+
+at::Tensor addend_steps(const at::Tensor& q_a, double ratio, bool uint8) {
+  return onednn_reaches_amx() ? q_a.to(at::kDouble) * ratio : requantised_addend(q_a, ratio, uint8);
 }
 
 // y of the ideal INT8 convolution (before any post-op), in double.
@@ -394,7 +405,7 @@ TEST(Int8ConvolutionSum, U8ResultWithHandedOverU8AddendOfAnotherScale) {
 
       const at::Tensor ideal_steps = saturate_round(
           int8_conv_reference(p.input, p.weight, p.bias, args, p.spec) * s_o +
-              requantised_addend(q_a, s_o / s_a, true),
+              addend_steps(q_a, s_o / s_a, true),
           true);
       expect_within_a_step(actual, ideal_steps, s_o);
       const at::Tensor expected = at::relu(conv + addend_values.to(at::kDouble));
@@ -459,7 +470,9 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
         const at::Tensor conv = conv_double(p.input, p.weight, p.bias, args);
         const at::Tensor other = conv_double(p.input, p.other_weight, p.other_bias, args);
 
-        at::Tensor addend, addend_values, q_s8;  // q_s8: the s8 bytes the sum reads
+        // q_s8: the s8 bytes the sum reads, of scale s8 (as_is: s_a's bytes as they are).
+        at::Tensor addend, addend_values, q_s8;
+        float as_is = 0.f;
         dnnl::memory::desc layout;
         ConvolutionPostOps post_ops;
         post_ops.relu = uint8_result;
@@ -483,9 +496,12 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
           post_ops.sum_layout = &layout;
           post_ops.sum_scale = s_a;
           addend_values = from_layout(addend, layout, s_a);
-          // A wider calibrated range than the producer's: the bytes are requantised.
+          // A wider calibrated range than the producer's: the bytes are requantised, or with
+          // AMX read as they are with their own scale.
           s8 = 0.5f * s_a;
-          q_s8 = saturate_round(at::round(addend_values.to(at::kDouble) * s_a) * (s8 / s_a), false);
+          const at::Tensor q_a = at::round(addend_values.to(at::kDouble) * s_a);
+          q_s8 = onednn_reaches_amx() ? q_a : saturate_round(q_a * (s8 / s_a), false);
+          if (onednn_reaches_amx()) as_is = s_a;
         }
         ASSERT_LT(addend_values.min().item<float>(), -0.1f * addend_values.max().item<float>());
         post_ops.sum = &addend;
@@ -505,7 +521,8 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
         const at::Tensor actual = from_layout(result.bytes, result.layout, s_o);
 
         const at::Tensor ideal_steps = saturate_round(
-            int8_conv_reference(p.input, p.weight, p.bias, args, p.spec) * s_o + q_s8 * (s_o / s8),
+            int8_conv_reference(p.input, p.weight, p.bias, args, p.spec) * s_o +
+                q_s8 * (s_o / (as_is > 0.f ? as_is : s8)),
             uint8_result);
         expect_within_a_step(actual, ideal_steps, s_o);
         EXPECT_LE(relative_error(actual, expected), kInt8Tolerance);
@@ -562,7 +579,7 @@ TEST(Int8ConvolutionSum, WrongSumScaleIsFarFromTheResult) {
       const at::Tensor y = int8_conv_reference(p.input, p.weight, p.bias, args, p.spec);
       const at::Tensor q_a = at::round(addend_values * s_a);
       expect_within_a_step(actual,
-                           saturate_round(y * s_o + requantised_addend(q_a, 0.5, true), true), s_o);
+                           saturate_round(y * s_o + addend_steps(q_a, 0.5, true), true), s_o);
       const at::Tensor wrong_steps = saturate_round(y * s_o + q_a, true);
       EXPECT_GE((actual.to(at::kDouble) * s_o - wrong_steps).abs().max().item<double>(), 20.0);
     }
