@@ -15,6 +15,7 @@
 
 #include "kernels/primitive_cache.h"
 #include "kernels/weight_cache.h"
+#include "shim/runtime.h"
 #include "shim/torch_compat.h"
 
 namespace ipex_shim {
@@ -475,17 +476,18 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
         post_ops.sum_layout ? *post_ops.sum_layout : strided_desc(*post_ops.sum);
     const bool int8_result = int8 && int8->output_scale > 0.f;
     dnnl::memory addend = wrap(*post_ops.sum, given);
+    const bool as_they_are = addend_bytes_as_they_are(post_ops, int8);
     if (int8_result && post_ops.sum_s8_scale > 0.f) {
       // s8 bytes over the destination's buffer, in its layout (the sum reads them as s8).
       const dnnl::memory::desc as_s8 = onednn::with_data_type(dst.get_desc(), dt::s8);
       dnnl::memory target(as_s8, cpu_engine(), dst.get_data_handle());
-      if (addend_bytes_as_they_are(post_ops, int8)) {
+      if (as_they_are) {
         copy_bytes(addend, target);
       } else {
         cached_scaled_reorder(given, as_s8, post_ops.sum_s8_scale / post_ops.sum_scale)
             ->execute(thread_stream(), addend, target);
       }
-    } else if (addend_bytes_as_they_are(post_ops, int8)) {
+    } else if (as_they_are) {
       copy_bytes(addend, dst);
     } else {
       const float scale = (int8_result ? int8->output_scale : 1.f) / post_ops.sum_scale;

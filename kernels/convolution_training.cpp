@@ -6,6 +6,7 @@
 #include "kernels/onednn_compat.h"
 #include "kernels/onednn_context.h"
 #include "kernels/primitive_cache.h"
+#include "shim/runtime.h"
 
 namespace ipex_shim {
 namespace {

@@ -21,15 +21,6 @@ bool plain_float_cpu(const at::Tensor& tensor) {
          !tensor.key_set().has_any(wrapped);
 }
 
-bool onednn_reaches_amx() {
-  static const bool amx = [] {
-    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
-    const auto with_amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
-    return (isa & with_amx) == with_amx;
-  }();
-  return amx;
-}
-
 dnnl::engine& cpu_engine() {
   static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return *engine;

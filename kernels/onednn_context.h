@@ -23,10 +23,6 @@ bool plain_float_cpu(const at::Tensor& tensor);
 dnnl::engine& cpu_engine();
 dnnl::stream& thread_stream();
 
-// Whether oneDNN's kernels here may use AMX (the CPU has it and ONEDNN_MAX_CPU_ISA allows
-// it): its AMX convolutions run on NHWC activations, not on channel blocks.
-bool onednn_reaches_amx();
-
 dnnl::memory::dims to_dims(c10::IntArrayRef sizes);
 dnnl::memory::data_type to_dnnl(at::ScalarType type);
 dnnl::memory::data_type to_dnnl(Precision precision);

@@ -152,6 +152,12 @@ bool onednn_reaches_int8() {
          onednn_isa_includes(dnnl_cpu_isa_avx2_vnni);
 }
 
+bool onednn_reaches_amx() {
+  // Asked on every convolution call; oneDNN fixes its ISA at first use, so once is enough.
+  static const bool amx = onednn_isa_includes(dnnl_cpu_isa_avx512_core_amx);
+  return amx;
+}
+
 std::string onednn_version() {
   const dnnl_version_t* version = dnnl_version();
   return std::to_string(version->major) + "." + std::to_string(version->minor) + "." +

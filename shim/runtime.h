@@ -32,6 +32,9 @@ void set_bf16_decision(Bf16Decision decision);
 // and VNNI (or AMX) for INT8.
 bool onednn_reaches_bf16();
 bool onednn_reaches_int8();
+// Whether it includes AMX: oneDNN's AMX convolutions run on NHWC activations, not on channel
+// blocks, and the kernels choose their layouts and INT8 addend handling by it.
+bool onednn_reaches_amx();
 // Whether oneDNN has BF16 kernels here at all, native or emulated (kernel tests need them).
 bool onednn_has_bf16_kernels();
 

@@ -16,8 +16,8 @@
 
 #include "kernels/convolution.h"
 #include "kernels/convolution_training.h"
-#include "kernels/onednn_context.h"
 #include "reference.h"
+#include "shim/runtime.h"
 
 namespace ipex_shim {
 namespace {

@@ -12,8 +12,8 @@
 
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
-#include "kernels/onednn_context.h"
 #include "reference.h"
+#include "shim/runtime.h"
 
 namespace ipex_shim {
 namespace {
@@ -500,8 +500,12 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
           // AMX read as they are with their own scale.
           s8 = 0.5f * s_a;
           const at::Tensor q_a = at::round(addend_values.to(at::kDouble) * s_a);
-          q_s8 = onednn_reaches_amx() ? q_a : saturate_round(q_a * (s8 / s_a), false);
-          if (onednn_reaches_amx()) as_is = s_a;
+          if (onednn_reaches_amx()) {
+            q_s8 = q_a;
+            as_is = s_a;
+          } else {
+            q_s8 = saturate_round(q_a * (s8 / s_a), false);
+          }
         }
         ASSERT_LT(addend_values.min().item<float>(), -0.1f * addend_values.max().item<float>());
         post_ops.sum = &addend;
