@@ -1,12 +1,12 @@
 #include "kernels/batch_norm.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
 #include <cmath>
 
 #include "kernels/buffer_pool.h"
 #include "kernels/onednn_context.h"
+#include "kernels/parallel.h"
 
 namespace ipex_shim {
 namespace {
@@ -113,7 +113,7 @@ BatchNormForward batch_norm_training(const at::Tensor& input, const at::Tensor& 
   float* rm = running_mean.defined() ? running_mean.data_ptr<float>() : nullptr;
   float* rv = running_var.defined() ? running_var.data_ptr<float>() : nullptr;
   const double count = static_cast<double>(g.count());
-  at::parallel_for(0, g.channels, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, g.channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       double total = 0;
       for (int64_t n = 0; n < g.batch; ++n)

@@ -18,8 +18,13 @@
 namespace ipex_shim {
 namespace {
 
-// Below this, PyTorch's allocator (malloc) already reuses memory well.
-constexpr size_t kSmallest = size_t{1} << 20;
+// Below this, PyTorch's allocator (malloc) serves the process's tensors well enough: a
+// training step makes many small ones, each a lock and a scan here.
+constexpr size_t kSmallestOfProcess = size_t{1} << 20;
+// The shim's own results (pooled_empty) come from the pool from here up: between 64 KiB and
+// 1 MiB glibc hands out memory that its heap trimming returned to the kernel a moment before,
+// so each pass page-faulted again (resnet50 batch 1 in INT8 mode: 83 faults a pass).
+constexpr size_t kSmallestOfShim = size_t{1} << 16;
 constexpr size_t kGranule = size_t{1} << 16;  // sizes are rounded up to 64 KiB
 constexpr size_t kAlignment = 4096;
 
@@ -43,15 +48,17 @@ class Pool {
   size_t in_use_bytes = 0;
   uint64_t tick = 0, reused = 0, allocated = 0;
 
-  // A kept block of at least `size` bytes and at most 1/8 more, or one with no data (then
+  // A kept block of at least `size` bytes and at most 1/8 more, the smallest such and of
+  // those the latest released (its bytes likeliest still in cache), or one with no data (then
   // the caller allocates and calls count_new).
   Block take(size_t size) {
     std::lock_guard<std::mutex> lock(mutex);
     size_t best = kept.size();
     for (size_t i = 0; i < kept.size(); ++i) {
       const size_t have = kept[i].block.size;
-      if (have >= size && have <= size + size / 8 &&
-          (best == kept.size() || have < kept[best].block.size))
+      if (have < size || have > size + size / 8) continue;
+      if (best == kept.size() || have < kept[best].block.size ||
+          (have == kept[best].block.size && kept[i].released_at > kept[best].released_at))
         best = i;
     }
     if (best == kept.size()) return {nullptr, size};
@@ -157,8 +164,9 @@ void release(void* data) {
 // ideep allocates its buffers that way from the current CPU allocator).
 class PoolAllocator final : public c10::Allocator {
  public:
+  explicit PoolAllocator(size_t smallest) : smallest_(smallest) {}
   c10::DataPtr allocate(size_t bytes) IPEX_SHIM_ALLOCATE_CONST override {
-    if (bytes < kSmallest) return beneath()->allocate(bytes);
+    if (bytes < smallest_) return beneath()->allocate(bytes);
     const size_t size = (bytes + kGranule - 1) / kGranule * kGranule;
     Block block = pool().take(size);
     if (block.data == nullptr) {
@@ -174,17 +182,26 @@ class PoolAllocator final : public c10::Allocator {
   void copy_data(void* dest, const void* src, std::size_t count) const {
     if (count > 0) std::memcpy(dest, src, count);
   }
+
+ private:
+  const size_t smallest_;
 };
 
+// The process's CPU allocator once serve_all_cpu_tensors took its place.
 PoolAllocator& allocator() {
-  static PoolAllocator* instance = new PoolAllocator();
+  static PoolAllocator* instance = new PoolAllocator(kSmallestOfProcess);
+  return *instance;
+}
+
+PoolAllocator& shim_allocator() {
+  static PoolAllocator* instance = new PoolAllocator(kSmallestOfShim);
   return *instance;
 }
 
 }  // namespace
 
 at::Tensor pooled_empty(c10::IntArrayRef sizes, at::ScalarType dtype, at::MemoryFormat format) {
-  return at::Tensor(at::detail::empty_generic(sizes, &allocator(),
+  return at::Tensor(at::detail::empty_generic(sizes, &shim_allocator(),
                                               c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
                                               format));
 }

@@ -5,8 +5,8 @@
 // on resnet50 batch 16 in fp32 mode about 60 ms of a 400 ms pass. Buffers handed out here
 // come back to the pool when their tensor dies and serve the next request of the same size
 // (up to 1/8 larger), their pages already mapped. The pool keeps at most a limit of freed
-// bytes (IPEX_BUFFER_CACHE_MB), dropping the longest unused first; small requests go to
-// PyTorch's own CPU allocator.
+// bytes (IPEX_BUFFER_CACHE_MB), dropping the longest unused first; requests under 64 KiB go
+// to PyTorch's own CPU allocator.
 //
 // The tensors are ordinary resizable CPU tensors (a resize allocates from the pool too).
 // serve_all_cpu_tensors() extends the pool to every CPU tensor of the process.

@@ -5,14 +5,13 @@
 #include "kernels/buffer_pool.h"
 #include "kernels/convolution.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
 
-#include <cstring>
 #include <stdexcept>
 
+#include "kernels/parallel.h"
 #include "kernels/primitive_cache.h"
 #include "kernels/weight_cache.h"
 #include "shim/runtime.h"
@@ -111,12 +110,8 @@ void copy_bytes(dnnl::memory from, dnnl::memory to) {
     cached_reorder(from_desc, to_desc)->execute(thread_stream(), from, to);
     return;
   }
-  const auto* source = static_cast<const char*>(from.get_data_handle());
-  auto* target = static_cast<char*>(to.get_data_handle());
-  const int64_t bytes = static_cast<int64_t>(from_desc.get_size());
-  at::parallel_for(0, bytes, 1 << 18, [&](int64_t begin, int64_t end) {
-    std::memcpy(target + begin, source + begin, static_cast<size_t>(end - begin));
-  });
+  parallel_copy(to.get_data_handle(), from.get_data_handle(),
+                static_cast<int64_t>(from_desc.get_size()));
 }
 
 // `int8`: quantised (src u8/s8, weights s8, dst fp32 or u8/s8 as the spec says) with

@@ -120,6 +120,30 @@ TEST_F(BufferPoolTest, TensorsLookLikeAtEmptysAndResize) {
   EXPECT_EQ(buffer_pool_stats().in_use_bytes, before.in_use_bytes);
 }
 
+TEST_F(BufferPoolTest, TheShimsResultsFrom64KiBAreReusedAndTheLatestReleasedComesFirst) {
+  set_buffer_cache_limit(64 * kMiB);
+  // 256 KiB, under the process allocator's 1 MiB: glibc returned such memory to the kernel
+  // between passes, so each pass page-faulted on it again.
+  const BufferPoolStats before = buffer_pool_stats();
+  const void* older = nullptr;
+  const void* newer = nullptr;
+  {
+    at::Tensor a = pooled_empty({64 * 1024}, at::kFloat);
+    at::Tensor b = pooled_empty({64 * 1024}, at::kFloat);
+    older = a.data_ptr();
+    newer = b.data_ptr();
+    EXPECT_EQ(buffer_pool_stats().in_use_bytes, before.in_use_bytes + 512 * 1024);
+    a.reset();
+    b.reset();
+  }
+  at::Tensor again = pooled_empty({64 * 1024}, at::kFloat);
+  EXPECT_EQ(again.data_ptr(), newer) << "not the buffer released last (its bytes in cache)";
+  at::Tensor second = pooled_empty({64 * 1024}, at::kFloat);
+  EXPECT_EQ(second.data_ptr(), older);
+  EXPECT_EQ(buffer_pool_stats().reused, before.reused + 2);
+  EXPECT_EQ(buffer_pool_stats().allocated, before.allocated + 2);
+}
+
 TEST_F(BufferPoolTest, ThreadsTakingAndFreeingBuffersLeaveConsistentCounts) {
   set_buffer_cache_limit(64 * kMiB);
   const size_t in_use = buffer_pool_stats().in_use_bytes;
@@ -172,7 +196,7 @@ TEST_F(ProcessAllocatorTest, ServingAllCpuTensorsMakesThePoolTheAllocatorWithDat
     EXPECT_EQ(large.get(), large.get_context());
     EXPECT_EQ(large.get_deleter(), allocator->raw_deleter());
     EXPECT_EQ(buffer_pool_stats().in_use_bytes, before.in_use_bytes + 4 * kMiB);
-    c10::DataPtr small = allocator->allocate(1024);  // the default allocator's
+    c10::DataPtr small = allocator->allocate(512 * 1024);  // the default allocator's
     ASSERT_NE(small.get(), nullptr);
     EXPECT_EQ(small.get(), small.get_context());
     EXPECT_EQ(buffer_pool_stats().in_use_bytes, before.in_use_bytes + 4 * kMiB);
