@@ -4,6 +4,8 @@
     /usr/bin/python3 scripts/bench_train.py                  # resnet18 batch 32 and bert batch 8
     /usr/bin/python3 scripts/bench_train.py --model resnet18 --batch 32 --rounds 5
     /usr/bin/python3 scripts/bench_train.py --model resnet18 --channels-last
+    /usr/bin/python3 scripts/bench_train.py --model resnet18 --lib-previous OLD/libipex_shim.so \
+        --variants autocast_bf16,prev_bf16,shim_bf16
 
 One training step = forward, loss, backward, SGD step, on fixed seeded data. Each variant
 runs in its own process (the shim rows with LD_PRELOAD=<lib> IPEX_MODE=...), all built from
@@ -25,6 +27,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 VARIANTS = ("stock_fp32", "autocast_bf16", "shim_fp32", "shim_bf16")
+# The same modes under another build of the shim (--lib-previous): a change's before and after
+# in one interleaved run.
+PREVIOUS_VARIANTS = ("prev_fp32", "prev_bf16")
 
 
 def build(name, batch, channels_last=False):
@@ -91,9 +96,10 @@ def worker(args):
 def start(variant, args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IPEX_") and k != "LD_PRELOAD"}
     env["OMP_NUM_THREADS"] = str(args.threads)
-    if variant.startswith("shim_"):
-        env["LD_PRELOAD"] = args.lib
-        env["IPEX_MODE"] = variant[len("shim_"):]
+    for prefix, lib in (("shim_", args.lib), ("prev_", args.lib_previous)):
+        if variant.startswith(prefix):
+            env["LD_PRELOAD"] = lib
+            env["IPEX_MODE"] = variant[len(prefix):]
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant,
            "--model", args.model, "--batch", str(args.batch), "--threads", str(args.threads),
            "--warmup", str(args.warmup)] + (["--channels-last"] if args.channels_last else [])
@@ -104,10 +110,16 @@ def start(variant, args):
 
 
 def run_model(args):
-    variants = [v for v in VARIANTS if v in args.variants.split(",")]
-    if not os.path.exists(args.lib):
-        print(f"note: {args.lib} not found; shim rows skipped")
-        variants = [v for v in variants if not v.startswith("shim_")]
+    asked = args.variants.split(",")
+    unknown = [v for v in asked if v not in VARIANTS + PREVIOUS_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {VARIANTS + PREVIOUS_VARIANTS}")
+    variants = [v for v in VARIANTS + PREVIOUS_VARIANTS if v in asked]
+    for prefix, lib in (("shim_", args.lib), ("prev_", args.lib_previous)):
+        if not lib or not os.path.exists(lib):
+            if any(v.startswith(prefix) for v in variants):
+                print(f"note: {lib or 'no --lib-previous given'}: not found; {prefix}* rows skipped")
+            variants = [v for v in variants if not v.startswith(prefix)]
     workers = {v: start(v, args) for v in variants}
     times = {v: [] for v in variants}
     last = {}
@@ -151,6 +163,8 @@ def main():
     parser.add_argument("--channels-last", action="store_true",
                         help="CNNs: model and images in channels-last format (every row)")
     parser.add_argument("--lib", default=os.path.join(REPO, "build", "libipex_shim.so"))
+    parser.add_argument("--lib-previous", default=None, metavar="LIB",
+                        help="another build of the shim, for the prev_* rows")
     parser.add_argument("--json", default=os.path.join(REPO, "bench-out", "bench_train.json"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)

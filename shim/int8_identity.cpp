@@ -1,11 +1,11 @@
 #include "shim/int8_identity.h"
 
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <c10/util/SmallVector.h>
 #include <c10/util/intrusive_ptr.h>
 
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -31,11 +31,32 @@ struct StorageAnchor {
   int64_t producer;
 };
 
+// Where an op without a weight stands, before its rank: its kind and its inputs' anchors.
+struct Place {
+  Kind kind;
+  c10::SmallVector<int64_t, 4> anchors;
+  bool operator==(const Place& other) const {
+    return kind == other.kind && anchors == other.anchors;
+  }
+};
+struct PlaceHash {
+  size_t operator()(const Place& place) const {
+    size_t hash = static_cast<size_t>(place.kind);
+    for (int64_t anchor : place.anchors) hash = hash * 1000003u ^ static_cast<size_t>(anchor);
+    return hash;
+  }
+};
+
 struct Registry {
   std::mutex mutex;
   std::vector<OpInfo> ops;
   std::vector<int64_t> anchor_of;  // per op: the weighted op it hangs on (itself if weighted)
   std::unordered_map<std::string, int64_t> by_key;
+  // Places, numbered in order of first appearance, with their keys ("Relu@<anchor key>"), and
+  // the op of each place and rank, so that a call after the first builds no string.
+  std::unordered_map<Place, int64_t, PlaceHash> places;
+  std::vector<std::string> place_keys;
+  std::unordered_map<uint64_t, int64_t> by_place_rank;  // place << 32 | rank
   std::unordered_map<const c10::TensorImpl*, WeightSeen> weights;
   std::unordered_map<const c10::StorageImpl*, StorageAnchor> storages;
 };
@@ -47,8 +68,8 @@ Registry& registry() {
 
 // Per thread: how many ops of each (kind, input anchors) ran on an anchor since it last ran.
 // Per thread, so that two threads running the same model do not interleave their counts.
-std::unordered_map<int64_t, std::map<std::string, int>>& generation() {
-  thread_local std::unordered_map<int64_t, std::map<std::string, int>> counts;
+std::unordered_map<int64_t, std::unordered_map<int64_t, uint32_t>>& generation() {
+  thread_local std::unordered_map<int64_t, std::unordered_map<int64_t, uint32_t>> counts;
   return counts;
 }
 
@@ -219,25 +240,35 @@ int64_t known_weighted(const at::Tensor& weight) {
   return seen_weight(reg, weight);
 }
 
-int64_t identify_anchored(Kind kind, const std::vector<const at::Tensor*>& inputs) {
+int64_t identify_anchored(Kind kind, c10::ArrayRef<const at::Tensor*> inputs) {
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
-  std::vector<int64_t> anchors;
+  Place place{kind, {}};
   int64_t first = kNoOp;
   for (const at::Tensor* input : inputs) {
     const int64_t anchor = input ? anchor_of_tensor(reg, *input) : kNoOp;
-    anchors.push_back(anchor);
+    place.anchors.push_back(anchor);
     if (first == kNoOp) first = anchor;
   }
   if (first == kNoOp) return kNoOp;
-  std::string where;
-  for (size_t i = 0; i < anchors.size(); ++i) {
-    if (i) where += ",";
-    where += anchors[i] == kNoOp ? std::string("-") : reg.ops[anchors[i]].key;
+  auto [it, inserted] = reg.places.try_emplace(place, static_cast<int64_t>(reg.place_keys.size()));
+  if (inserted) {
+    std::string key = std::string(kind_name(kind)) + "@";
+    for (size_t i = 0; i < place.anchors.size(); ++i) {
+      if (i) key += ",";
+      key += place.anchors[i] == kNoOp ? std::string("-") : reg.ops[place.anchors[i]].key;
+    }
+    reg.place_keys.push_back(std::move(key));
   }
-  const std::string sub = std::string(kind_name(kind)) + "@" + where;
-  const int rank = generation()[first][sub]++;
-  return add_op(reg, kind, sub + "#" + std::to_string(rank), first);
+  const int64_t place_id = it->second;
+  const uint32_t rank = generation()[first][place_id]++;
+  const uint64_t slot = static_cast<uint64_t>(place_id) << 32 | rank;
+  auto found = reg.by_place_rank.find(slot);
+  if (found != reg.by_place_rank.end()) return found->second;
+  const int64_t index =
+      add_op(reg, kind, reg.place_keys[place_id] + "#" + std::to_string(rank), first);
+  reg.by_place_rank.emplace(slot, index);
+  return index;
 }
 
 void produced(int64_t index, const at::Tensor& output) {

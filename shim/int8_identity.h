@@ -65,7 +65,9 @@ int64_t identify_linear(const at::Tensor& weight, bool has_bias);
 int64_t known_weighted(const at::Tensor& weight);
 
 // An op without a weight about to run, from its tensor inputs; kNoOp when none is anchored.
-int64_t identify_anchored(Kind kind, const std::vector<const at::Tensor*>& inputs);
+// The key ("Relu@<anchor key>#0") is made once per op; later calls cost a few integer
+// lookups.
+int64_t identify_anchored(Kind kind, c10::ArrayRef<const at::Tensor*> inputs);
 
 // `output` (and every view or in-place update of its storage) comes from op `index`.
 void produced(int64_t index, const at::Tensor& output);
