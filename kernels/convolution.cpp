@@ -8,6 +8,9 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/MemoryFormat.h>
+#include <c10/util/accumulate.h>
 
 #include <stdexcept>
 
@@ -91,6 +94,31 @@ onednn::ProductScales product_scales(const Int8Spec& int8, const ConvolutionArgs
   scales.weights_mask = args.groups > 1 ? (1 << 0) | (1 << 1) : 1 << 0;
   scales.dst = int8.output_scale;
   return scales;
+}
+
+// A float tensor of `sizes` in `format` over `owner`'s memory, with a storage of its own
+// (INT8 op identities follow storages, so the result must not take the addend's) that keeps
+// `owner`'s alive; a resize moves it to memory of its own.
+at::Tensor over_memory_of(const at::Tensor& owner, c10::IntArrayRef sizes,
+                          at::MemoryFormat format) {
+  const c10::Storage& storage = owner.storage();
+  auto* keep = new c10::Storage(storage);
+  c10::DataPtr bytes(compat::storage_bytes(storage), keep,
+                     [](void* context) { delete static_cast<c10::Storage*>(context); },
+                     c10::Device(c10::DeviceType::CPU));
+  c10::Storage alias(c10::Storage::use_byte_size_t(), static_cast<int64_t>(storage.nbytes()),
+                     std::move(bytes), c10::GetCPUAllocator(), /*resizable=*/true);
+  std::vector<int64_t> strides(sizes.size(), 1);
+  if (format == at::MemoryFormat::ChannelsLast) {
+    strides = c10::get_channels_last_strides_2d(sizes);
+  } else if (format == at::MemoryFormat::ChannelsLast3d) {
+    strides = c10::get_channels_last_strides_3d(sizes);
+  } else {
+    for (size_t d = sizes.size(); d-- > 1;) strides[d - 1] = strides[d] * sizes[d];
+  }
+  at::Tensor tensor = at::empty({0}, at::TensorOptions(at::kFloat));
+  tensor.set_(alias, 0, sizes, strides);
+  return tensor;
 }
 
 struct ConvPrimitive {
@@ -448,11 +476,26 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   at::MemoryFormat format = !conv->output_channels_last ? at::MemoryFormat::Contiguous
                             : input.dim() == 5          ? at::MemoryFormat::ChannelsLast3d
                                                         : at::MemoryFormat::ChannelsLast;
-  at::Tensor output = pooled_empty(conv->output_sizes, at::kFloat, format);
-  dnnl::memory dst_user = wrap(output, conv->dst_user);
   const dnnl::memory::desc dst_desc = conv->pd.dst_desc(0);
+  const int64_t output_bytes = c10::multiply_integers(conv->output_sizes) *
+                               static_cast<int64_t>(sizeof(float));
   const bool keep = handoff.keep_output_layout && handoff.output_layout &&
-                    dst_desc.get_size() <= output.nbytes();
+                    static_cast<int64_t>(dst_desc.get_size()) <= output_bytes;
+  // The sum over the addend's own memory: when its bytes are what the copy below would write.
+  const bool int8_result = int8 && int8->output_scale > 0.f;
+  const bool addend_as_is = addend_bytes_as_they_are(post_ops, int8);
+  const bool in_place =
+      post_ops.sum && post_ops.sum_in_place && keep && post_ops.sum_layout &&
+      post_ops.sum->storage_offset() == 0 &&
+      static_cast<int64_t>(post_ops.sum->storage().nbytes()) >= output_bytes &&
+      (int8_result ? addend_as_is && *post_ops.sum_layout ==
+                                         (post_ops.sum_s8_scale > 0.f
+                                              ? onednn::with_data_type(dst_desc, dt::s8)
+                                              : dst_desc)
+                   : !int8 && post_ops.sum_scale == 1.f && *post_ops.sum_layout == dst_desc);
+  at::Tensor output = in_place ? over_memory_of(*post_ops.sum, conv->output_sizes, format)
+                               : pooled_empty(conv->output_sizes, at::kFloat, format);
+  dnnl::memory dst_user = wrap(output, conv->dst_user);
   if (keep) {
     dst_user = wrap(output, dst_desc);
     *handoff.output_layout = dst_desc;
@@ -465,13 +508,12 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
     dst = dst_buffer.memory;
   }
 
-  if (post_ops.sum) {
+  if (post_ops.sum && !in_place) {
     // The addend goes into the destination in the destination's layout, type and scale.
     const dnnl::memory::desc given =
         post_ops.sum_layout ? *post_ops.sum_layout : strided_desc(*post_ops.sum);
-    const bool int8_result = int8 && int8->output_scale > 0.f;
     dnnl::memory addend = wrap(*post_ops.sum, given);
-    const bool as_they_are = addend_bytes_as_they_are(post_ops, int8);
+    const bool as_they_are = addend_as_is;
     if (int8_result && post_ops.sum_s8_scale > 0.f) {
       // s8 bytes over the destination's buffer, in its layout (the sum reads them as s8).
       const dnnl::memory::desc as_s8 = onednn::with_data_type(dst.get_desc(), dt::s8);

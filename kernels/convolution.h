@@ -47,6 +47,11 @@ struct ConvolutionPostOps {
   // stored as s8 with this (calibrated) scale and rescaled by the sum; 0: stored in the
   // result's own type and scale.
   float sum_s8_scale = 0.f;
+  // The addend's memory may be the destination: its bytes are summed over where they lie
+  // when they are exactly what the sum reads in the result's kept layout (else it is copied
+  // as usual), and the result is then a tensor over that memory with a storage of its own.
+  // Only for an addend whose bytes nothing reads afterwards (the caller knows).
+  bool sum_in_place = false;
 };
 
 // PyTorch's output sizes and the window geometry in oneDNN's terms.

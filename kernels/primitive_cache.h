@@ -18,6 +18,8 @@ namespace ipex_shim {
 
 class KeyBuilder {
  public:
+  // Room for a convolution's key (about 200 bytes) without growing on the way.
+  KeyBuilder() { key_.reserve(256); }
   template <class T>
   KeyBuilder& add(const T& value) {
     static_assert(std::is_trivially_copyable<T>::value, "plain values only");

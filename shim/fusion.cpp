@@ -17,6 +17,7 @@
 #include "shim/dispatch_key.h"
 #include "shim/log.h"
 #include "shim/runtime.h"
+#include "shim/torch_compat.h"
 
 namespace ipex_shim::fusion {
 namespace {
@@ -96,7 +97,7 @@ Site& site_for(Registry& reg, const void* weight) {
 
 std::atomic<bool> g_enabled{false};
 std::atomic<uint64_t> g_fused{0}, g_fused_linears{0}, g_mispredictions{0}, g_repairs{0},
-    g_handoffs{0};
+    g_handoffs{0}, g_sums_in_place{0};
 
 // A tensor whose values are the fused chain's, not its own.
 struct Taint {
@@ -118,6 +119,10 @@ struct Taint {
   // An op wrote to sum_other since (seen by the observer: a tensor made under inference
   // mode has no version counter to compare).
   bool sum_written = false;
+  // A chain's result handed over in oneDNN's layout: its value computed again from the
+  // chain's inputs, for when a downsample's sum has gone over its bytes (summed_over).
+  std::function<at::Tensor()> recomputed;
+  bool summed_over = false;
 };
 
 // What an unfused op of a site last produced, for learning who consumes it.
@@ -395,7 +400,7 @@ void add_taint(ThreadState& st, const at::Tensor& tensor, WeakTensor input, Weak
   st.taints.push_back(Taint{weak(tensor), tensor.unsafeGetTensorImpl(), std::move(input),
                             std::move(weight), std::move(correct), std::move(allowed_op),
                             allowed_relu, site, nullptr, 1.f, nothing(), 0, false,
-                            std::move(convolution)});
+                            std::move(convolution), false, nullptr, false});
   set_observing(true);
 }
 
@@ -410,7 +415,10 @@ at::Tensor share_storage(const at::Tensor& tensor) {
 
 // `tensor` ends a convolution chain: remember it for learning, and if its storage holds
 // oneDNN's layout, taint it so that only the next convolution reads it as it is.
-void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site) {
+// `recomputed`: its value from the chain's inputs, if known (then a downsample's fused add
+// may sum over its bytes).
+void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site,
+                std::function<at::Tensor()> recomputed = nullptr) {
   st.chain_end.record(tensor, nothing(), site);
   const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
   for (size_t i = 0; i < st.kept.size(); ++i) {
@@ -425,10 +433,22 @@ void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site) {
                                 return from_layout(at::Tensor(locked), *layout, scale);
                               },
                               "aten::conv2d", Relu::none, site, layout, scale, nothing(), 0,
-                              false, nullptr});
+                              false, nullptr, false, std::move(recomputed), false});
     set_observing(true);
     return;
   }
+}
+
+// A sum went (or may have gone) over `addend`'s bytes: its value comes from recomputing it
+// from now on, and no op may read those bytes as its own (the taint stays for the predicted
+// add_, which knows).
+void value_from_recomputing(ThreadState& st, const at::Tensor& addend) {
+  Taint* kept = find_taint(st, addend);
+  if (kept == nullptr || !kept->recomputed) return;
+  kept->correct_value = kept->recomputed;
+  kept->summed_over = true;
+  kept->allowed_op.clear();
+  kept->layout = nullptr;
 }
 
 const char* relu_op_name(Relu kind) {
@@ -514,6 +534,13 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
       if (auto identity = found->second.lock()) {
         plan.sum = at::Tensor(identity);
         plan.relu = site.relu;
+        if (site.sum_of_earlier_result && !site.sum_out_of_place) {
+          // `out += downsample(x)`: out's bytes may be summed over if only out holds them
+          // and its value can be recomputed.
+          const Taint* kept = find_taint(st, plan.sum);
+          plan.sum_in_place = kept && kept->layout && kept->recomputed && !kept->summed_over &&
+                              plan.sum.storage().use_count() == 1;
+        }
       }
     }
   }
@@ -574,6 +601,11 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
             [recompute] { return recompute(ConvolutionPostOps{}); },
             to_batch_norm ? "aten::batch_norm" : relu_op_name(plan.relu),
             to_batch_norm ? Relu::none : plan.relu, site, recompute);
+  if (plan.sum_in_place && output.has_storage() && plan.sum.has_storage() &&
+      compat::storage_bytes(output.storage()) == compat::storage_bytes(plan.sum.storage())) {
+    g_sums_in_place.fetch_add(1, std::memory_order_relaxed);
+    value_from_recomputing(st, plan.sum);
+  }
   if (plan.sum.defined()) {
     st.taints.back().sum_other = weak(plan.sum);
     st.taints.back().sum_version = version_of(plan.sum);
@@ -584,6 +616,10 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
                                       it->second.sum_of_earlier_result &&
                                       !it->second.sum_out_of_place;
   }
+}
+
+void sum_in_place_failed(const ConvolutionPlan& plan) {
+  if (plan.sum_in_place) value_from_recomputing(state(), plan.sum);
 }
 
 c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
@@ -646,7 +682,7 @@ c10::optional<at::Tensor> answer_batch_norm(const at::Tensor& input,
     add_taint(st, output, conv_input, conv_weight, batch_norm_value, relu_op_name(site.relu),
               site.relu, site_id, convolution);
   } else {
-    chain_ends(st, output, site_id);
+    chain_ends(st, output, site_id, batch_norm_value);
   }
   return output;
 }
@@ -719,9 +755,13 @@ Relu learned_relu(const void* site) {
 // repair.
 bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
                           const at::Tensor& other, const at::Scalar& alpha) {
+  // The convolution summed over self's own memory: other's storage holds self's too.
+  Taint* kept = find_taint(st, self);
+  const bool summed_over = kept && kept->summed_over;
   if (!same(taint->sum_other, self) || version_of(self) != taint->sum_version ||
       taint->sum_written ||
-      alpha.isComplex() || alpha.toDouble() != 1.0 || self.storage().use_count() != 1 ||
+      alpha.isComplex() || alpha.toDouble() != 1.0 ||
+      self.storage().use_count() != (summed_over ? 2 : 1) ||
       self.storage_offset() != 0 || !self.strides().equals(other.strides()) ||
       !self.sizes().equals(other.sizes()) || other.storage_offset() != 0) {
     check_read(st, other, "");  // not the add that was fused: repair first
@@ -732,13 +772,15 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
   at::Tensor old_self = share_storage(self);  // self's values (or INT8 bytes) before the add
   std::shared_ptr<const dnnl::memory::desc> old_layout;
   float old_scale = 1.f;
-  if (Taint* kept = find_taint(st, self)) {
-    if (!kept->layout) {  // a fused value that is not yet self's: not the predicted add
+  std::function<at::Tensor()> old_value_recomputed;  // when its bytes were summed over
+  if (kept) {
+    if (!kept->layout && !summed_over) {  // a fused value that is not yet self's
       check_read(st, other, "");
       return false;
     }
     old_layout = kept->layout;
     old_scale = kept->layout_scale;
+    if (summed_over) old_value_recomputed = kept->recomputed;
     erase_taint(st, kept);  // self gets other's storage below
     taint = find_taint(st, other);  // the list changed
   }
@@ -753,9 +795,10 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
     return true;
   }
   add_taint(st, self, nothing(), nothing(),
-            [before_add, old_self, old_layout, old_scale] {
-              at::Tensor old_value =
-                  old_layout ? from_layout(old_self, *old_layout, old_scale) : old_self;
+            [before_add, old_self, old_layout, old_scale, old_value_recomputed] {
+              at::Tensor old_value = old_value_recomputed ? old_value_recomputed()
+                                     : old_layout ? from_layout(old_self, *old_layout, old_scale)
+                                                  : old_self;
               return before_add().add_(old_value);
             },
             relu_op_name(relu), relu, site);
@@ -982,7 +1025,7 @@ void handed_on(const at::Tensor& input, const at::Tensor& output,
                               return from_layout(at::Tensor(locked), *kept, scale);
                             },
                             "aten::conv2d", Relu::none, site, kept, scale, nothing(), 0, false,
-                            nullptr});
+                            nullptr, false, nullptr, false});
   set_observing(true);
   g_handoffs.fetch_add(1, std::memory_order_relaxed);
 }
@@ -1194,6 +1237,7 @@ Stats stats() {
   out.fused_convolutions = g_fused.load();
   out.fused_linears = g_fused_linears.load();
   out.handoffs = g_handoffs.load();
+  out.sums_in_place = g_sums_in_place.load();
   out.mispredictions = g_mispredictions.load();
   out.repairs = g_repairs.load();
   Registry& reg = registry();

@@ -34,7 +34,9 @@
 // a sum post-op: when the identity is the block's input (learned as the input of an earlier
 // convolution), the convolution adds it and add_ is answered; when it is computed later
 // (`out += downsample(x)`), the downsample convolution adds `out` (kept in oneDNN's layout by
-// its own convolution) and add_ moves the result into out's TensorImpl. A max_pool2d after a
+// its own convolution), over out's own memory where out's bytes are what the sum reads and
+// only out holds them (a repair then recomputes out's value), and add_ moves the result into
+// out's TensorImpl. A max_pool2d after a
 // fused chain pools the handed-over bytes as they are and hands its result on.
 // `relu(proj(x) + f(x))` (regnet), out of place with the projection run first, is f's last
 // convolution adding the projection's result, which its own convolution kept in oneDNN's
@@ -88,6 +90,9 @@ struct ConvolutionPlan {
   // `out = bn(conv(x)); out += identity; relu_(out)` with the identity available now (the
   // input of an earlier convolution, as learned): added inside the convolution.
   at::Tensor sum;
+  // That identity is the earlier chain's result that the predicted add_ replaces (a
+  // downsample's add): nothing reads its bytes after this convolution, which may sum over them.
+  bool sum_in_place = false;
   at::Tensor weight;  // the site: a convolution is known by its weight tensor
 };
 
@@ -103,6 +108,10 @@ using Recompute = std::function<at::Tensor(const ConvolutionPostOps&)>;
 void after_convolution(const at::Tensor& input, const at::Tensor& output,
                        const ConvolutionPlan& plan, Recompute recompute,
                        const dnnl::memory::desc* kept_layout, float kept_scale = 1.f);
+
+// The convolution of `plan` failed part way: where it was to sum over its addend's bytes
+// (plan.sum_in_place), they may hold anything now, and the addend's value is recomputed.
+void sum_in_place_failed(const ConvolutionPlan& plan);
 
 // The handoff between convolutions. layout_of: the oneDNN layout `input`'s bytes are in
 // when it was handed over for convolutions, else nullptr. consumed: a convolution read it
@@ -196,6 +205,7 @@ struct Stats {
   uint64_t fused_convolutions = 0;
   uint64_t fused_linears = 0;
   uint64_t handoffs = 0;  // convolution inputs read in oneDNN's layout, no reorder
+  uint64_t sums_in_place = 0;  // downsample adds summed over the addend's own memory
   uint64_t mispredictions = 0;
   uint64_t repairs = 0;
   size_t sites = 0;

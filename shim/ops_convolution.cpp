@@ -88,6 +88,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     int8::produced(op, output);
     return output;
   }
+  fusion::ConvolutionPlan plan;
   try {
     c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     at::Tensor output;
@@ -95,7 +96,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
       if (input_layout) fusion::settle(input);
       output = convolution_forward(input, weight, bias, args, precision, {}, {}, int8);
     } else {
-      fusion::ConvolutionPlan plan = fusion::plan_convolution(weight);
+      plan = fusion::plan_convolution(weight);
       ConvolutionPostOps post_ops;
       if (plan.fuse) {
         post_ops.batch_norm = plan.fold_batch_norm ? &plan.batch_norm : nullptr;
@@ -106,6 +107,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
       if (plan.sum.defined() && plan.fuse && plan.fold_batch_norm) {
         post_ops.sum = &plan.sum;
         post_ops.sum_layout = fusion::addend_layout(plan.sum, &post_ops.sum_scale);
+        post_ops.sum_in_place = plan.sum_in_place;
       }
       // INT8 handed to a quantised convolution: written in that convolution's input scale.
       if (int8 && plan.keep_layout) {
@@ -154,13 +156,25 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
       // What a repair of a failed prediction recomputes: the same call, other post-ops,
       // from the input as the program sees it.
       const bool handed_over = input_layout != nullptr;
-      fusion::Recompute recompute = [input, weight, bias, stride = stride.vec(),
-                                     padding = padding.vec(), dilation = dilation.vec(), groups,
-                                     precision, handed_over](const ConvolutionPostOps& ops) {
-        if (handed_over) fusion::settle(input);  // its bytes back in the program's layout
-        return convolution_forward(input, weight, bias,
-                                   ConvolutionArgs{stride, padding, dilation, groups},
-                                   precision, ops);
+      // The call's arguments are held once, behind a shared pointer: the fusion copies this
+      // function into several records per call, and each copy is then a reference count.
+      struct Call {
+        at::Tensor input, weight;
+        c10::optional<at::Tensor> bias;
+        std::vector<int64_t> stride, padding, dilation;
+        int64_t groups;
+        Precision precision;
+        bool handed_over;
+      };
+      auto call = std::make_shared<const Call>(Call{input, weight, bias, stride.vec(),
+                                                    padding.vec(), dilation.vec(), groups,
+                                                    precision, handed_over});
+      fusion::Recompute recompute = [call](const ConvolutionPostOps& ops) {
+        if (call->handed_over) fusion::settle(call->input);  // bytes back in the program's layout
+        return convolution_forward(
+            call->input, call->weight, call->bias,
+            ConvolutionArgs{call->stride, call->padding, call->dilation, call->groups},
+            call->precision, ops);
       };
       fusion::after_convolution(input, output, plan, std::move(recompute),
                                 was_kept ? &kept : nullptr,
@@ -176,6 +190,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     return output;
   } catch (const std::exception& error) {
     report_kernel_error(op_display_name<Op>(), error);
+    fusion::sum_in_place_failed(plan);
     return stock(Fallback::kernel_error);
   }
 }

@@ -93,6 +93,7 @@ std::string status_json() {
                       {"fused_convolutions", fused.fused_convolutions},
                       {"fused_linears", fused.fused_linears},
                       {"handoffs", fused.handoffs},
+                      {"sums_in_place", fused.sums_in_place},
                       {"mispredictions", fused.mispredictions},
                       {"repairs", fused.repairs},
                       {"sites", fused.sites},

@@ -12,6 +12,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/DispatchKey.h>
+#include <c10/core/Storage.h>
 #include <c10/core/SymInt.h>
 #include <torch/csrc/api/include/torch/version.h>
 #include <c10/core/SymIntArrayRef.h>
@@ -65,6 +66,15 @@ inline bool convolution_keeps_channels_last(int64_t spatial, bool transposed) {
 #else
 #define IPEX_SHIM_ALLOCATE_CONST const
 #endif
+
+// The writable start of a storage's bytes (torch 2.x splits data() into const and mutable).
+inline void* storage_bytes(const c10::Storage& storage) {
+#if TORCH_VERSION_MAJOR >= 2
+  return storage.mutable_data();
+#else
+  return storage.data();
+#endif
+}
 
 // The fusion observer's key: a mode key above the mode key that stock torch never uses.
 constexpr c10::DispatchKey kObserverKey = c10::DispatchKey::TESTING_ONLY_GenericMode;

@@ -254,6 +254,55 @@ TEST(ConvolutionSumOddChannels, PlainAndNhwcAddendsWithSevenOutputChannels) {
   }
 }
 
+// A downsample's add over its addend's own memory (ConvolutionPostOps::sum_in_place): the
+// result is right, lies in the addend's memory (nothing copied) under a storage of its own
+// (INT8 op identities follow storages), and keeps that memory alive after the addend dies.
+// Without a kept result there is no layout to sum in: the addend is copied and untouched.
+TEST(ConvolutionSumInPlace, SumsOverTheAddendsBytesOnlyWhenTheResultIsKept) {
+  at::manual_seed(73);
+  at::Tensor input = at::randn({2, 16, 10, 10}), weight = at::randn({32, 16, 1, 1});
+  at::Tensor other_input = at::randn({2, 16, 5, 5}), other_weight = at::randn({32, 16, 3, 3});
+  const std::vector<int64_t> two = {2, 2}, one = {1, 1}, none = {0, 0};
+  ConvolutionArgs args{two, none, one, 1};       // the downsample: 1x1, stride 2
+  ConvolutionArgs other_args{one, one, one, 1};  // the block's last convolution: 3x3
+  const at::Tensor conv = conv_double(input, weight, c10::nullopt, args);
+  for (Precision precision : {Precision::fp32, Precision::bf16}) {
+    if (precision == Precision::bf16 && !onednn_reaches_bf16()) continue;
+    SCOPED_TRACE(precision_name(precision));
+    for (bool keep : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << "result kept " << keep);
+      HandedOver addend = convolution_kept(other_input, other_weight, c10::nullopt, other_args,
+                                           precision);
+      ASSERT_GT(addend.layout.get_size(), 0u);
+      const at::Tensor addend_values = from_layout(addend.bytes, addend.layout);
+      const at::Tensor addend_before = addend.bytes.clone();
+      const void* addend_memory = addend.bytes.data_ptr();
+      ConvolutionPostOps post_ops;
+      post_ops.relu = true;
+      post_ops.sum = &addend.bytes;
+      post_ops.sum_layout = &addend.layout;
+      post_ops.sum_in_place = true;
+      const at::Tensor expected = at::relu(conv + addend_values.to(at::kDouble));
+      if (keep) {
+        HandedOver result = convolution_kept(input, weight, c10::nullopt, args, precision,
+                                             post_ops);
+        ASSERT_EQ(result.layout, addend.layout) << "the test needs the addend's layout";
+        EXPECT_EQ(result.bytes.data_ptr(), addend_memory) << "not summed in place";
+        EXPECT_NE(result.bytes.storage().unsafeGetStorageImpl(),
+                  addend.bytes.storage().unsafeGetStorageImpl());
+        addend = HandedOver{};  // the result alone keeps the memory now
+        expect_sum_close(from_layout(result.bytes, result.layout), expected, precision);
+      } else {
+        at::Tensor result = convolution_forward(input, weight, c10::nullopt, args, precision,
+                                                post_ops);
+        EXPECT_NE(result.data_ptr(), addend_memory);
+        EXPECT_TRUE(same_bytes(addend.bytes, addend_before)) << "the addend was written";
+        expect_sum_close(result, expected, precision);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // INT8. The ideal reference quantises as kernels/int8.h says: q_x = sat(round(x s_x)),
 // q_w = round(w s_w[oc]), y = (conv(q_x, q_w) + b s_x s_w) / (s_x s_w) in double, then the
