@@ -98,7 +98,8 @@ onednn::ProductScales product_scales(const Int8Spec& int8, const ConvolutionArgs
 
 // A float tensor of `sizes` in `format` over `owner`'s memory, with a storage of its own
 // (INT8 op identities follow storages, so the result must not take the addend's) that keeps
-// `owner`'s alive; a resize moves it to memory of its own.
+// `owner`'s alive; a resize moves it to memory of its own. Made as at::empty makes its
+// tensors, without a call through the dispatcher.
 at::Tensor over_memory_of(const at::Tensor& owner, c10::IntArrayRef sizes,
                           at::MemoryFormat format) {
   const c10::Storage& storage = owner.storage();
@@ -108,16 +109,11 @@ at::Tensor over_memory_of(const at::Tensor& owner, c10::IntArrayRef sizes,
                      c10::Device(c10::DeviceType::CPU));
   c10::Storage alias(c10::Storage::use_byte_size_t(), static_cast<int64_t>(storage.nbytes()),
                      std::move(bytes), c10::GetCPUAllocator(), /*resizable=*/true);
-  std::vector<int64_t> strides(sizes.size(), 1);
-  if (format == at::MemoryFormat::ChannelsLast) {
-    strides = c10::get_channels_last_strides_2d(sizes);
-  } else if (format == at::MemoryFormat::ChannelsLast3d) {
-    strides = c10::get_channels_last_strides_3d(sizes);
-  } else {
-    for (size_t d = sizes.size(); d-- > 1;) strides[d - 1] = strides[d] * sizes[d];
-  }
-  at::Tensor tensor = at::empty({0}, at::TensorOptions(at::kFloat));
-  tensor.set_(alias, 0, sizes, strides);
+  at::Tensor tensor = at::detail::make_tensor<c10::TensorImpl>(
+      std::move(alias), c10::DispatchKeySet(c10::DispatchKey::CPU),
+      caffe2::TypeMeta::Make<float>());
+  tensor.unsafeGetTensorImpl()->set_sizes_contiguous(sizes);
+  tensor.unsafeGetTensorImpl()->empty_tensor_restride(format);
   return tensor;
 }
 
@@ -481,18 +477,30 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
                                static_cast<int64_t>(sizeof(float));
   const bool keep = handoff.keep_output_layout && handoff.output_layout &&
                     static_cast<int64_t>(dst_desc.get_size()) <= output_bytes;
-  // The sum over the addend's own memory: when its bytes are what the copy below would write.
+  // How the addend reaches the destination: into its buffer in `addend_target` (the
+  // destination's layout, in the type the sum reads), scaled by `addend_factor` on the way; a
+  // factor of 1 between the same types is a copy of its bytes (or a reorder without scaling
+  // where the layouts differ). Where those bytes would be the addend's own, in its own memory,
+  // the sum goes over them there instead (sum_in_place).
   const bool int8_result = int8 && int8->output_scale > 0.f;
-  const bool addend_as_is = addend_bytes_as_they_are(post_ops, int8);
-  const bool in_place =
-      post_ops.sum && post_ops.sum_in_place && keep && post_ops.sum_layout &&
-      post_ops.sum->storage_offset() == 0 &&
-      static_cast<int64_t>(post_ops.sum->storage().nbytes()) >= output_bytes &&
-      (int8_result ? addend_as_is && *post_ops.sum_layout ==
-                                         (post_ops.sum_s8_scale > 0.f
-                                              ? onednn::with_data_type(dst_desc, dt::s8)
-                                              : dst_desc)
-                   : !int8 && post_ops.sum_scale == 1.f && *post_ops.sum_layout == dst_desc);
+  const bool s8_addend = int8_result && post_ops.sum_s8_scale > 0.f;
+  const dnnl::memory::desc addend_target =
+      s8_addend ? onednn::with_data_type(dst_desc, dt::s8) : dst_desc;
+  const dnnl::memory::desc addend_given =
+      !post_ops.sum          ? dnnl::memory::desc()
+      : post_ops.sum_layout ? *post_ops.sum_layout
+                             : strided_desc(*post_ops.sum);
+  const float addend_factor =
+      addend_bytes_as_they_are(post_ops, int8) ? 1.f
+      : s8_addend ? post_ops.sum_s8_scale / post_ops.sum_scale
+                  : (int8_result ? int8->output_scale : 1.f) / post_ops.sum_scale;
+  const bool addend_copied = addend_factor == 1.f && post_ops.sum &&
+                             onednn::data_type_of(addend_given) ==
+                                 onednn::data_type_of(addend_target);
+  const bool in_place = addend_copied && post_ops.sum_in_place && keep &&
+                        post_ops.sum_layout && addend_given == addend_target &&
+                        post_ops.sum->storage_offset() == 0 &&
+                        static_cast<int64_t>(post_ops.sum->storage().nbytes()) >= output_bytes;
   at::Tensor output = in_place ? over_memory_of(*post_ops.sum, conv->output_sizes, format)
                                : pooled_empty(conv->output_sizes, at::kFloat, format);
   dnnl::memory dst_user = wrap(output, conv->dst_user);
@@ -509,30 +517,13 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   }
 
   if (post_ops.sum && !in_place) {
-    // The addend goes into the destination in the destination's layout, type and scale.
-    const dnnl::memory::desc given =
-        post_ops.sum_layout ? *post_ops.sum_layout : strided_desc(*post_ops.sum);
-    dnnl::memory addend = wrap(*post_ops.sum, given);
-    const bool as_they_are = addend_as_is;
-    if (int8_result && post_ops.sum_s8_scale > 0.f) {
-      // s8 bytes over the destination's buffer, in its layout (the sum reads them as s8).
-      const dnnl::memory::desc as_s8 = onednn::with_data_type(dst.get_desc(), dt::s8);
-      dnnl::memory target(as_s8, cpu_engine(), dst.get_data_handle());
-      if (as_they_are) {
-        copy_bytes(addend, target);
-      } else {
-        cached_scaled_reorder(given, as_s8, post_ops.sum_s8_scale / post_ops.sum_scale)
-            ->execute(thread_stream(), addend, target);
-      }
-    } else if (as_they_are) {
-      copy_bytes(addend, dst);
+    dnnl::memory addend = wrap(*post_ops.sum, addend_given);
+    dnnl::memory target(addend_target, cpu_engine(), dst.get_data_handle());
+    if (addend_copied) {
+      copy_bytes(addend, target);
     } else {
-      const float scale = (int8_result ? int8->output_scale : 1.f) / post_ops.sum_scale;
-      if (scale == 1.f && onednn::data_type_of(given) == onednn::data_type_of(dst.get_desc())) {
-        copy_bytes(addend, dst);  // floating point, or INT8 of the result's own scale
-      } else {
-        cached_scaled_reorder(given, dst.get_desc(), scale)->execute(thread_stream(), addend, dst);
-      }
+      cached_scaled_reorder(addend_given, addend_target, addend_factor)
+          ->execute(thread_stream(), addend, target);
     }
   }
   onednn::Arguments arguments = {

@@ -769,7 +769,8 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
   }
   const Relu relu = learned_relu(taint->site);
   const void* site = taint->site;
-  at::Tensor old_self = share_storage(self);  // self's values (or INT8 bytes) before the add
+  // self's values (or INT8 bytes) before the add, unless the sum went over them
+  at::Tensor old_self = summed_over ? at::Tensor() : share_storage(self);
   std::shared_ptr<const dnnl::memory::desc> old_layout;
   float old_scale = 1.f;
   std::function<at::Tensor()> old_value_recomputed;  // when its bytes were summed over
