@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "kernels/buffer_pool.h"
+#include "kernels/channel_average.h"
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
 #include "kernels/onednn_compat.h"
@@ -176,6 +177,21 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
 at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
                            c10::IntArrayRef kernel, c10::IntArrayRef stride,
                            c10::IntArrayRef padding, bool count_include_pad, float scale) {
+  const auto type = onednn::data_type_of(layout);
+  const bool int8_bytes = type == dnnl::memory::data_type::u8 || type == dnnl::memory::data_type::s8;
+  if (int8_bytes && input.dim() == 4 && kernel.size() == 2 && kernel[0] == input.size(2) &&
+      kernel[1] == input.size(3) && padding.size() == 2 && padding[0] == 0 && padding[1] == 0 &&
+      input.size(2) * input.size(3) < (int64_t{1} << 23) &&  // int32 sums of up to 255 each
+      layout == dnnl::memory::desc(to_dims(input.sizes()), type,
+                                   dnnl::memory::format_tag::acdb)) {
+    // One window covering the whole image: channel averages straight from the bytes.
+    at::Tensor averages = pooled_empty({input.size(0), input.size(1), 1, 1}, at::kFloat,
+                                       input.suggest_memory_format());
+    average_channels_last_int8(input.data_ptr(), type == dnnl::memory::data_type::u8,
+                               input.size(0), input.size(2) * input.size(3), input.size(1),
+                               scale, averages.data_ptr<float>());
+    return averages;
+  }
   // oneDNN 2.6 pools only within one type, and an average rounded back to INT8 (or BF16)
   // loses half a step: the bytes become fp32 values first, in their own layout (as many
   // bytes as the reorder into the program's layout they replace), and are averaged there.

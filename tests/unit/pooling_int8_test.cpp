@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/channel_average.h"
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
 #include "kernels/onednn_context.h"
@@ -184,10 +185,12 @@ void expect_stock_max_pool(const Handed& handed, const FloatPoolCase& c, bool ch
       at::max_pool2d(input_values, c.kernel, c.stride, c.padding, c.dilation, c.ceil_mode);
   ASSERT_EQ(values.sizes(), expected.sizes());
   EXPECT_TRUE(at::equal(values, expected)) << (values - expected).abs().max().item<float>();
-  // Stock's strides: channels-last in, channels-last out.
+  // Stock's strides: channels-last in, channels-last out (a 1x1 result is both).
   EXPECT_EQ(pooled.strides(), expected.strides());
-  EXPECT_EQ(pooled.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
-  EXPECT_EQ(pooled.is_contiguous(), !channels_last);
+  if (pooled.size(2) * pooled.size(3) > 1) {
+    EXPECT_EQ(pooled.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+    EXPECT_EQ(pooled.is_contiguous(), !channels_last);
+  }
 }
 
 class HandedOverMaxPool
@@ -292,10 +295,12 @@ void expect_stock_avg_pool(const Handed& handed, const AvgPoolCase& c, bool coun
   EXPECT_TRUE(error.le(allowed).all().item<bool>())
       << "max error " << error.max().item<float>() << ", max excess "
       << (error - allowed).max().item<float>();
-  // Stock's strides: channels-last in, channels-last out.
+  // Stock's strides: channels-last in, channels-last out (a 1x1 result is both).
   EXPECT_EQ(pooled.strides(), expected.strides());
-  EXPECT_EQ(pooled.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
-  EXPECT_EQ(pooled.is_contiguous(), !channels_last);
+  if (pooled.size(2) * pooled.size(3) > 1) {
+    EXPECT_EQ(pooled.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+    EXPECT_EQ(pooled.is_contiguous(), !channels_last);
+  }
 }
 
 class HandedOverAvgPool
@@ -319,6 +324,10 @@ const AvgPoolCase kAvgPoolCases[] = {
     // Windows that stop short of the last rows/columns (oneDNN's right padding negative).
     {"stride_over_kernel", {2, 16, 12, 9}, {2, 2}, {3, 3}, {0, 0}},
     {"unpadded_2x2", {2, 16, 8, 8}, {2, 2}, {2, 2}, {0, 0}},
+    // One window over the whole image (adaptive_avg_pool2d to 1x1): INT8 bytes are averaged
+    // by the shim's own channel sums (kernels/channel_average.h); 208 channels leave a
+    // remainder after the blocks of 64 (and fill whole blocks of 16 for the blocked sources).
+    {"global_7x7", {3, 208, 7, 7}, {7, 7}, {7, 7}, {0, 0}},
 };
 
 INSTANTIATE_TEST_SUITE_P(
@@ -487,6 +496,31 @@ INSTANTIATE_TEST_SUITE_P(Cases, Int8AvgPool,
                                   (std::get<1>(info.param) ? "_u8" : "_s8") +
                                   (std::get<2>(info.param) ? "_include_pad" : "_exclude_pad");
                          });
+
+// The channel sums themselves, against the mean of the same bytes: uint8 and int8 (whose
+// negative bytes a sum read as unsigned would get wrong), blocks of 64 channels with and
+// without a remainder, one position, a batch of one split over threads, and sums that pass
+// 2^16 (a 16-bit accumulator would wrap).
+TEST(ChannelAverage, EqualsTheMeanOfTheDequantisedBytes) {
+  struct Case { int64_t batch, positions, channels; };
+  for (const Case& c : {Case{1, 49, 2048}, Case{3, 7, 70}, Case{2, 1, 64}, Case{1, 4096, 5}}) {
+    for (bool is_unsigned : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << c.batch << "x" << c.positions << "x" << c.channels
+                                        << (is_unsigned ? " u8" : " s8"));
+      at::Tensor bytes = is_unsigned ? at::randint(0, 256, {c.batch, c.positions, c.channels},
+                                                   at::kByte)
+                                     : at::randint(-128, 128, {c.batch, c.positions, c.channels},
+                                                   at::kChar);
+      const float scale = 37.5f;
+      at::Tensor averages = at::empty({c.batch, c.channels});
+      average_channels_last_int8(bytes.data_ptr(), is_unsigned, c.batch, c.positions, c.channels,
+                                 scale, averages.data_ptr<float>());
+      at::Tensor expected = bytes.to(at::kDouble).mean(1).div(scale).to(at::kFloat);
+      EXPECT_TRUE(at::allclose(averages, expected, 1e-6, 1e-7))
+          << "max error " << (averages - expected).abs().max().item<float>();
+    }
+  }
+}
 
 TEST(AvgPoolSupport, RefusesWhatTheKernelCannotCompute) {
   at::Tensor x = at::zeros({1, 2, 8, 8});
