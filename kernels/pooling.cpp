@@ -177,8 +177,9 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
 at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
                            c10::IntArrayRef kernel, c10::IntArrayRef stride,
                            c10::IntArrayRef padding, bool count_include_pad, float scale) {
-  const auto type = onednn::data_type_of(layout);
-  const bool int8_bytes = type == dnnl::memory::data_type::u8 || type == dnnl::memory::data_type::s8;
+  using dt = dnnl::memory::data_type;
+  const dt type = onednn::data_type_of(layout);
+  const bool int8_bytes = type == dt::u8 || type == dt::s8;
   if (int8_bytes && input.dim() == 4 && kernel.size() == 2 && kernel[0] == input.size(2) &&
       kernel[1] == input.size(3) && padding.size() == 2 && padding[0] == 0 && padding[1] == 0 &&
       input.size(2) * input.size(3) < (int64_t{1} << 23) &&  // int32 sums of up to 255 each
@@ -187,7 +188,7 @@ at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& la
     // One window covering the whole image: channel averages straight from the bytes.
     at::Tensor averages = pooled_empty({input.size(0), input.size(1), 1, 1}, at::kFloat,
                                        input.suggest_memory_format());
-    average_channels_last_int8(input.data_ptr(), type == dnnl::memory::data_type::u8,
+    average_channels_last_int8(input.data_ptr(), type == dt::u8,
                                input.size(0), input.size(2) * input.size(3), input.size(1),
                                scale, averages.data_ptr<float>());
     return averages;
