@@ -117,6 +117,14 @@ at::Tensor over_memory_of(const at::Tensor& owner, c10::IntArrayRef sizes,
   return tensor;
 }
 
+// Whether two tensors' storages share any byte (the source of a convolution must not be the
+// memory its result is written over).
+bool memory_overlaps(const at::Tensor& a, const at::Tensor& b) {
+  const auto a_begin = reinterpret_cast<uintptr_t>(compat::storage_bytes(a.storage()));
+  const auto b_begin = reinterpret_cast<uintptr_t>(compat::storage_bytes(b.storage()));
+  return a_begin < b_begin + b.storage().nbytes() && b_begin < a_begin + a.storage().nbytes();
+}
+
 struct ConvPrimitive {
   dnnl::primitive_desc pd;  // convolution_forward or deconvolution_forward
   dnnl::primitive primitive;
@@ -500,7 +508,8 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   const bool in_place = addend_copied && post_ops.sum_in_place && keep &&
                         post_ops.sum_layout && addend_given == addend_target &&
                         post_ops.sum->storage_offset() == 0 &&
-                        static_cast<int64_t>(post_ops.sum->storage().nbytes()) >= output_bytes;
+                        static_cast<int64_t>(post_ops.sum->storage().nbytes()) >= output_bytes &&
+                        !memory_overlaps(*post_ops.sum, input);
   at::Tensor output = in_place ? over_memory_of(*post_ops.sum, conv->output_sizes, format)
                                : pooled_empty(conv->output_sizes, at::kFloat, format);
   dnnl::memory dst_user = wrap(output, conv->dst_user);

@@ -123,6 +123,10 @@ struct Taint {
   // chain's inputs, for when a downsample's sum has gone over its bytes (summed_over).
   std::function<at::Tensor()> recomputed;
   bool summed_over = false;
+  // correct_value holds what it computes from (it reads no tensor the program may drop or
+  // change), so it can stand as the value of the relu's result when a sum goes over that
+  // result's bytes (a plain residual block's output, which the next block adds).
+  bool value_holds = false;
 };
 
 // What an unfused op of a site last produced, for learning who consumes it.
@@ -451,6 +455,25 @@ void value_from_recomputing(ThreadState& st, const at::Tensor& addend) {
   kept->layout = nullptr;
 }
 
+// A convolution added its addend: the bytes of chain results it did not sum over will not be
+// summed over later (the next sum comes in the next block, over that block's own input), so
+// their recomputed values are dropped, and with them the tensors they hold. Without this, a
+// stage's chain of recomputed values (each holding its block's convolution input) would hold
+// the stage before it through the downsample's input, and so on back to the network's input.
+void forget_recomputing(ThreadState& st) {
+  for (Taint& taint : st.taints)
+    if (taint.recomputed && !taint.summed_over) taint.recomputed = nullptr;
+}
+
+// The value a relu (or clamp) gives `before()`, computed again.
+std::function<at::Tensor()> relu_of(std::function<at::Tensor()> before, Relu kind,
+                                    float upper) {
+  return [before = std::move(before), kind, upper] {
+    at::Tensor value = before();
+    return is_clamp(kind) ? value.clamp_(0.f, upper) : value.relu_();
+  };
+}
+
 const char* relu_op_name(Relu kind) {
   switch (kind) {
     case Relu::in_place: return "aten::relu_";
@@ -534,9 +557,12 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
       if (auto identity = found->second.lock()) {
         plan.sum = at::Tensor(identity);
         plan.relu = site.relu;
-        if (site.sum_of_earlier_result && !site.sum_out_of_place) {
+        if (!site.sum_out_of_place) {
           // `out += downsample(x)`: out's bytes may be summed over if only out holds them
-          // and its value can be recomputed.
+          // and its value can be recomputed. `out += x` of a plain block likewise over x's
+          // bytes: x is the block's input, handed over to its first convolution, which has
+          // read it by now; the add reads it next (the shim answers it) and then, in a
+          // residual network, nothing does.
           const Taint* kept = find_taint(st, plan.sum);
           plan.sum_in_place = kept && kept->layout && kept->recomputed && !kept->summed_over &&
                               plan.sum.storage().use_count() == 1;
@@ -607,6 +633,7 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
     value_from_recomputing(st, plan.sum);
   }
   if (plan.sum.defined()) {
+    forget_recomputing(st);
     st.taints.back().sum_other = weak(plan.sum);
     st.taints.back().sum_version = version_of(plan.sum);
     Registry& reg = registry();
@@ -803,6 +830,7 @@ bool answer_add_into_self(ThreadState& st, Taint* taint, const at::Tensor& self,
               return before_add().add_(old_value);
             },
             relu_op_name(relu), relu, site);
+  st.taints.back().value_holds = true;
   return true;
 }
 
@@ -833,15 +861,26 @@ bool answer_add(const at::Tensor& self, const at::Tensor& other, const at::Scala
   }
   // Before the relu: the batch norm's value plus the identity's.
   std::function<at::Tensor()> before_add = std::move(taint->correct_value);
-  WeakTensor identity = taint->sum_other;
-  taint->correct_value = [before_add, identity] {
-    at::Tensor value = before_add();
-    auto locked = identity.lock();
-    if (!locked) throw std::runtime_error("the fused add's identity is gone");
-    at::Tensor addend(locked);
-    settle(addend);  // its values, not bytes handed over in oneDNN's layout
-    return value.add_(addend);
-  };
+  const Taint* summed = find_taint(st, other);
+  if (summed != nullptr && summed->summed_over && summed->recomputed) {
+    // The convolution summed over the identity's bytes: its value is computed again too, and
+    // this value holds all it needs (the identity itself usually dies after this add).
+    std::function<at::Tensor()> identity_value = summed->recomputed;
+    taint->correct_value = [before_add, identity_value] {
+      return before_add().add_(identity_value());
+    };
+    taint->value_holds = true;
+  } else {
+    WeakTensor identity = taint->sum_other;
+    taint->correct_value = [before_add, identity] {
+      at::Tensor value = before_add();
+      auto locked = identity.lock();
+      if (!locked) throw std::runtime_error("the fused add's identity is gone");
+      at::Tensor addend(locked);
+      settle(addend);  // its values, not bytes handed over in oneDNN's layout
+      return value.add_(addend);
+    };
+  }
   taint->allowed_op = relu_op_name(relu);
   taint->allowed_relu = relu;
   taint->sum_other = nothing();
@@ -1064,15 +1103,18 @@ c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind, float 
       return c10::nullopt;
     }
   }
+  // A residual block's output (its value held): the next block may sum over its bytes.
+  std::function<at::Tensor()> recomputed =
+      taint->value_holds ? relu_of(taint->correct_value, kind, upper) : nullptr;
   if (is_in_place(kind)) {
     erase_taint(st, taint);  // relu_ makes its values right
-    chain_ends(st, input, site);
+    chain_ends(st, input, site, std::move(recomputed));
     return input;
   }
   taint->allowed_op.clear();
   taint->allowed_relu = Relu::none;
   at::Tensor output = share_storage(input);
-  chain_ends(st, output, site);
+  chain_ends(st, output, site, std::move(recomputed));
   return output;
 }
 

@@ -6,7 +6,9 @@ mode's own precision.
 
 The scenarios of programs/residual.py change, on their last pass, what the program does with
 the addends after the convolution that would add them: the identity of a plain block changed
-in place, read, or replaced by another addend; in the downsample block (whose add moves the
+in place, read, kept by the program and read after later blocks ran (its bytes were summed
+over, in the modes that sum in place, so its value is computed again through the blocks
+before it), or replaced by another addend; in the downsample block (whose add moves the
 fused result into `out`), `out` changed in place or viewed before the add; the stem's max
 pool's result or the last block's (which the head's adaptive average pool also pools as
 handed over) read by the program. Each runs under torch.no_grad() and under torch.inference_mode()
@@ -57,7 +59,8 @@ def runs(tmp_path_factory, shim, torch_available):
     return out
 
 
-SCENARIOS = ["plain", "identity_changed", "identity_read", "other_addend", "out_changed",
+SCENARIOS = ["plain", "identity_changed", "identity_read", "identity_kept", "other_addend",
+             "out_changed",
              "out_viewed", "pooled_read", "features_read"]
 # mobilenet-style blocks, `x + bn(conv(...))` out of place: as learned, an identity changed in
 # place after the convolution, the operands swapped, the batch norm's result read after the add.
@@ -131,21 +134,30 @@ def onednn_isa(run_py):
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
 @pytest.mark.parametrize("mode", MODES)
-def test_the_downsample_sums_over_its_addends_own_memory(runs, mode, grad_mode, cpu_plan,
-                                                          onednn_isa):
+def test_the_adds_sum_over_their_addends_own_memory(runs, mode, grad_mode, cpu_plan,
+                                                    onednn_isa):
     skip_without_kernels(cpu_plan, mode)
-    # The downsample block's add, passes 2 and 3: the downsample convolution sums over out's
-    # bytes where they lie (no copy). INT8 addends are read as they are only where oneDNN
-    # reaches AMX; elsewhere they are requantised into the destination, so nothing is in place.
-    expected = 0 if mode == "int8" and "amx" not in onednn_isa else 2
+    # Passes 2 and 3 sum over each addend's bytes where they lie (no copy): the downsample
+    # convolution over out's (kept as s8 in the scale the sum reads, in INT8 mode), and each
+    # plain block's last convolution over its input's (the block before it's result, whose
+    # value can be computed again). The plain blocks' INT8 inputs are read by the sum as they
+    # are only where oneDNN reaches AMX; elsewhere they are requantised into the destination.
+    downsample = 1
+    plain = 0 if mode == "int8" and "amx" not in onednn_isa else 2
     counters = runs[(mode, grad_mode, "fused")]["counters"]
-    assert counters["plain"]["sums_in_place"] == expected, (onednn_isa, counters["plain"])
+    assert counters["plain"]["sums_in_place"] == 2 * (downsample + plain), (
+        onednn_isa, counters["plain"])
+    # A program that keeps a block's input (the same tensor, no view) changes nothing until
+    # it reads it, after the network ran.
+    kept = counters["identity_kept"]["sums_in_place"] - counters["identity_read"]["sums_in_place"]
+    assert kept == 2 * (downsample + plain), (counters["identity_kept"], counters["identity_read"])
     # In the scenarios that change or view `out` after the downsample ran, its value was
-    # recomputed (the bytes held the sum by then), and the results above matched stock's.
+    # recomputed (the bytes held the sum by then), and the results above matched stock's; pass
+    # 3's plain blocks then add what the stock add made, a tensor they copy.
     for scenario in ("out_changed", "out_viewed"):
         before = counters[SCENARIOS[SCENARIOS.index(scenario) - 1]]
-        assert counters[scenario]["sums_in_place"] - before["sums_in_place"] == expected, (
-            scenario, counters[scenario], before)
+        assert counters[scenario]["sums_in_place"] - before["sums_in_place"] == (
+            2 * downsample + plain), (scenario, counters[scenario], before)
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)

@@ -44,6 +44,8 @@ class Block(nn.Module):
             self.view = out[:, :4]  # a view that must see the add
         if self.twist == "identity_read":
             self.seen = identity.sum().item()
+        if self.twist == "identity_kept":
+            self.kept = identity  # read after the network ran, when later blocks have run too
         if self.twist == "other_addend":
             out += torch.ones_like(out)
         else:
@@ -180,7 +182,8 @@ def main():
         status = None  # stock PyTorch, no preload
     results, counters = {}, {}
     net = None
-    for scenario in ["plain", "identity_changed", "identity_read", "other_addend",
+    for scenario in ["plain", "identity_changed", "identity_read", "identity_kept",
+                     "other_addend",
                      "out_changed", "out_viewed", "pooled_read", "features_read"] + \
             OUT_OF_PLACE + PROJECTION:
         net = None  # each scenario learns on a network of its own (same weights)
@@ -212,6 +215,9 @@ def main():
                 result = torch.cat([result.flatten(), torch.tensor([net.seen])])
             if scenario == "out_viewed":  # the view holds the block's output, after relu
                 result = torch.cat([result.flatten(), net.blocks[0].view.flatten()])
+            if scenario == "identity_kept":  # the inputs of blocks 1 and 2, read last
+                result = torch.cat([result.flatten(), net.blocks[1].kept.flatten(),
+                                    net.blocks[2].kept.flatten()])
             results[scenario] = result
         if status is not None:
             report = json.loads(status())
