@@ -54,15 +54,18 @@ float clamp_in_primitive(const ConvolutionPostOps& post_ops, const Int8Spec* int
 }
 
 // Whether a handed-over INT8 addend's bytes go into the destination as they are, the sum
-// post-op rescaling them, instead of through a rescaling reorder first. Only where oneDNN
-// reaches AMX: there the reorder cost more than the sum's scale (resnet50 batch 16 with
-// oneDNN 2.6: 12 u8 rescaling reorders took 11.7 ms of a 61 ms pass; a layer1 1x1
-// convolution with its add took 1.8 ms copied as is against 3.3 ms reordered). Without AMX,
-// the sum's scale made oneDNN 2.6's brgconv_1x1 slower by more than the reorder cost:
-// 47.2 against 41.4 ms of resnet50's 1x1 convolutions a pass.
+// post-op rescaling them, instead of through a rescaling reorder first (and then, as they lie:
+// the sum may go over them in place). Where oneDNN reaches AMX the reorder cost more than the
+// sum's scale (resnet50 batch 16 with oneDNN 2.6: 12 u8 rescaling reorders took 11.7 ms of a
+// 61 ms pass; a layer1 1x1 convolution with its add took 1.8 ms copied as is against 3.3 ms
+// reordered), and likewise on an AMD EPYC with avx512_bf16 and no AMX (resnet50 int8 batch
+// 16: 106.0 against 119.2 ms with oneDNN 3.7, 127.3 against 137.4 with 2.6). On a Xeon with
+// VNNI and no BF16 the sum's scale made oneDNN 2.6's brgconv_1x1 slower by more than the
+// reorder cost (47.2 against 41.4 ms of resnet50's 1x1 convolutions a pass), so there, and
+// below, the addend is requantised (int8_sum_reads_addends_as_they_are).
 bool addend_bytes_as_they_are(const ConvolutionPostOps& post_ops, const Int8Spec* int8) {
   if (!post_ops.sum || !post_ops.sum_layout || result_scale(int8) <= 0.f) return false;
-  if (!onednn_reaches_amx()) return false;
+  if (!int8_sum_reads_addends_as_they_are()) return false;
   // The type the sum reads: s8 for an addend with its own calibrated scale, else the result's.
   const dt read = post_ops.sum_s8_scale > 0.f ? dt::s8 : activation_type(int8->output_uint8);
   return onednn::data_type_of(*post_ops.sum_layout) == read;

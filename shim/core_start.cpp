@@ -152,6 +152,11 @@ bool onednn_reaches_int8() {
          onednn_isa_includes(dnnl_cpu_isa_avx2_vnni);
 }
 
+bool int8_sum_reads_addends_as_they_are() {
+  static const bool as_they_are = onednn_isa_includes(dnnl_cpu_isa_avx512_core_bf16);
+  return as_they_are;
+}
+
 bool onednn_reaches_amx() {
   // Asked on every convolution call; oneDNN fixes its ISA at first use, so once is enough.
   static const bool amx = onednn_isa_includes(dnnl_cpu_isa_avx512_core_amx);

@@ -36,7 +36,11 @@
 // (`out += downsample(x)`), the downsample convolution adds `out` (kept in oneDNN's layout by
 // its own convolution), over out's own memory where out's bytes are what the sum reads and
 // only out holds them (a repair then recomputes out's value), and add_ moves the result into
-// out's TensorImpl. A max_pool2d after a
+// out's TensorImpl. A plain block's convolution likewise sums over its identity's bytes where
+// they lie, when the identity is the block before it's result, handed over, held only by the
+// program's tensor, and its value can be computed again: each block's output carries that
+// recomputation (its convolution again, plus the identity's own recomputed value), back to
+// the last block whose identity was not summed over. A max_pool2d after a
 // fused chain pools the handed-over bytes as they are and hands its result on.
 // `relu(proj(x) + f(x))` (regnet), out of place with the projection run first, is f's last
 // convolution adding the projection's result, which its own convolution kept in oneDNN's
@@ -205,7 +209,7 @@ struct Stats {
   uint64_t fused_convolutions = 0;
   uint64_t fused_linears = 0;
   uint64_t handoffs = 0;  // convolution inputs read in oneDNN's layout, no reorder
-  uint64_t sums_in_place = 0;  // downsample adds summed over the addend's own memory
+  uint64_t sums_in_place = 0;  // residual adds summed over the addend's own memory
   uint64_t mispredictions = 0;
   uint64_t repairs = 0;
   size_t sites = 0;

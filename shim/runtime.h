@@ -37,6 +37,12 @@ bool onednn_reaches_int8();
 bool onednn_reaches_amx();
 // Whether oneDNN has BF16 kernels here at all, native or emulated (kernel tests need them).
 bool onednn_has_bf16_kernels();
+// Whether an INT8 convolution's sum post-op reads a handed-over INT8 addend's bytes as they
+// are, rescaling them itself, instead of a reorder requantising them into the destination
+// first: where oneDNN's ISA includes avx512_core_bf16 (AMX included), where that measured
+// faster; below it, on a Xeon with VNNI and no BF16, the sum's scale slowed oneDNN 2.6's 1x1
+// convolutions by more than the reorders cost (kernels/convolution.cpp).
+bool int8_sum_reads_addends_as_they_are();
 
 // Modes whose own kernels exist in this build; the others are accepted and run stock.
 const std::vector<Mode>& implemented_modes();

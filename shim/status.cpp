@@ -50,7 +50,12 @@ nlohmann::json cpu_plan() {
                        : "INT8 kernels with 7-bit weights: no VNNI or AMX within oneDNN's ISA "
                          "here (" + onednn_isa() + "), whose 16-bit pair sums 8-bit weights "
                          "would overflow"},
-          {"int8_weight_bound", int8_weight_bound()}};
+          {"int8_weight_bound", int8_weight_bound()},
+          {"int8_residual_addends",
+           int8_sum_reads_addends_as_they_are()
+               ? "read by the convolution's sum as they are (it rescales them)"
+               : "requantised into the convolution's destination first (no avx512_core_bf16 "
+                 "or AMX within oneDNN's ISA here, " + onednn_isa() + ")"}};
 }
 
 }  // namespace

@@ -241,7 +241,7 @@ def run_cmd(shim):
 def cpu_plan(run_py):
     """What bf16 and int8 mode run on this CPU (status()["on_this_cpu"]), read once from a
     preloaded process: {"bf16": "...", "int8": "...", "int8_weight_bound": 127 or 63,
-    "native_bf16": bool}."""
+    "int8_residual_addends": "...", "native_bf16": bool}."""
     proc = run_py("import json, torch; print(json.dumps(json.loads("
                   "torch.ops.ipex_shim.status())['on_this_cpu']))", mode="fp32")
     assert proc.returncode == 0, describe(proc)

@@ -124,29 +124,22 @@ def test_the_plain_blocks_are_fused_without_mispredictions(runs, mode, grad_mode
     assert counters["mispredictions"] == 0, counters
 
 
-@pytest.fixture(scope="module")
-def onednn_isa(run_py):
-    proc = run_py("import json, torch; print(json.loads(torch.ops.ipex_shim.status())"
-                  "['onednn']['isa'])", mode="fp32")
-    assert proc.returncode == 0, describe(proc)
-    return proc.stdout.strip().splitlines()[-1]
-
-
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
 @pytest.mark.parametrize("mode", MODES)
-def test_the_adds_sum_over_their_addends_own_memory(runs, mode, grad_mode, cpu_plan,
-                                                    onednn_isa):
+def test_the_adds_sum_over_their_addends_own_memory(runs, mode, grad_mode, cpu_plan):
     skip_without_kernels(cpu_plan, mode)
     # Passes 2 and 3 sum over each addend's bytes where they lie (no copy): the downsample
     # convolution over out's (kept as s8 in the scale the sum reads, in INT8 mode), and each
     # plain block's last convolution over its input's (the block before it's result, whose
     # value can be computed again). The plain blocks' INT8 inputs are read by the sum as they
-    # are only where oneDNN reaches AMX; elsewhere they are requantised into the destination.
+    # are only where status()["on_this_cpu"]["int8_residual_addends"] says so (avx512_core_bf16
+    # or AMX); elsewhere they are requantised into the destination.
     downsample = 1
-    plain = 0 if mode == "int8" and "amx" not in onednn_isa else 2
+    as_they_are = cpu_plan["int8_residual_addends"].startswith("read by the convolution's sum")
+    plain = 0 if mode == "int8" and not as_they_are else 2
     counters = runs[(mode, grad_mode, "fused")]["counters"]
     assert counters["plain"]["sums_in_place"] == 2 * (downsample + plain), (
-        onednn_isa, counters["plain"])
+        cpu_plan, counters["plain"])
     # A program that keeps a block's input (the same tensor, no view) changes nothing until
     # it reads it, after the network ran.
     kept = counters["identity_kept"]["sums_in_place"] - counters["identity_read"]["sums_in_place"]

@@ -303,6 +303,42 @@ TEST(ConvolutionSumInPlace, SumsOverTheAddendsBytesOnlyWhenTheResultIsKept) {
   }
 }
 
+// `conv(x) + x` with x handed over, asked to sum in place: x's bytes are what the
+// convolution reads, so the sum must not go over them (a plain residual block whose
+// identity is also its convolution's input would otherwise read its own partial result).
+TEST(ConvolutionSumInPlace, NeverOverTheMemoryTheConvolutionReads) {
+  at::manual_seed(79);
+  const std::vector<int64_t> one = {1, 1};
+  ConvolutionArgs args{one, one, one, 1};  // 3x3, padding 1: the result has x's shape
+  at::Tensor weight = at::randn({16, 16, 3, 3}) * 0.2, first = at::randn({16, 16, 3, 3}) * 0.2;
+  at::Tensor source = at::randn({2, 16, 9, 9});
+  for (Precision precision : {Precision::fp32, Precision::bf16}) {
+    if (precision == Precision::bf16 && !onednn_reaches_bf16()) continue;
+    SCOPED_TRACE(precision_name(precision));
+    HandedOver x = convolution_kept(source, first, c10::nullopt, args, precision);
+    ASSERT_GT(x.layout.get_size(), 0u);
+    const at::Tensor x_values = from_layout(x.bytes, x.layout);
+    const at::Tensor x_before = x.bytes.clone();
+    ConvolutionPostOps post_ops;
+    post_ops.sum = &x.bytes;
+    post_ops.sum_layout = &x.layout;
+    post_ops.sum_in_place = true;
+    HandedOver result;
+    ConvolutionHandoff handoff;
+    handoff.input_layout = &x.layout;
+    handoff.keep_output_layout = true;
+    handoff.output_layout = &result.layout;
+    result.bytes = convolution_forward(x.bytes, weight, c10::nullopt, args, precision, post_ops,
+                                       handoff);
+    ASSERT_EQ(result.layout, x.layout) << "the test needs the addend's layout";
+    EXPECT_NE(result.bytes.data_ptr(), x.bytes.data_ptr()) << "summed over its own input";
+    EXPECT_TRUE(same_bytes(x.bytes, x_before)) << "the input was written";
+    const at::Tensor expected =
+        conv_double(x_values, weight, c10::nullopt, args) + x_values.to(at::kDouble);
+    expect_sum_close(from_layout(result.bytes, result.layout), expected, precision);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // INT8. The ideal reference quantises as kernels/int8.h says: q_x = sat(round(x s_x)),
 // q_w = round(w s_w[oc]), y = (conv(q_x, q_w) + b s_x s_w) / (s_x s_w) in double, then the
@@ -336,7 +372,8 @@ at::Tensor requantised_addend(const at::Tensor& q_a, double ratio, bool uint8) {
 }
 
 at::Tensor addend_steps(const at::Tensor& q_a, double ratio, bool uint8) {
-  return onednn_reaches_amx() ? q_a.to(at::kDouble) * ratio : requantised_addend(q_a, ratio, uint8);
+  return int8_sum_reads_addends_as_they_are() ? q_a.to(at::kDouble) * ratio
+                                              : requantised_addend(q_a, ratio, uint8);
 }
 
 // y of the ideal INT8 convolution (before any post-op), in double.
@@ -545,11 +582,11 @@ TEST(Int8ConvolutionSum, SignedAddendThroughSumS8Scale) {
           post_ops.sum_layout = &layout;
           post_ops.sum_scale = s_a;
           addend_values = from_layout(addend, layout, s_a);
-          // A wider calibrated range than the producer's: the bytes are requantised, or with
-          // AMX read as they are with their own scale.
+          // A wider calibrated range than the producer's: the bytes are requantised, or
+          // (int8_sum_reads_addends_as_they_are) read as they are with their own scale.
           s8 = 0.5f * s_a;
           const at::Tensor q_a = at::round(addend_values.to(at::kDouble) * s_a);
-          if (onednn_reaches_amx()) {
+          if (int8_sum_reads_addends_as_they_are()) {
             q_s8 = q_a;
             as_is = s_a;
           } else {
