@@ -68,6 +68,9 @@ Method:
     one process computes at any time.  Reported latency = median over all
     timed iterations of all rounds; throughput = batch / median; "vs stock" =
     stock_fp32 median / variant median (>1 means faster than stock).
+    --paired VARIANT adds, for every row, the median over rounds of VARIANT's
+    round median / the row's, and the rounds the row was faster: two rows timed
+    in the same round share that round's state of the machine.
   * Agreement: at the end every worker returns its output on the fixed seeded
     input; vs. stock_fp32's output we report the cosine similarity of the
     flattened outputs and top-1 agreement (argmax over the last dim; fraction
@@ -1202,12 +1205,53 @@ def bench_model(args, model_name, variants, tmpdir):
             row["ops_summary"] = summarize_ops(st)
 
     print_table(model_name, batch, variants, rows)
+    if args.paired:
+        add_paired_ratios(rows, variants, args.paired)
+        print_paired_table(variants, rows, args.paired)
     add_ceiling_figures(rows, variants, flops, args.ceiling_report)
     print_ceiling_table(model_name, variants, rows, flops, args.ceiling_report)
     return {"model": model_name, "batch": batch, "image_size": None if is_bert else image_size,
             "seq": args.seq if is_bert else None, "reference_output": ref_src,
             "flops": flops, "flops_by_op": flops_by_op,
             "rows": [rows[v] for v in variants]}
+
+
+def add_paired_ratios(rows, variants, anchor):
+    """Each row against `anchor` round by round: both ran in the same round, one after the
+    other, so a slow spell of a shared machine weighs on both sides of each ratio."""
+    base = rows.get(anchor, {})
+    if base.get("state") != "ok":
+        return
+    for v in variants:
+        row = rows[v]
+        if v == anchor or row["state"] != "ok":
+            continue
+        # Rounds where both timed something (a row that failed midway has fewer).
+        pairs = [(median(a), median(b)) for a, b in zip(base["lat_ms"], row["lat_ms"]) if a and b]
+        if not pairs:
+            continue
+        ratios = [a / b for a, b in pairs]
+        row["paired"] = {"anchor": anchor, "round_ratios": ratios,
+                         "median_ratio": median(ratios),
+                         "faster_rounds": sum(1 for r in ratios if r > 1.0),
+                         "rounds": len(ratios)}
+
+
+def print_paired_table(variants, rows, anchor):
+    log("")
+    log("Paired with %s, round by round (ratio = %s's round median / the row's; >1: the row "
+        "is faster)" % (anchor, anchor))
+    hdr = "%-14s %12s %10s %10s %14s" % ("variant", "median ratio", "min", "max",
+                                          "faster rounds")
+    log(hdr)
+    log("-" * len(hdr))
+    for v in variants:
+        pr = rows[v].get("paired")
+        if not pr:
+            continue
+        log("%-14s %11.3fx %9.3fx %9.3fx %8d of %d" % (
+            v, pr["median_ratio"], min(pr["round_ratios"]), max(pr["round_ratios"]),
+            pr["faster_rounds"], pr["rounds"]))
 
 
 def fmt(v, spec, dash="-"):
@@ -1480,6 +1524,10 @@ def parse_args(argv):
     p.add_argument("--preload-runs", type=int, default=20, help="runs per cell (default 20)")
     p.add_argument("--zoo", action="store_true",
                    help="every variant on the model zoo, with a geometric-mean summary")
+    p.add_argument("--paired", metavar="VARIANT",
+                   help="also compare every row with VARIANT round by round: the median over "
+                        "rounds of VARIANT's round median / the row's, and in how many rounds "
+                        "the row was faster (a slow spell of the machine hits both alike)")
     p.add_argument("--ceiling", action="store_true",
                    help="measure oneDNN's peak per precision first; rows report %% of it")
     p.add_argument("--ceiling-tool", help="ipex-shim-ceiling (default: beside --lib)")
@@ -1525,6 +1573,9 @@ def parse_args(argv):
         p.error("--seq must be in 1..512 (BERT position embeddings)")
     if args.threads < 1 or args.rounds < 1 or args.iters < 1:
         p.error("--threads, --rounds and --iters must be >= 1")
+    if args.paired and args.paired not in args.variant_list:
+        p.error("--paired %s: not among the variants run (%s)"
+                % (args.paired, ",".join(args.variant_list)))
     return args
 
 

@@ -4,8 +4,9 @@ One quick run (resnet18 on 64x64 images, batch 1) of stock_fp32, compile_fp32, p
 shim_fp32. On torch 2.x the torch.compile and PT2E rows run and agree with stock; on an older
 torch they are reported skipped with the reason, never failed. Every row that ran has a time
 to first result that contains the worker's own preparation and first call, and the table
-prints it."""
+prints it. Every row is also paired with stock_fp32 round by round (`--paired`)."""
 import json
+import statistics
 import subprocess
 import sys
 
@@ -22,7 +23,8 @@ def test_bench_torch2_rows_and_first_result(shim, tmp_path):
     argv = [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--quick",
             "--model", "resnet18", "--image-size", "64", "--batch", "1",
             "--variants", ",".join(VARIANTS), "--lib", str(shim.lib),
-            "--python", sys.executable, "--json", str(out), "--png", str(tmp_path / "bench.png")]
+            "--python", sys.executable, "--json", str(out), "--png", str(tmp_path / "bench.png"),
+            "--paired", "stock_fp32"]
     proc = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = {r["variant"]: r for r in json.loads(out.read_text())["results"][0]["rows"]}
@@ -51,3 +53,20 @@ def test_bench_torch2_rows_and_first_result(shim, tmp_path):
         assert r["first_s"] > r["prep_s"] + r["first_call_s"] > 0, r
         line = next(l for l in proc.stdout.splitlines() if l.startswith(v + " "))
         assert line.split()[-1] == format(r["first_s"], ".1f"), line
+
+    # --paired: per round, stock's median over the row's (>1: the row was faster that round).
+    stock_rounds = rows["stock_fp32"]["lat_ms"]
+    assert "paired" not in rows["stock_fp32"]
+    for v, r in rows.items():
+        if v == "stock_fp32" or r["state"] != "ok":
+            continue
+        expected = [statistics.median(a) / statistics.median(b)
+                    for a, b in zip(stock_rounds, r["lat_ms"])]
+        paired = r["paired"]
+        assert paired["anchor"] == "stock_fp32"
+        assert paired["rounds"] == len(paired["round_ratios"]) == len(expected) == 2, paired
+        assert all(abs(x - y) < 1e-9 * y for x, y in zip(paired["round_ratios"], expected)), paired
+        assert paired["faster_rounds"] == sum(x > 1.0 for x in expected)
+        line = next(l for l in proc.stdout.splitlines()
+                    if l.startswith(v + " ") and l.rstrip().endswith("of 2"))
+        assert line.split()[1] == format(statistics.median(expected), ".3f") + "x", line
