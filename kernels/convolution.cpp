@@ -176,11 +176,14 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
   // NHWC; its jit_bf16 kernels on 16-channel blocks were faster for resnet50's 1x1
   // convolutions (78 against 91 ms a pass at batch 16, ONEDNN_VERBOSE), and a whole pass
   // with blocked layouts took 151-154 against 160-174 ms in alternating runs. Channel
-  // counts of 16 multiples only, so a handed-over result still fits its fp32 tensor.
+  // counts of 16 multiples only, so a handed-over result still fits its fp32 tensor, and
+  // no groups but depthwise ones (bf16_blocks_fit).
   // With AMX, `any` gives brgconv's AMX kernels on NHWC, which blocked layouts do not reach
   // (jit_bf16 instead): resnet50 batch 16 took 550 ms a pass blocked against fp32's 365.
-  if (!int8 && precision == Precision::bf16 && spatial == 2 && !args.transposed &&
-      !onednn_reaches_amx() && input.size(1) % 16 == 0 && out_channels % 16 == 0) {
+  const bool blocked = !int8 && precision == Precision::bf16 && spatial == 2 &&
+                       !args.transposed && !onednn_reaches_amx() &&
+                       bf16_blocks_fit(input, out_channels, args);
+  if (blocked) {
     src_md = dnnl::memory::desc(to_dims(input.sizes()), src_type, tag::aBcd16b);
     dst_md = dnnl::memory::desc(to_dims(output_sizes), dst_type, tag::aBcd16b);
   }
@@ -215,6 +218,13 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
   } else {
     auto typed = onednn::convolution_forward_primitive_desc(inference, src_md, weights_md, bias,
                                                             dst_md, g.window, attr);
+    if (blocked && served_by_reference(typed)) {
+      // The blocks asked for reach no JIT kernel for this shape: oneDNN's own choice then.
+      src_md = dnnl::memory::desc(to_dims(input.sizes()), src_type, tag::any);
+      dst_md = dnnl::memory::desc(to_dims(output_sizes), dst_type, tag::any);
+      typed = onednn::convolution_forward_primitive_desc(inference, src_md, weights_md, bias,
+                                                         dst_md, g.window, attr);
+    }
     pd = typed;
     primitive = dnnl::convolution_forward(typed);
   }
@@ -241,6 +251,17 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
 int64_t output_channels(const at::Tensor& weight, const ConvolutionArgs& args) {
   // PyTorch: (out, in/groups, k...) for a convolution, (in, out/groups, k...) transposed.
   return args.transposed ? weight.size(1) * args.groups : weight.size(0);
+}
+
+bool bf16_blocks_fit(const at::Tensor& input, int64_t out_channels, const ConvolutionArgs& args) {
+  if (input.size(1) % 16 != 0 || out_channels % 16 != 0) return false;
+  // Ungrouped, or depthwise (one channel a group: oneDNN's depthwise kernels take the blocks).
+  return args.groups == 1 || (args.groups == input.size(1) && args.groups == out_channels);
+}
+
+bool served_by_reference(const dnnl::primitive_desc_base& pd) {
+  const std::string implementation = pd.impl_info_str();
+  return implementation.rfind("ref", 0) == 0;
 }
 
 // The weight as oneDNN sees it, over the tensor's own memory: (out, in, k...) with a leading

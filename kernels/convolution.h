@@ -62,6 +62,15 @@ struct ConvolutionGeometry {
 ConvolutionGeometry convolution_geometry(const at::Tensor& input, const at::Tensor& weight,
                                          const ConvolutionArgs& args);
 int64_t output_channels(const at::Tensor& weight, const ConvolutionArgs& args);
+// Whether a 2-D BF16 convolution may ask oneDNN for 16-channel blocked activations (where
+// its avx512 BF16 kernels without AMX ran fastest): ungrouped or depthwise, with whole
+// blocks of input and output channels. Other grouped convolutions in those blocks reached
+// only oneDNN's reference kernel (regnet_x_1_6gf's 24-channel groups: 494 ms of a 508 ms
+// batch-2 pass).
+bool bf16_blocks_fit(const at::Tensor& input, int64_t out_channels, const ConvolutionArgs& args);
+// Whether oneDNN serves `pd` with its reference implementation (C loops, no JIT kernel).
+bool served_by_reference(const dnnl::primitive_desc_base& pd);
+
 // The fp32 weight as oneDNN sees it, over the tensor's own memory: (out, in, k...) with a
 // leading group dimension when grouped (transposed: its first two dimensions swapped).
 dnnl::memory::desc weight_user_desc(const at::Tensor& weight, const ConvolutionArgs& args);
