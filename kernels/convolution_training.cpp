@@ -52,7 +52,7 @@ std::shared_ptr<const TrainingPrimitives> primitives_for(const at::Tensor& input
     // the reorders are casts and the result is written in place), and NHWC for every 2-D
     // convolution where oneDNN reaches AMX (its AMX kernels' layout); otherwise 16-channel
     // blocks where the channels allow (the layout oneDNN's avx512 BF16 kernels run fastest
-    // on without AMX, and stock's training convolutions use; not grouped, see
+    // on without AMX, and stock's training convolutions use; ungrouped or depthwise, see
     // bf16_blocks_fit), else oneDNN's choice.
     const bool nhwc = channels_last || (spatial == 2 && onednn_reaches_amx());
     const bool blocked = spatial == 2 && bf16_blocks_fit(input, out_channels, args);
