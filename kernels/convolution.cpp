@@ -135,6 +135,10 @@ struct ConvPrimitive {
   dnnl::memory::desc dst_user;
   std::vector<int64_t> output_sizes;
   bool output_channels_last;
+  // The primitive's own descriptors, queried once: each query copies one, and a batch-1
+  // pass makes dozens of calls.
+  dnnl::memory::desc src, weights, bias, dst, scratchpad;
+  std::string weights_key;  // `weights` as KeyBuilder adds it
 };
 
 // `to` gets `from`'s values: the same bytes when both have one layout (a parallel copy, at
@@ -238,12 +242,20 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
                             : spatial == 3     ? at::MemoryFormat::ChannelsLast3d
                                                : at::MemoryFormat::ChannelsLast;
   at::Tensor probe = at::empty(output_sizes, at::TensorOptions(at::kFloat).memory_format(format));
+  KeyBuilder weights_key;
+  weights_key.add(pd.weights_desc(0));
   return ConvPrimitive{pd,
                        primitive,
                        strided_desc(input),
                        strided_desc(probe),
                        output_sizes,
-                       out_channels_last};
+                       out_channels_last,
+                       pd.src_desc(0),
+                       pd.weights_desc(0),
+                       has_bias ? pd.weights_desc(1) : dnnl::memory::desc(),
+                       pd.dst_desc(0),
+                       pd.scratchpad_desc(),
+                       weights_key.take()};
 }
 
 }  // namespace
@@ -377,6 +389,8 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
                                const ConvolutionPostOps& post_ops,
                                const ConvolutionHandoff& handoff, const Int8Spec* int8) {
   static PrimitiveCache<ConvPrimitive>* primitives = new PrimitiveCache<ConvPrimitive>();
+  // INT8: the primitives that give the weights' layout, by the same keys.
+  static PrimitiveCache<ConvPrimitive>* layouts = new PrimitiveCache<ConvPrimitive>();
   const BatchNormFold* fold = post_ops.batch_norm;
   const bool has_bias = (bias && bias->defined()) || fold != nullptr;
 
@@ -396,20 +410,23 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   std::string key = shape_key.take();
 
   // INT8: the weights' layout comes from a primitive without the weights' scales (they
-  // depend on the packed weights, which depend on the layout).
-  dnnl::memory::desc weights_desc;
+  // depend on the packed weights, which depend on the layout). Where the primitive takes
+  // the scales at execution, that primitive is the one that runs.
+  std::shared_ptr<const ConvPrimitive> layout;
   if (int8) {
-    auto layout = primitives->get(key + "layout", [&] {
+    layout = layouts->get(key, [&] {
       const onednn::ProductScales unknown = product_scales(*int8, args);
       return make_primitive(input, weight, has_bias, args, precision, post_ops, int8, &unknown);
     });
-    weights_desc = layout->pd.weights_desc(0);
   }
 
-  // weights: packed once per layout, until the weight changes.
-  auto pack_weights = [&] {
+  // weights: packed once per layout (the primitive's `weights`), until the weight changes.
+  dnnl::memory::desc weights_desc;
+  auto pack_weights = [&](const ConvPrimitive& chosen) {
+    weights_desc = chosen.weights;
     KeyBuilder variant;
-    variant.add(weights_desc).add(args.groups).add(args.transposed).add(fold != nullptr);
+    variant.add_bytes(chosen.weights_key).add(args.groups).add(args.transposed);
+    variant.add(fold != nullptr);
     std::vector<at::Tensor> depends_on;
     if (fold) {
       for (const at::Tensor* t : {&fold->gamma, &fold->beta, &fold->mean, &fold->var})
@@ -439,7 +456,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
       dnnl::memory user = wrap(source, weight_user_desc(source, args));
       if (!int8) {
         Reordered out = reorder_to(user, weights_desc);
-        return PackedWeight{out.storage, out.memory, folded_bias, at::Tensor()};
+        return PackedWeight{out.storage, out.memory, folded_bias, at::Tensor(), dnnl::memory()};
       }
       at::Tensor quantisation =
           args.transposed
@@ -461,28 +478,32 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
       const at::Tensor& float_bias = fold ? folded_bias : (has_bias ? *bias : at::Tensor());
       if (float_bias.defined())
         int8_bias = onednn::int8_bias(float_bias, int8->input_scale, quantisation);
-      return PackedWeight{out.storage, out.memory, int8_bias, quantisation};
+      return PackedWeight{out.storage, out.memory, int8_bias, quantisation,
+                          onednn::weight_scales_argument(quantised.weights)};
     }, /*replaces_others=*/fold != nullptr && !int8);
   };
 
   PackedWeight packed;
-  onednn::ProductScales scales;
+  std::shared_ptr<const ConvPrimitive> conv;
   if (int8) {
-    packed = pack_weights();
-    scales = product_scales(*int8, args, packed.scales);
-    KeyBuilder kept;
-    kept.add_range(onednn::product_scales_kept(scales));
-    key += kept.take();
-  }
-  auto conv = primitives->get(key, [&] {
-    return make_primitive(input, weight, has_bias, args, precision, post_ops, int8,
-                          int8 ? &scales : nullptr);
-  });
-  if (!int8) {
-    weights_desc = conv->pd.weights_desc(0);
-    packed = pack_weights();
-  } else if (conv->pd.weights_desc(0) != weights_desc) {
-    throw std::runtime_error("INT8 convolution: weights layout differs with scales");
+    packed = pack_weights(*layout);
+    if (!onednn::primitive_keeps_product_scales()) {
+      conv = layout;
+    } else {
+      const onednn::ProductScales scales = product_scales(*int8, args, packed.scales);
+      KeyBuilder kept;
+      kept.add_range(onednn::product_scales_kept(scales));
+      conv = primitives->get(key + kept.take(), [&] {
+        return make_primitive(input, weight, has_bias, args, precision, post_ops, int8, &scales);
+      });
+      if (conv->weights != weights_desc)
+        throw std::runtime_error("INT8 convolution: weights layout differs with scales");
+    }
+  } else {
+    conv = primitives->get(key, [&] {
+      return make_primitive(input, weight, has_bias, args, precision, post_ops);
+    });
+    packed = pack_weights(*conv);
   }
 
   // src: the user's tensor, converted into the primitive's layout and type if needed (and
@@ -493,7 +514,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   const float src_scale = (int8 ? int8->input_scale : 1.f) / handoff.input_scale;
   dnnl::memory src = wrap(input, src_given);
   Reordered src_reordered;
-  const dnnl::memory::desc src_desc = conv->pd.src_desc(0);
+  const dnnl::memory::desc& src_desc = conv->src;
   if (src_desc != src_given || src_scale != 1.f) {
     src_reordered = allocate(src_desc);
     cached_scaled_reorder(src_given, src_desc, src_scale)
@@ -504,7 +525,7 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   at::MemoryFormat format = !conv->output_channels_last ? at::MemoryFormat::Contiguous
                             : input.dim() == 5          ? at::MemoryFormat::ChannelsLast3d
                                                         : at::MemoryFormat::ChannelsLast;
-  const dnnl::memory::desc dst_desc = conv->pd.dst_desc(0);
+  const dnnl::memory::desc& dst_desc = conv->dst;
   const int64_t output_bytes = c10::multiply_integers(conv->output_sizes) *
                                static_cast<int64_t>(sizeof(float));
   const bool keep = handoff.keep_output_layout && handoff.output_layout &&
@@ -561,13 +582,16 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   }
   onednn::Arguments arguments = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, dst}};
-  if (int8) arguments.merge(onednn::product_scale_arguments(scales));
+  if (int8) {
+    arguments.merge(onednn::product_scale_arguments(int8->input_scale, packed.scales_argument,
+                                                    int8->output_scale));
+  }
   at::Tensor bias_contiguous;
   if (has_bias) {
     bias_contiguous = fold || int8 ? packed.bias : bias->contiguous();
-    arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, conv->pd.weights_desc(1)));
+    arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, conv->bias));
   }
-  execute(conv->primitive, conv->pd, std::move(arguments));
+  execute(conv->primitive, conv->scratchpad, std::move(arguments));
 
   if (!dst_direct) {
     // An INT8 result that was not kept comes back as values.

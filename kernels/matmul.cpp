@@ -20,8 +20,18 @@ using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
 struct MatmulPrimitive {
+  explicit MatmulPrimitive(const dnnl::matmul::primitive_desc& made)
+      : pd(made),
+        primitive(made),
+        src(made.src_desc()),
+        weights(made.weights_desc()),
+        bias(made.bias_desc()),
+        dst(made.dst_desc()),
+        scratchpad(made.scratchpad_desc()) {}
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul primitive;
+  // Its descriptors, queried once (each query copies one).
+  dnnl::memory::desc src, weights, bias, dst, scratchpad;
 };
 
 dnnl::primitive_attr attr_for(MatmulActivation activation, float alpha) {
@@ -100,22 +110,23 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
     if (scales) onednn::set_product_scales(attr, *scales);
     auto pd = onednn::matmul_primitive_desc(src_md, weights_md, has_bias ? &bias_md : nullptr,
                                             dst_md, attr);
-    return MatmulPrimitive{pd, dnnl::matmul(pd)};
+    return MatmulPrimitive(pd);
   };
 
   // weights: W^T (K, N) is W read with swapped strides; packed once per layout. INT8: the
-  // layout comes from a primitive without scales, the scales from the packed weights.
-  dnnl::memory::desc weights_desc;
+  // layout comes from a primitive without scales, the scales from the packed weights (where
+  // the primitive takes them at execution, that primitive is the one that runs).
+  static PrimitiveCache<MatmulPrimitive>* layouts = new PrimitiveCache<MatmulPrimitive>();
   std::shared_ptr<const MatmulPrimitive> matmul;
   if (int8) {
-    weights_desc = primitives->get(key + "layout", [&] {
-                     const onednn::ProductScales unknown = int8_scales(at::Tensor());
-                     return make(&unknown);
-                   })->pd.weights_desc();
+    matmul = layouts->get(key, [&] {
+      const onednn::ProductScales unknown = int8_scales(at::Tensor());
+      return make(&unknown);
+    });
   } else {
     matmul = primitives->get(key, [&] { return make(nullptr); });
-    weights_desc = matmul->pd.weights_desc();
   }
+  const dnnl::memory::desc weights_desc = matmul->weights;
   KeyBuilder variant;
   variant.add(weights_desc);
   std::vector<at::Tensor> depends_on;
@@ -128,7 +139,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                             {weight.stride(1), weight.stride(0)});
     if (!int8) {
       Reordered out = reorder_to(wrap(weight, user), weights_desc);
-      return PackedWeight{out.storage, out.memory, at::Tensor(), at::Tensor()};
+      return PackedWeight{out.storage, out.memory, at::Tensor(), at::Tensor(), dnnl::memory()};
     }
     at::Tensor scales = weight_scales(weight, int8->weight_per_channel);
     const onednn::ProductScales quantised = int8_scales(scales);
@@ -144,21 +155,24 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
     thread_stream().wait();
     at::Tensor int8_bias;
     if (has_bias) int8_bias = onednn::int8_bias(*bias, int8->input_scale, scales);
-    return PackedWeight{out.storage, out.memory, int8_bias, scales};
+    return PackedWeight{out.storage, out.memory, int8_bias, scales,
+                        onednn::weight_scales_argument(quantised.weights)};
   });
 
   Reordered quantised;
-  onednn::ProductScales scales;
   if (int8) {
-    scales = int8_scales(packed.scales);
-    KeyBuilder kept;
-    kept.add_range(onednn::product_scales_kept(scales));
-    matmul = primitives->get(key + kept.take(), [&] { return make(&scales); });
-    if (matmul->pd.weights_desc() != weights_desc)
-      throw std::runtime_error("INT8 linear: weights layout differs with scales");
-    quantised = allocate(matmul->pd.src_desc());
-    dnnl::memory from = wrap(src_tensor, strided_desc(src_tensor));
-    cached_scaled_reorder(from.get_desc(), matmul->pd.src_desc(), int8->input_scale)
+    if (onednn::primitive_keeps_product_scales()) {
+      const onednn::ProductScales scales = int8_scales(packed.scales);
+      KeyBuilder kept;
+      kept.add_range(onednn::product_scales_kept(scales));
+      matmul = primitives->get(key + kept.take(), [&] { return make(&scales); });
+      if (matmul->weights != weights_desc)
+        throw std::runtime_error("INT8 linear: weights layout differs with scales");
+    }
+    quantised = allocate(matmul->src);
+    const dnnl::memory::desc from_desc = strided_desc(src_tensor);
+    dnnl::memory from = wrap(src_tensor, from_desc);
+    cached_scaled_reorder(from_desc, matmul->src, int8->input_scale)
         ->execute(thread_stream(), from, quantised.memory);
   }
 
@@ -167,16 +181,19 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
   at::Tensor output = pooled_empty(output_sizes, at::kFloat);
 
   onednn::Arguments arguments = {
-      {DNNL_ARG_SRC, int8 ? quantised.memory : wrap(src_tensor, matmul->pd.src_desc())},
+      {DNNL_ARG_SRC, int8 ? quantised.memory : wrap(src_tensor, matmul->src)},
       {DNNL_ARG_WEIGHTS, packed.memory},
-      {DNNL_ARG_DST, wrap(output, matmul->pd.dst_desc())}};
-  if (int8) arguments.merge(onednn::product_scale_arguments(scales));
+      {DNNL_ARG_DST, wrap(output, matmul->dst)}};
+  if (int8) {
+    arguments.merge(
+        onednn::product_scale_arguments(int8->input_scale, packed.scales_argument, 0.f));
+  }
   at::Tensor bias_contiguous;
   if (has_bias) {
     bias_contiguous = int8 ? packed.bias : bias->contiguous();
-    arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, matmul->pd.bias_desc()));
+    arguments.emplace(DNNL_ARG_BIAS, wrap(bias_contiguous, matmul->bias));
   }
-  execute(matmul->primitive, matmul->pd, std::move(arguments));
+  execute(matmul->primitive, matmul->scratchpad, std::move(arguments));
   return output;
 }
 
@@ -233,7 +250,7 @@ at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision pr
     auto pd = onednn::matmul_primitive_desc(src_md, weights_md,
                                             bias.defined() ? &bias_md : nullptr, dst_md,
                                             attr_for(MatmulActivation::none, alpha));
-    return MatmulPrimitive{pd, dnnl::matmul(pd)};
+    return MatmulPrimitive(pd);
   });
 
   onednn::Arguments arguments = onednn::result_scale_arguments(alpha);
@@ -241,7 +258,7 @@ at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision pr
   arguments.emplace(DNNL_ARG_WEIGHTS, wrap(weights_tensor, weights_md));
   arguments.emplace(DNNL_ARG_DST, wrap(output, dst_md));
   if (bias.defined()) arguments.emplace(DNNL_ARG_BIAS, wrap(bias_tensor, bias_md));
-  execute(matmul->primitive, matmul->pd, std::move(arguments));
+  execute(matmul->primitive, matmul->scratchpad, std::move(arguments));
   return output;
 }
 
@@ -290,13 +307,13 @@ at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
     dnnl::primitive_attr attr = base_attr();
     onednn::set_product_scales(attr, scales);
     auto pd = onednn::matmul_primitive_desc(src_md, weights_md, nullptr, dst_md, attr);
-    return MatmulPrimitive{pd, dnnl::matmul(pd)};
+    return MatmulPrimitive(pd);
   });
   onednn::Arguments arguments = onednn::product_scale_arguments(scales);
   arguments.emplace(DNNL_ARG_SRC, wrap(qa, src_md));
   arguments.emplace(DNNL_ARG_WEIGHTS, wrap(qb, weights_md));
   arguments.emplace(DNNL_ARG_DST, wrap(output, dst_md));
-  execute(matmul->primitive, matmul->pd, std::move(arguments));
+  execute(matmul->primitive, matmul->scratchpad, std::move(arguments));
   return output;
 }
 

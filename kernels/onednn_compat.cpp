@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "kernels/onednn_context.h"
 
@@ -30,6 +31,19 @@ std::vector<float> inverses(const std::vector<float>& scales) {
   factors.reserve(scales.size());
   for (float scale : scales) factors.push_back(1.f / scale);
   return factors;
+}
+
+// A one-value scale memory holding `factor`, made once per value and thread: a program's
+// sites use a fixed set of scales, and each call would otherwise allocate one. Per thread,
+// so no lock; a primitive only reads it, and one call at a time per thread uses it.
+dnnl::memory factor_memory(float factor) {
+  thread_local std::unordered_map<uint32_t, dnnl::memory> made;
+  uint32_t bits;
+  std::memcpy(&bits, &factor, sizeof bits);
+  auto it = made.find(bits);
+  if (it != made.end()) return it->second;
+  if (made.size() >= 4096) made.clear();  // bounds a stream of new scales (recalibration)
+  return made.emplace(bits, scale_memory({factor})).first->second;
 }
 
 // The format tag whose layout `desc` is (in its own data type), found by trying each tag:
@@ -342,6 +356,19 @@ Arguments product_scale_arguments(const ProductScales& scales) {
   return arguments;
 }
 
+bool primitive_keeps_product_scales() { return false; }
+
+dnnl::memory weight_scales_argument(const std::vector<float>& weights) {
+  return scale_memory(inverses(weights));
+}
+
+Arguments product_scale_arguments(float src, const dnnl::memory& weights, float dst) {
+  Arguments arguments{{DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, factor_memory(1.f / src)},
+                      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, weights}};
+  if (dst > 0.f) arguments.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, factor_memory(1.f / dst));
+  return arguments;
+}
+
 at::Tensor int8_bias(const at::Tensor& bias, float src_scale, const at::Tensor& weight_scales) {
   // Added in f32 after the accumulator is dequantised: the bias as it is.
   return bias.contiguous();
@@ -370,6 +397,14 @@ std::vector<float> product_scales_kept(const ProductScales& scales) {
 }
 
 Arguments product_scale_arguments(const ProductScales& scales) { return {}; }
+
+bool primitive_keeps_product_scales() { return true; }
+
+dnnl::memory weight_scales_argument(const std::vector<float>& weights) { return {}; }
+
+Arguments product_scale_arguments(float src, const dnnl::memory& weights, float dst) {
+  return {};
+}
 
 at::Tensor int8_bias(const at::Tensor& bias, float src_scale, const at::Tensor& weight_scales) {
   // Added to the s32 accumulator, before the output scale: in its units.

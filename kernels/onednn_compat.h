@@ -144,6 +144,16 @@ void set_product_scales(dnnl::primitive_attr& attr, const ProductScales& scales)
 std::vector<float> product_scales_kept(const ProductScales& scales);
 // The scale values the primitive takes at execution.
 Arguments product_scale_arguments(const ProductScales& scales);
+// Whether a primitive keeps the product's scale values (oneDNN 2: its cache key must hold
+// product_scales_kept) rather than taking them at execution (oneDNN 3).
+bool primitive_keeps_product_scales();
+// The weights' scales (one per output channel) as the primitive takes them at execution,
+// made once where the weights are packed; an empty memory where the primitive keeps them.
+dnnl::memory weight_scales_argument(const std::vector<float>& weights);
+// product_scale_arguments for a call whose weights' scales are `weights`
+// (weight_scales_argument's) and whose src and dst scales are `src` and `dst` (0: no dst
+// scale). The single-value memories are made once per value and thread, not per call.
+Arguments product_scale_arguments(float src, const dnnl::memory& weights, float dst);
 // An fp32 bias as the product adds it, for weights quantised with `weight_scales` (one per
 // output channel) and a src quantised with `src_scale`.
 at::Tensor int8_bias(const at::Tensor& bias, float src_scale, const at::Tensor& weight_scales);

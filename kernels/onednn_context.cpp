@@ -78,7 +78,11 @@ Reordered allocate(const dnnl::memory::desc& desc) {
 
 void execute(const dnnl::primitive& primitive, const dnnl::primitive_desc_base& pd,
              std::unordered_map<int, dnnl::memory> args) {
-  dnnl::memory::desc scratchpad_desc = pd.scratchpad_desc();
+  execute(primitive, pd.scratchpad_desc(), std::move(args));
+}
+
+void execute(const dnnl::primitive& primitive, const dnnl::memory::desc& scratchpad_desc,
+             std::unordered_map<int, dnnl::memory> args) {
   at::Tensor scratchpad;
   if (scratchpad_desc.get_size() > 0) {
     Reordered buffer = allocate(scratchpad_desc);

@@ -40,6 +40,9 @@ dnnl::primitive_attr base_attr();
 // Runs `primitive` with `args` plus a scratchpad of the size `pd` asks for.
 void execute(const dnnl::primitive& primitive, const dnnl::primitive_desc_base& pd,
              std::unordered_map<int, dnnl::memory> args);
+// The same with the scratchpad's descriptor queried beforehand (a query copies it).
+void execute(const dnnl::primitive& primitive, const dnnl::memory::desc& scratchpad,
+             std::unordered_map<int, dnnl::memory> args);
 
 // Copies (and converts) `from` into a new tensor laid out as `desc`; the tensor is a flat
 // byte buffer, the memory object describes it.

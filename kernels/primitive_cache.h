@@ -30,6 +30,11 @@ class KeyBuilder {
     onednn::append_key(&key_, desc);
     return *this;
   }
+  // The bytes of a part built beforehand (the same bytes as adding its values here).
+  KeyBuilder& add_bytes(const std::string& part) {
+    key_.append(part);
+    return *this;
+  }
   template <class Range>
   KeyBuilder& add_range(const Range& values) {
     add(static_cast<size_t>(values.size()));

@@ -22,10 +22,11 @@ WeightCache::Fingerprint::Fingerprint(const at::Tensor& tensor, const WeightCach
       dtype(tensor.scalar_type()) {}
 
 bool WeightCache::Fingerprint::matches(const at::Tensor& tensor, const WeightCache& cache) const {
-  auto locked = impl.lock();
-  auto locked_storage = storage.lock();
-  return locked.get() == tensor.unsafeGetTensorImpl() &&
-         locked_storage.get() == tensor.storage().unsafeGetStorageImpl() &&
+  // A weak reference keeps its target's memory, so no other object can live at that
+  // address: the live `tensor` at the same address is the object fingerprinted (no need to
+  // lock, which costs two atomic operations per reference).
+  return impl._unsafe_get_target() == tensor.unsafeGetTensorImpl() &&
+         storage._unsafe_get_target() == tensor.storage().unsafeGetStorageImpl() &&
          data == tensor.data_ptr() && version == version_of(tensor) &&
          write_generation == cache.generation(storage_address) &&
          tensor.sizes().equals(sizes) && tensor.strides().equals(strides) &&

@@ -40,6 +40,9 @@ struct PackedWeight {
   dnnl::memory memory;    // describes them in the primitive's layout
   at::Tensor bias;        // a bias computed with the weight (a folded batch norm's), if any
   at::Tensor scales;      // INT8: the weight's quantisation scales per output channel
+  // INT8, where the primitive takes the scales at execution: those scales as it takes them
+  // (onednn::weight_scales_argument), made once here rather than per call.
+  dnnl::memory scales_argument;
 };
 
 class WeightCache {

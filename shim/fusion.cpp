@@ -31,11 +31,12 @@ WeakTensor nothing() {
   return WeakTensor(c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>());
 }
 
-// Whether `weak_ref` still refers to exactly `tensor`'s TensorImpl.
+// Whether `weak_ref` still refers to exactly `tensor`'s TensorImpl. A weak reference keeps
+// its target's memory, so no other object can live at that address: comparing addresses
+// suffices, without locking (two atomic operations each, several per call).
 bool same(const WeakTensor& weak_ref, const at::Tensor& tensor) {
   if (!tensor.defined()) return false;
-  auto locked = weak_ref.lock();
-  return locked.get() == tensor.unsafeGetTensorImpl();
+  return weak_ref._unsafe_get_target() == tensor.unsafeGetTensorImpl();
 }
 
 bool same_optional(const WeakTensor& weak_ref, bool was_defined,

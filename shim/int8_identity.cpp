@@ -115,10 +115,8 @@ const StorageAnchor* storage_record(Registry& reg, const at::Tensor& tensor) {
   const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
   auto it = reg.storages.find(storage);
   if (it == reg.storages.end()) return nullptr;
-  if (it->second.storage.lock().get() != storage) {  // a dead storage's address, reused
-    reg.storages.erase(it);
-    return nullptr;
-  }
+  // The record's weak reference keeps its storage's memory, so no other storage can have
+  // been made at that address: a live storage found here is the one recorded.
   return &it->second;
 }
 
@@ -151,7 +149,9 @@ namespace {
 // The op of `weight` if this very tensor ran unchanged before; with reg.mutex held.
 int64_t seen_weight(Registry& reg, const at::Tensor& weight) {
   auto it = reg.weights.find(weight.unsafeGetTensorImpl());
-  if (it == reg.weights.end() || it->second.impl.lock().get() != weight.unsafeGetTensorImpl() ||
+  // Addresses compare as in storage_record: the weak reference keeps its target's memory.
+  if (it == reg.weights.end() ||
+      it->second.impl._unsafe_get_target() != weight.unsafeGetTensorImpl() ||
       it->second.data != weight.data_ptr() || it->second.version != version_of(weight))
     return kNoOp;
   return it->second.index;

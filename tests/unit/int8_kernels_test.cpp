@@ -218,6 +218,49 @@ TEST(Int8ConvolutionPostOps, ClampAppliesAtItsBoundInValuesForEveryResultType) {
             0.5f / quantised.output_scale + kReferenceTolerance * upper);
 }
 
+// Two convolution sites of one shape share a primitive where oneDNN takes the scales at
+// execution; each call brings its own: its weights' (made once with its packed weights), its
+// input's and its result's (kept per value). Interleaved calls must not trade them. The
+// weights differ tenfold in magnitude and the scales differ, so any traded scale is off by
+// far more than a quantisation step.
+TEST(Int8ConvolutionScales, SitesSharingAShapeKeepTheirOwnScalesCallAfterCall) {
+  at::manual_seed(44);
+  const ConvolutionArgs args{kOnes, kOnes, kOnes, 1};
+  struct Site {
+    at::Tensor input, weight, bias;
+    Int8Spec spec;
+    at::Tensor expected;  // the u8 result's values: the reference quantised with its scale
+  };
+  std::vector<Site> sites;
+  for (float magnitude : {1.f, 10.f}) {
+    Site site;
+    site.input = at::rand({2, 16, 9, 9}) * 3 / magnitude;
+    site.weight = at::randn({32, 16, 3, 3}) * magnitude;
+    site.bias = at::randn({32});
+    site.spec = spec_for(site.input, true, true);
+    site.spec.output_uint8 = true;
+    const at::Tensor reference =
+        conv_reference(site.input, site.weight, site.bias, args, site.spec);
+    site.spec.output_scale = 255.f / reference.max().item<float>();
+    site.expected = saturate_round(reference * site.spec.output_scale, true) /
+                    site.spec.output_scale;
+    sites.push_back(site);
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < sites.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "round " << round << " site " << i);
+      const Site& site = sites[i];
+      // Not kept: the u8 result comes back as values (dequantised with its scale).
+      at::Tensor values = int8_conv(site.input, site.weight, site.bias, args, site.spec);
+      // Within one step: the kernel's rounding of a value near a half step may differ from
+      // the double reference's.
+      EXPECT_LE((values - site.expected).abs().max().item<double>(),
+                1.0 / site.spec.output_scale + 1e-6);
+      EXPECT_GT(values.max().item<float>(), 0.5f * site.expected.max().item<float>());
+    }
+  }
+}
+
 // W' = W * gamma / sqrt(var + eps), b' = (b - mean) * scale + beta, in fp32 as the kernel
 // folds them before it computes the weight scales.
 std::pair<at::Tensor, at::Tensor> fold_batch_norm(const at::Tensor& weight,
@@ -410,6 +453,28 @@ TEST(Int8Linear, MatchesIntegerReferenceFor2dAnd3dInputsWithAndWithoutBias) {
               at::linear(input.to(at::kDouble), weight.to(at::kDouble), in_double(b)));
         }
       }
+    }
+  }
+}
+
+// As Int8ConvolutionScales above, for two linear sites of one shape.
+TEST(Int8Linear, SitesSharingAShapeKeepTheirOwnScalesCallAfterCall) {
+  at::manual_seed(50);
+  std::vector<at::Tensor> inputs, weights;
+  std::vector<Int8Spec> specs;
+  for (float magnitude : {1.f, 10.f}) {
+    inputs.push_back(at::randn({6, 40}) / magnitude);
+    weights.push_back(at::randn({24, 40}) * magnitude);
+    specs.push_back(spec_for(inputs.back(), false, true));
+  }
+  const at::Tensor bias = at::randn({24});
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "round " << round << " site " << i);
+      expect_int8_result(
+          int8_linear(inputs[i], weights[i], bias, specs[i]),
+          linear_reference(inputs[i], weights[i], bias, specs[i]),
+          at::linear(inputs[i].to(at::kDouble), weights[i].to(at::kDouble), in_double(bias)));
     }
   }
 }
