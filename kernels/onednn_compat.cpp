@@ -348,12 +348,11 @@ void set_product_scales(dnnl::primitive_attr& attr, const ProductScales& scales)
 std::vector<float> product_scales_kept(const ProductScales& scales) { return {}; }
 
 Arguments product_scale_arguments(const ProductScales& scales) {
-  Arguments arguments{
-      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scale_memory({1.f / scales.src})},
-      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, scale_memory(inverses(scales.weights))}};
-  if (scales.dst > 0.f)
-    arguments.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, scale_memory({1.f / scales.dst}));
-  return arguments;
+  // One weight scale (a batched matmul's B) is kept per value like src's and dst's.
+  const dnnl::memory weights = scales.weights.size() == 1
+                                   ? factor_memory(1.f / scales.weights[0])
+                                   : weight_scales_argument(scales.weights);
+  return product_scale_arguments(scales.src, weights, scales.dst);
 }
 
 bool primitive_keeps_product_scales() { return false; }
@@ -381,7 +380,7 @@ void set_result_scale(dnnl::primitive_attr& attr, float scale) {
 
 Arguments result_scale_arguments(float scale) {
   if (scale == 1.f) return {};
-  return {{DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, scale_memory({1.f / scale})}};
+  return {{DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, factor_memory(1.f / scale)}};
 }
 
 #else

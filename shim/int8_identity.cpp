@@ -148,11 +148,11 @@ namespace {
 
 // The op of `weight` if this very tensor ran unchanged before; with reg.mutex held.
 int64_t seen_weight(Registry& reg, const at::Tensor& weight) {
+  // Found by address, which is enough to be this tensor (as in storage_record: the record's
+  // weak reference keeps its memory).
   auto it = reg.weights.find(weight.unsafeGetTensorImpl());
-  // Addresses compare as in storage_record: the weak reference keeps its target's memory.
-  if (it == reg.weights.end() ||
-      it->second.impl._unsafe_get_target() != weight.unsafeGetTensorImpl() ||
-      it->second.data != weight.data_ptr() || it->second.version != version_of(weight))
+  if (it == reg.weights.end() || it->second.data != weight.data_ptr() ||
+      it->second.version != version_of(weight))
     return kNoOp;
   return it->second.index;
 }
