@@ -194,7 +194,7 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
 
   dnnl::primitive_attr attr = base_attr();
   if (scales) onednn::set_product_scales(attr, *scales);
-  if (post_ops.relu || post_ops.sum) {
+  if (post_ops.relu || post_ops.sum || post_ops.activation != ConvolutionPostOps::Activation::none) {
     dnnl::post_ops ops;
     // The destination is filled with the addend before the primitive runs.
     const bool int8_result = int8 && int8->output_scale > 0.f;
@@ -207,6 +207,12 @@ ConvPrimitive make_primitive(const at::Tensor& input, const at::Tensor& weight, 
       onednn::append_eltwise(ops, dnnl::algorithm::eltwise_clip, 0.f, upper);
     } else if (post_ops.relu) {
       onednn::append_eltwise(ops, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    } else if (post_ops.activation != ConvolutionPostOps::Activation::none) {
+      onednn::append_scale_sensitive(ops,
+                                     post_ops.activation == ConvolutionPostOps::Activation::silu
+                                         ? onednn::ScaleSensitiveActivation::silu
+                                         : onednn::ScaleSensitiveActivation::hardswish,
+                                     result_scale(int8));
     }
     attr.set_post_ops(ops);
   }
@@ -399,7 +405,11 @@ at::Tensor convolution_forward(const at::Tensor& input, const at::Tensor& weight
   shape_key.add(channels_last(weight)).add(has_bias).add_range(args.stride);
   shape_key.add_range(args.padding).add_range(args.dilation).add(args.groups);
   shape_key.add(precision).add(post_ops.relu).add(post_ops.sum != nullptr).add(args.transposed);
-  shape_key.add(clamp_in_primitive(post_ops, int8));
+  shape_key.add(clamp_in_primitive(post_ops, int8)).add(static_cast<int>(post_ops.activation));
+  // Where the primitive keeps the scales, silu's and hardswish's post-ops hold the result's.
+  if (post_ops.activation != ConvolutionPostOps::Activation::none &&
+      onednn::primitive_keeps_product_scales())
+    shape_key.add(result_scale(int8));
   // The sum's factor is the primitive's own (the product's scales alone do not fix it:
   // inputs and results scaled alike give the same output multipliers).
   shape_key.add(post_ops.sum ? post_ops.sum_s8_scale : 0.f).add(sum_post_op_scale(post_ops, int8));

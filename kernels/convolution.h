@@ -37,6 +37,10 @@ struct ConvolutionPostOps {
   const BatchNormFold* batch_norm = nullptr;  // not for transposed convolutions
   bool relu = false;
   float relu_upper = 0.f;  // > 0: the relu also clamps at this value (relu6: 6)
+  // Instead of the relu (which must then be false): silu (x * sigmoid(x)) or hardswish
+  // (x * relu6(x + 3) / 6), applied after the sum. An INT8 result with it may be negative.
+  enum class Activation { none, silu, hardswish };
+  Activation activation = Activation::none;
   // A tensor of the result's shape added before the relu (a residual connection). Its bytes
   // are in `sum_layout` when given (a tensor handed over in oneDNN's layout; INT8 bytes with
   // scale `sum_scale`), else in its strides' layout.

@@ -315,6 +315,15 @@ float sum_scale_in_primitive(float addend_scale, float result_scale) {
 
 float clip_bound_in_primitive(float bound, float result_scale) { return bound; }
 
+void append_scale_sensitive(dnnl::post_ops& ops, ScaleSensitiveActivation activation,
+                            float /*result_scale*/) {
+  if (activation == ScaleSensitiveActivation::silu) {
+    ops.append_eltwise(dnnl::algorithm::eltwise_swish, 1.f, 0.f);
+  } else {
+    ops.append_eltwise(dnnl::algorithm::eltwise_hardswish, 1.f / 6.f, 0.5f);
+  }
+}
+
 #else
 
 void append_eltwise(dnnl::post_ops& ops, dnnl::algorithm algorithm, float alpha, float beta) {
@@ -329,6 +338,19 @@ float sum_scale_in_primitive(float addend_scale, float result_scale) {
 
 float clip_bound_in_primitive(float bound, float result_scale) {
   return bound * (result_scale > 0.f ? result_scale : 1.f);
+}
+
+void append_scale_sensitive(dnnl::post_ops& ops, ScaleSensitiveActivation activation,
+                            float result_scale) {
+  // y = s * x arrives; s * f(x) must leave.
+  const float s = result_scale > 0.f ? result_scale : 1.f;
+  if (activation == ScaleSensitiveActivation::silu) {
+    // y * sigmoid(y / s) = s * x * sigmoid(x)
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_swish, 1.f / s, 0.f);
+    return;
+  }
+  if (s != 1.f) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / s, 0.f);
+  ops.append_eltwise(s, dnnl::algorithm::eltwise_hardswish, 0.f, 0.f);
 }
 
 #endif

@@ -126,6 +126,17 @@ void append_eltwise(dnnl::post_ops& ops, dnnl::algorithm algorithm, float alpha,
 float sum_scale_in_primitive(float addend_scale, float result_scale);
 float clip_bound_in_primitive(float bound, float result_scale);
 
+// An activation that does not commute with scaling, after a product whose result may be
+// quantised with `result_scale` (0: values): silu, x * sigmoid(x), or hardswish,
+// x * relu6(x + 3) / 6, of the result's values, left in the units the result is in. oneDNN 3
+// runs post-ops on values (the destination's scale divides after them); oneDNN 2 runs them in
+// the quantised units, so there the scale is taken out first (swish's alpha for silu, a
+// linear post-op before hardswish, whose own alpha and beta oneDNN 2 ignores) and put back
+// after (the eltwise post-op's scale).
+enum class ScaleSensitiveActivation { silu, hardswish };
+void append_scale_sensitive(dnnl::post_ops& ops, ScaleSensitiveActivation activation,
+                            float result_scale);
+
 // --- INT8 products (convolution, matmul) ----------------------------------------------------
 
 // The scales of a product of quantised src and weights, in the shim's convention.

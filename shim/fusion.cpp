@@ -3,6 +3,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
+#include <ATen/ops/hardswish.h>
+#include <ATen/ops/silu.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
@@ -15,6 +17,8 @@
 
 #include "kernels/tensor_version.h"
 #include "shim/dispatch_key.h"
+#include "shim/int8_identity.h"
+#include "shim/int8_modes.h"
 #include "shim/log.h"
 #include "shim/runtime.h"
 #include "shim/torch_compat.h"
@@ -74,6 +78,10 @@ struct Site {
   // The add is out of place (`x + bn(conv(...))`, either order): add.Tensor returns the sum.
   bool sum_out_of_place = false;
   bool off = false;  // a prediction failed here: never fuse this site again
+  // The chain's result, handed over in oneDNN's layout, was read by another op too (a
+  // squeeze-excitation block pools it and multiplies it): its values stay right, so the site
+  // still fuses, but never hands its result over again.
+  bool hand_over_never = false;
 };
 
 struct Registry {
@@ -231,6 +239,27 @@ void switch_off(const void* site) {
   }
 }
 
+// A prediction that only the handoff got wrong: the fused values are right, their layout
+// is not what the reader expects.
+void stop_handing_over(const void* site) {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+  if (it != reg.sites.end() && !it->second.hand_over_never) {
+    it->second.hand_over_never = true;
+    it->second.feeds_convolution = false;
+    it->second.feeds_pool = -1;
+    it->second.keeps_for_sum = -1;
+    // An expected step of learning (squeeze-excitation blocks), not the program's doing:
+    // told only when asked for.
+    if (runtime_settings().verbose >= 1)
+      log_limited("fusion-handoff-off", 3, Severity::info,
+                  "fusion: a result kept in oneDNN's layout for the next op was read by "
+                  "another op too; its values were reordered, and that result is no longer "
+                  "kept so");
+  }
+}
+
 void drop_dead_taints(ThreadState& st) {
   auto& taints = st.taints;
   for (size_t i = 0; i < taints.size();) {
@@ -280,8 +309,13 @@ void repair(ThreadState& st, Taint* taint) {
     laid_out.copy_(correct);
     correct = laid_out;
   }
+  // The op that made the value (as INT8 identities know it) made the new bytes too: ops that
+  // read them later are known by that op, as in the calibration run, which ran stock.
+  const int64_t producer =
+      int8::tracking() ? int8::producer_of(at::Tensor(locked)) : int8::kNoOp;
   locked->set_storage_keep_dtype(correct.storage());
   locked->set_storage_offset(correct.storage_offset());
+  if (producer != int8::kNoOp) int8::produced(producer, at::Tensor(locked));
   g_repairs.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -315,7 +349,11 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
       (pools_handed_over_bytes(op) || op == "aten::cat"))
     return;
   g_mispredictions.fetch_add(1, std::memory_order_relaxed);
-  switch_off(taint->site);
+  if (taint->layout && taint->allowed_op == "aten::conv2d") {
+    stop_handing_over(taint->site);
+  } else {
+    switch_off(taint->site);
+  }
   repair(st, taint);
 }
 
@@ -471,7 +509,15 @@ std::function<at::Tensor()> relu_of(std::function<at::Tensor()> before, Relu kin
                                     float upper) {
   return [before = std::move(before), kind, upper] {
     at::Tensor value = before();
-    return is_clamp(kind) ? value.clamp_(0.f, upper) : value.relu_();
+    switch (kind) {
+      case Relu::clamp_in_place:
+      case Relu::clamp_out_of_place: return value.clamp_(0.f, upper);
+      case Relu::silu_in_place:
+      case Relu::silu_out_of_place: return at::silu_(value);
+      case Relu::hardswish_in_place:
+      case Relu::hardswish_out_of_place: return at::hardswish_(value);
+      default: return value.relu_();
+    }
   };
 }
 
@@ -480,6 +526,10 @@ const char* relu_op_name(Relu kind) {
     case Relu::in_place: return "aten::relu_";
     case Relu::clamp_in_place: return "aten::hardtanh_";
     case Relu::clamp_out_of_place: return "aten::hardtanh";
+    case Relu::silu_in_place: return "aten::silu_";
+    case Relu::silu_out_of_place: return "aten::silu";
+    case Relu::hardswish_in_place: return "aten::hardswish_";
+    case Relu::hardswish_out_of_place: return "aten::hardswish";
     default: return "aten::relu";
   }
 }
@@ -542,12 +592,14 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   if (!site.has_batch_norm && site.relu == Relu::none) return plan;
   plan.relu = site.relu;
   plan.relu_upper = site.relu_upper;
-  if (site.feeds_convolution) {
+  const bool feeds_convolution = site.feeds_convolution && !site.hand_over_never;
+  const bool feeds_pool = site.feeds_pool >= 0 && !site.hand_over_never;
+  const bool keeps_for_sum = site.keeps_for_sum >= 0 && !site.hand_over_never;
+  if (feeds_convolution) {
     if (auto next = site.next_weight.lock()) plan.next_weight = at::Tensor(next);
   }
-  if (site.feeds_pool >= 0 && !site.feeds_convolution) plan.next_pool = site.feeds_pool;
-  if (site.keeps_for_sum >= 0 && !site.feeds_convolution && site.feeds_pool < 0)
-    plan.keep_for_op = site.keeps_for_sum;
+  if (feeds_pool && !feeds_convolution) plan.next_pool = site.feeds_pool;
+  if (keeps_for_sum && !feeds_convolution && !feeds_pool) plan.keep_for_op = site.keeps_for_sum;
   if (site.has_sum) {
     // The relu comes after the add: without the identity, only the batch norm is fused.
     plan.relu = Relu::none;
@@ -573,7 +625,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   }
   if (!site.has_batch_norm) {  // conv -> relu
     plan.fuse = true;
-    plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0 || site.keeps_for_sum >= 0;
+    plan.keep_layout = feeds_convolution || feeds_pool || keeps_for_sum;
     return plan;
   }
   auto gamma = site.gamma.lock(), beta = site.beta.lock(), mean = site.mean.lock(),
@@ -581,7 +633,7 @@ ConvolutionPlan plan_convolution(const at::Tensor& weight) {
   if (!mean || !var || (site.has_gamma && !gamma) || (site.has_beta && !beta)) return plan;
   plan.fuse = true;
   plan.fold_batch_norm = true;
-  plan.keep_layout = site.feeds_convolution || site.feeds_pool >= 0 || site.keeps_for_sum >= 0;
+  plan.keep_layout = feeds_convolution || feeds_pool || keeps_for_sum;
   plan.batch_norm.mean = at::Tensor(mean);
   plan.batch_norm.var = at::Tensor(var);
   if (site.has_gamma) plan.batch_norm.gamma = at::Tensor(gamma);
@@ -1199,7 +1251,8 @@ void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
   if (!enabled()) return;
   ThreadState& st = state();
   // A linear layer's matmul fuses relu only.
-  if (!is_clamp(kind)) learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
+  if (is_plain_relu(kind))
+    learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
   // conv -> relu, with no batch norm between.
   const WeakTensor conv_weight = st.convolution.weight;
   if (const void* conv_site = st.convolution.take_if_consumed_by(input, version_before)) {

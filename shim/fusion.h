@@ -69,13 +69,40 @@ bool install(std::string* why);
 bool enabled();
 
 // The activation after a convolution or linear: relu/relu_, or (convolutions only) a
-// hardtanh/hardtanh_ clamping to [0, upper] (relu6 is hardtanh(0, 6)).
-enum class Relu { none, in_place, out_of_place, clamp_in_place, clamp_out_of_place };
+// hardtanh/hardtanh_ clamping to [0, upper] (relu6 is hardtanh(0, 6)), silu/silu_ or
+// hardswish/hardswish_ (EfficientNet's and MobileNetV3's; their results may be negative).
+enum class Relu {
+  none,
+  in_place,
+  out_of_place,
+  clamp_in_place,
+  clamp_out_of_place,
+  silu_in_place,
+  silu_out_of_place,
+  hardswish_in_place,
+  hardswish_out_of_place,
+};
 constexpr bool is_clamp(Relu kind) {
   return kind == Relu::clamp_in_place || kind == Relu::clamp_out_of_place;
 }
 constexpr bool is_in_place(Relu kind) {
-  return kind == Relu::in_place || kind == Relu::clamp_in_place;
+  return kind == Relu::in_place || kind == Relu::clamp_in_place ||
+         kind == Relu::silu_in_place || kind == Relu::hardswish_in_place;
+}
+// relu or relu_ itself (the one activation a linear fuses as relu).
+constexpr bool is_plain_relu(Relu kind) {
+  return kind == Relu::in_place || kind == Relu::out_of_place;
+}
+// The convolution post-ops computing `kind` (none: nothing to fuse).
+inline void set_activation(ConvolutionPostOps* post_ops, Relu kind, float upper) {
+  using Activation = ConvolutionPostOps::Activation;
+  post_ops->relu = kind != Relu::none && (is_plain_relu(kind) || is_clamp(kind));
+  post_ops->relu_upper = is_clamp(kind) ? upper : 0.f;
+  post_ops->activation = kind == Relu::silu_in_place || kind == Relu::silu_out_of_place
+                             ? Activation::silu
+                         : kind == Relu::hardswish_in_place || kind == Relu::hardswish_out_of_place
+                             ? Activation::hardswish
+                             : Activation::none;
 }
 
 struct ConvolutionPlan {

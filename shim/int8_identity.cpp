@@ -285,6 +285,13 @@ void produced(int64_t index, const at::Tensor& output) {
                                               index});
 }
 
+void produced_by_no_op(const at::Tensor& output) {
+  if (!output.defined() || !output.has_storage()) return;
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  reg.storages.erase(output.storage().unsafeGetStorageImpl());
+}
+
 int64_t producer_of(const at::Tensor& tensor) {
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);

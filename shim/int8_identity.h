@@ -72,6 +72,10 @@ int64_t identify_anchored(Kind kind, c10::ArrayRef<const at::Tensor*> inputs);
 // `output` (and every view or in-place update of its storage) comes from op `index`.
 void produced(int64_t index, const at::Tensor& output);
 
+// `output`'s storage now holds a result no op with an INT8 identity made (a fused activation
+// that answers with the memory of the op before it, where stock would return new memory).
+void produced_by_no_op(const at::Tensor& output);
+
 // The op whose result `tensor`'s storage last received (through produced()); kNoOp if none.
 int64_t producer_of(const at::Tensor& tensor);
 

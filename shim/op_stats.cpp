@@ -38,6 +38,7 @@ const char* fallback_name(Fallback reason) {
     case Fallback::symbolic_sizes: return "symbolic sizes (tracing)";
     case Fallback::mode_off: return "mode off";
     case Fallback::special_values: return "NaN or -inf in the input";
+    case Fallback::stock_faster: return "stock is faster here";
     case Fallback::count_: break;
   }
   return "?";

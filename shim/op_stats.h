@@ -38,6 +38,7 @@ enum class Fallback : int {
   symbolic_sizes,      // sizes are symbolic (torch.compile tracing with dynamic shapes)
   mode_off,            // the mode in effect is off (set at run time, or outside a scope)
   special_values,      // a NaN or -inf the kernel would answer differently from stock (max pooling)
+  stock_faster,        // stock's own kernel is the faster one for this case (measured)
   count_,
 };
 

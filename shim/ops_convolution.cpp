@@ -100,8 +100,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
       ConvolutionPostOps post_ops;
       if (plan.fuse) {
         post_ops.batch_norm = plan.fold_batch_norm ? &plan.batch_norm : nullptr;
-        post_ops.relu = plan.relu != fusion::Relu::none;
-        post_ops.relu_upper = fusion::is_clamp(plan.relu) ? plan.relu_upper : 0.f;
+        fusion::set_activation(&post_ops, plan.relu, plan.relu_upper);
       }
       // `out += identity` inside the convolution (residual blocks, learned).
       if (plan.sum.defined() && plan.fuse && plan.fold_batch_norm) {

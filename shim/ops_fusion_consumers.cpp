@@ -1,6 +1,6 @@
-// batch_norm, relu, relu_ and gelu: stock PyTorch computes them (fp32 policy), unless the
-// call is the one a fused convolution or linear predicted, which already applied it
-// (shim/fusion.h).
+// batch_norm, relu, hardtanh, silu, hardswish (and their in-place forms) and gelu: stock
+// PyTorch computes them (fp32 policy), unless the call is the one a fused convolution or
+// linear predicted, which already applied it (shim/fusion.h).
 #include "shim/ops_fusion_consumers.h"
 
 #include <ATen/ops/adaptive_avg_pool2d_ops.h>
@@ -10,8 +10,10 @@
 #include <ATen/ops/cat_ops.h>
 #include <ATen/ops/max_pool2d_ops.h>
 #include <ATen/ops/gelu_ops.h>
+#include <ATen/ops/hardswish_ops.h>
 #include <ATen/ops/hardtanh_ops.h>
 #include <ATen/ops/relu_ops.h>
+#include <ATen/ops/silu_ops.h>
 
 #include "kernels/tensor_version.h"
 #include "kernels/batch_norm.h"
@@ -90,13 +92,18 @@ at::Tensor batch_norm_override(const at::Tensor& input, const c10::optional<at::
   return output;
 }
 
-// relu, relu_, hardtanh and hardtanh_ (`extra`: hardtanh's bounds). `fusable`: the call is
-// one a convolution can compute as its post-op (hardtanh: a clamp to [0, upper]).
+// relu, relu_, hardtanh and hardtanh_ (`extra`: hardtanh's bounds), silu, silu_, hardswish
+// and hardswish_. `fusable`: the call is one a convolution can compute as its post-op
+// (hardtanh: a clamp to [0, upper]).
 template <class Op, fusion::Relu kind, class Result, class Input, class... Extra>
 Result relu_common(Input input, float upper, bool fusable, const Extra&... extra) {
   using Wrapped = Intercept<Op>;
-  const int64_t op =
-      int8::tracking() ? int8::identify_anchored(int8::Kind::relu, {&input}) : int8::kNoOp;
+  // silu and hardswish have no INT8 entry (the seed's format knows none, and configs written
+  // before the shim fused them must still match): they run on values between the INT8 ops.
+  constexpr bool has_int8_entry = fusion::is_plain_relu(kind) || fusion::is_clamp(kind);
+  const int64_t op = has_int8_entry && int8::tracking()
+                         ? int8::identify_anchored(int8::Kind::relu, {&input})
+                         : int8::kNoOp;
   if (int8::calibrating()) {
     calibration::observe_inputs(op, {&input});
     Wrapped::stats().count(Path::observed);
@@ -116,8 +123,15 @@ Result relu_common(Input input, float upper, bool fusable, const Extra&... extra
   if (learn) {
     if (auto answer = fusion::answer_relu(input, kind, upper)) {
       Wrapped::stats().count(Path::fused);
-      if constexpr (fusion::is_in_place(kind)) return input;
-      else return *answer;
+      if constexpr (fusion::is_in_place(kind)) {
+        return input;
+      } else {
+        // Stock's result would be new memory that no INT8 op produced; the answer shares the
+        // batch norm's (or convolution's), so that op's claim on it is dropped: later ops get
+        // the same INT8 identities as in the calibration run, which ran stock.
+        if (!has_int8_entry && int8::tracking()) int8::produced_by_no_op(*answer);
+        return *answer;
+      }
     }
   }
   const uint32_t version_before = learn ? version_of(input) : 0;
@@ -404,6 +418,15 @@ at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArray
       *why = Fallback::unsupported_shape;
       return c10::nullopt;
     }
+    // A global average of an NCHW tensor is stock's mean over rows it reads once, where the
+    // kernel first reorders the whole input into channel blocks: 2-7x slower here (torch 2.6,
+    // AVX512_BF16 EPYC; 1.3 against 0.2 ms for 4x96x112x112), and 1.9-3.1 ms against 1.1 a
+    // call on efficientnet_v2_s's squeeze-excitation pools.
+    if (sizes->size() == 2 && (*sizes)[0] == 1 && (*sizes)[1] == 1 &&
+        self.suggest_memory_format() != at::MemoryFormat::ChannelsLast) {
+      *why = Fallback::stock_faster;
+      return c10::nullopt;
+    }
     return avg_pool_plain(self, kernel, kernel, zeros, true);
   };
   return pooling_common<Op, int8::Kind::adaptive_pool>(self, kernel_on_bytes, kernel_on_values,
@@ -465,6 +488,28 @@ at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim) {
   at::Tensor output = Intercept<Op>::pass_through(tensors, dim);
   if (learn) fusion::after_cat(inputs, dim, output);
   return output;
+}
+
+at::Tensor silu_override(const at::Tensor& input) {
+  return relu_common<at::_ops::silu, fusion::Relu::silu_out_of_place, at::Tensor,
+                     const at::Tensor&>(input, 0.f, true);
+}
+
+at::Tensor& silu__override(at::Tensor& input) {
+  WriteNote written(input);
+  return relu_common<at::_ops::silu_, fusion::Relu::silu_in_place, at::Tensor&, at::Tensor&>(
+      input, 0.f, true);
+}
+
+at::Tensor hardswish_override(const at::Tensor& input) {
+  return relu_common<at::_ops::hardswish, fusion::Relu::hardswish_out_of_place, at::Tensor,
+                     const at::Tensor&>(input, 0.f, true);
+}
+
+at::Tensor& hardswish__override(at::Tensor& input) {
+  WriteNote written(input);
+  return relu_common<at::_ops::hardswish_, fusion::Relu::hardswish_in_place, at::Tensor&,
+                     at::Tensor&>(input, 0.f, true);
 }
 
 at::Tensor relu_override(const at::Tensor& input) {

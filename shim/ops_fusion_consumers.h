@@ -19,6 +19,11 @@ at::Tensor hardtanh_override(const at::Tensor& input, const at::Scalar& min_val,
                              const at::Scalar& max_val);
 at::Tensor& hardtanh__override(at::Tensor& input, const at::Scalar& min_val,
                                const at::Scalar& max_val);
+// silu/silu_ and hardswish/hardswish_: fused into a convolution (EfficientNet, MobileNetV3).
+at::Tensor silu_override(const at::Tensor& input);
+at::Tensor& silu__override(at::Tensor& input);
+at::Tensor hardswish_override(const at::Tensor& input);
+at::Tensor& hardswish__override(at::Tensor& input);
 // max_pool2d: pools a result handed over in oneDNN's layout as it is and hands it on.
 at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_size,
                                c10::IntArrayRef stride, c10::IntArrayRef padding,

@@ -30,7 +30,9 @@
 #include <ATen/ops/conv_transpose2d_ops.h>
 #include <ATen/ops/conv_transpose3d_ops.h>
 #include <ATen/ops/gelu_ops.h>
+#include <ATen/ops/hardswish_ops.h>
 #include <ATen/ops/hardtanh_ops.h>
+#include <ATen/ops/silu_ops.h>
 #include <ATen/ops/layer_norm_ops.h>
 #include <ATen/ops/linear_ops.h>
 #include <ATen/ops/matmul_ops.h>
@@ -124,6 +126,10 @@ void fill_table(torch::Library& library) {
   SHIM_KERNEL(relu_, observe, relu__override);
   SHIM_KERNEL(hardtanh, observe, hardtanh_override);
   SHIM_KERNEL(hardtanh_, observe, hardtanh__override);
+  SHIM_KERNEL(silu, observe, silu_override);
+  SHIM_KERNEL(silu_, observe, silu__override);
+  SHIM_KERNEL(hardswish, observe, hardswish_override);
+  SHIM_KERNEL(hardswish_, observe, hardswish__override);
   SHIM_KERNEL(gelu, observe, gelu_override);
   SHIM_KERNEL(max_pool2d, observe, max_pool2d_override);
   SHIM_KERNEL(avg_pool2d, observe, avg_pool2d_override);

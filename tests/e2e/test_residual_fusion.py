@@ -108,9 +108,13 @@ def test_the_pools_run_on_handed_over_bytes(runs, mode, grad_mode, cpu_plan):
     expect_handed_over_twice(runs[(mode, grad_mode, "fused")]["counters"]["plain"]["max_pool2d"])
     unfused = runs[(mode, grad_mode, "unfused")]["counters"]["plain"]["max_pool2d"]
     assert unfused == {"onednn_fp32": 3}, unfused
-    # The head's adaptive average pool, likewise, on the last block's handed-over result.
-    expect_handed_over_twice(
-        runs[(mode, grad_mode, "fused")]["counters"]["plain"]["adaptive_avg_pool2d"])
+    # The head's adaptive average pool, likewise, on the last block's handed-over result; on
+    # the learning pass it averages the program's NCHW tensor, which stock's mean does
+    # faster (a global average: the kernel would reorder the input into blocks first).
+    head = dict(runs[(mode, grad_mode, "fused")]["counters"]["plain"]["adaptive_avg_pool2d"])
+    assert head.pop("stock") == 1 and head.pop("fallback_reasons") == {
+        "stock is faster here": 1}, head
+    assert head == {POOL_PATH[mode]: 2}, head
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)

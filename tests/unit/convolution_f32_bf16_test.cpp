@@ -82,6 +82,31 @@ TEST_P(Convolution, ClampPostOpMatchesRelu6OfReference) {
             precision == Precision::bf16 ? upper * (1.f + 1.f / 256.f) : upper);
 }
 
+// silu and hardswish as the convolution's post-op: both keep negative values (silu's minimum
+// is about -0.28, hardswish's -0.375), so a relu in their place, or a missing post-op, is far
+// outside the tolerance on these inputs (the plain results span roughly -10 to 10).
+TEST_P(Convolution, SiluAndHardswishPostOpsMatchTheirReference) {
+  const auto& [c, precision] = GetParam();
+  IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
+  auto [input, weight, bias] = make_inputs(c, 11);
+  ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
+  at::Tensor plain = at::convolution(input.to(at::kDouble), weight.to(at::kDouble),
+                                     bias ? c10::optional<at::Tensor>(bias->to(at::kDouble))
+                                          : c10::nullopt,
+                                     c.stride, c.padding, c.dilation, false,
+                                     std::vector<int64_t>(c.stride.size(), 0), c.groups);
+  using Activation = ConvolutionPostOps::Activation;
+  for (Activation activation : {Activation::silu, Activation::hardswish}) {
+    SCOPED_TRACE(activation == Activation::silu ? "silu" : "hardswish");
+    ConvolutionPostOps post_ops;
+    post_ops.activation = activation;
+    at::Tensor expected = activation == Activation::silu ? at::silu(plain) : at::hardswish(plain);
+    at::Tensor actual = convolution_forward(input, weight, bias, args, precision, post_ops);
+    testing::expect_close(actual, expected, precision);
+    EXPECT_LT(actual.min().item<float>(), -0.05f);  // negatives kept: not a relu
+  }
+}
+
 TEST_P(Convolution, FoldedBatchNormMatchesConvThenBatchNorm) {
   const auto& [c, precision] = GetParam();
   IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);

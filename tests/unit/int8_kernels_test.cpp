@@ -218,6 +218,51 @@ TEST(Int8ConvolutionPostOps, ClampAppliesAtItsBoundInValuesForEveryResultType) {
             0.5f / quantised.output_scale + kReferenceTolerance * upper);
 }
 
+// silu and hardswish in INT8: they do not commute with the result's scale (silu(s x) is not
+// s silu(x)), so oneDNN 2, which runs post-ops in the result's units, needs the scale taken
+// out and put back around them, while oneDNN 3 runs them on values. Checked for an fp32
+// result and for an s8 result kept in oneDNN's layout in the next op's scale (the handoff of
+// EfficientNet's and MobileNetV3's blocks), whose scale is far from 1 so that an activation
+// applied in steps instead of values is off by many steps.
+TEST(Int8ConvolutionPostOps, SiluAndHardswishApplyToValuesForEveryResultType) {
+  at::manual_seed(45);
+  at::Tensor input = at::randn({3, 5, 13, 11});
+  at::Tensor weight = at::randn({7, 5, 3, 3}) * 0.3;
+  at::Tensor bias = at::randn({7});
+  ConvolutionArgs args{kOnes, kOnes, kOnes, 1};
+  Int8Spec spec = spec_for(input, false, true);
+  at::Tensor reference = conv_reference(input, weight, bias, args, spec);
+  at::Tensor plain = conv_double(input, weight, bias, args);
+  ASSERT_LT(reference.min().item<double>(), -3.0);  // hardswish's and silu's tails reached
+  ASSERT_GT(reference.max().item<double>(), 3.0);
+  using Activation = ConvolutionPostOps::Activation;
+  for (Activation activation : {Activation::silu, Activation::hardswish}) {
+    SCOPED_TRACE(activation == Activation::silu ? "silu" : "hardswish");
+    auto apply = [&](const at::Tensor& x) {
+      return activation == Activation::silu ? at::silu(x) : at::hardswish(x);
+    };
+    ConvolutionPostOps post_ops;
+    post_ops.activation = activation;
+    at::Tensor expected = apply(reference);
+    expect_int8_result(int8_conv(input, weight, bias, args, spec, post_ops), expected,
+                       apply(plain));
+    // s8 result: the largest magnitude on 127 steps.
+    Int8Spec quantised = spec;
+    quantised.output_uint8 = false;
+    quantised.output_scale = 127.f / expected.abs().max().item<float>();
+    dnnl::memory::desc layout;
+    ConvolutionHandoff keep;
+    keep.keep_output_layout = true;
+    keep.output_layout = &layout;
+    at::Tensor bytes = int8_conv(input, weight, bias, args, quantised, post_ops, keep);
+    ASSERT_GT(layout.get_size(), 0u);
+    at::Tensor values = from_layout(bytes, layout, quantised.output_scale);
+    EXPECT_LT(values.min().item<float>(), 0.f);  // s8: the negative tail survives
+    EXPECT_LE((values - expected).abs().max().item<double>(),
+              0.5 / quantised.output_scale + kReferenceTolerance * expected.abs().max().item<double>());
+  }
+}
+
 // Two convolution sites of one shape share a primitive where oneDNN takes the scales at
 // execution; each call brings its own: its weights' (made once with its packed weights), its
 // input's and its result's (kept per value). Interleaved calls must not trade them. The
