@@ -224,12 +224,19 @@ TEST(Int8ConvolutionPostOps, ClampAppliesAtItsBoundInValuesForEveryResultType) {
 // result and for an s8 result kept in oneDNN's layout in the next op's scale (the handoff of
 // EfficientNet's and MobileNetV3's blocks), whose scale is far from 1 so that an activation
 // applied in steps instead of values is off by many steps.
-TEST(Int8ConvolutionPostOps, SiluAndHardswishApplyToValuesForEveryResultType) {
+// Depthwise too: oneDNN serves it with kernels of its own (MobileNetV3's and EfficientNet's
+// depthwise chains end in these activations).
+class Int8ActivationPostOps : public ::testing::TestWithParam<bool /*depthwise*/> {};
+
+TEST_P(Int8ActivationPostOps, SiluAndHardswishApplyToValuesForEveryResultType) {
+  const bool depthwise = GetParam();
   at::manual_seed(45);
-  at::Tensor input = at::randn({3, 5, 13, 11});
-  at::Tensor weight = at::randn({7, 5, 3, 3}) * 0.3;
-  at::Tensor bias = at::randn({7});
-  ConvolutionArgs args{kOnes, kOnes, kOnes, 1};
+  const int64_t channels = depthwise ? 16 : 5, outputs = depthwise ? 16 : 7;
+  at::Tensor input = at::randn({3, channels, 13, 11});
+  at::Tensor weight = at::randn({outputs, depthwise ? 1 : channels, 3, 3}) *
+                      (depthwise ? 1.5 : 0.3);
+  at::Tensor bias = at::randn({outputs});
+  ConvolutionArgs args{kOnes, kOnes, kOnes, depthwise ? channels : 1};
   Int8Spec spec = spec_for(input, false, true);
   at::Tensor reference = conv_reference(input, weight, bias, args, spec);
   at::Tensor plain = conv_double(input, weight, bias, args);
@@ -262,6 +269,9 @@ TEST(Int8ConvolutionPostOps, SiluAndHardswishApplyToValuesForEveryResultType) {
               0.5 / quantised.output_scale + kReferenceTolerance * expected.abs().max().item<double>());
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Int8, Int8ActivationPostOps, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "depthwise" : "dense"; });
 
 // Two convolution sites of one shape share a primitive where oneDNN takes the scales at
 // execution; each call brings its own: its weights' (made once with its packed weights), its
