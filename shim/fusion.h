@@ -96,7 +96,7 @@ constexpr bool is_plain_relu(Relu kind) {
 // The convolution post-ops computing `kind` (none: nothing to fuse).
 inline void set_activation(ConvolutionPostOps* post_ops, Relu kind, float upper) {
   using Activation = ConvolutionPostOps::Activation;
-  post_ops->relu = kind != Relu::none && (is_plain_relu(kind) || is_clamp(kind));
+  post_ops->relu = is_plain_relu(kind) || is_clamp(kind);
   post_ops->relu_upper = is_clamp(kind) ? upper : 0.f;
   post_ops->activation = kind == Relu::silu_in_place || kind == Relu::silu_out_of_place
                              ? Activation::silu

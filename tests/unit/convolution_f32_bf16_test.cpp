@@ -90,11 +90,7 @@ TEST_P(Convolution, SiluAndHardswishPostOpsMatchTheirReference) {
   IPEX_SKIP_BF16_UNLESS_SUPPORTED(precision);
   auto [input, weight, bias] = make_inputs(c, 11);
   ConvolutionArgs args{c.stride, c.padding, c.dilation, c.groups};
-  at::Tensor plain = at::convolution(input.to(at::kDouble), weight.to(at::kDouble),
-                                     bias ? c10::optional<at::Tensor>(bias->to(at::kDouble))
-                                          : c10::nullopt,
-                                     c.stride, c.padding, c.dilation, false,
-                                     std::vector<int64_t>(c.stride.size(), 0), c.groups);
+  at::Tensor plain = testing::conv_double(input, weight, bias, args);
   using Activation = ConvolutionPostOps::Activation;
   for (Activation activation : {Activation::silu, Activation::hardswish}) {
     SCOPED_TRACE(activation == Activation::silu ? "silu" : "hardswish");
