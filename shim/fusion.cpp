@@ -78,10 +78,14 @@ struct Site {
   // The add is out of place (`x + bn(conv(...))`, either order): add.Tensor returns the sum.
   bool sum_out_of_place = false;
   bool off = false;  // a prediction failed here: never fuse this site again
-  // The chain's result, handed over in oneDNN's layout, was read by another op too (a
-  // squeeze-excitation block pools it and multiplies it): its values stay right, so the site
-  // still fuses, but never hands its result over again.
+  // The chain's result, handed over in oneDNN's layout, was read by an op that cannot take
+  // the bytes as they are (a mul by a factor per element, a read of a squeeze-excitation's
+  // product): its values stay right, so the site still fuses, but never hands its result
+  // over again.
   bool hand_over_never = false;
+  // The convolution that read this chain's result times a per-channel gate (computed on the
+  // handed-over bytes): the product is written in its input scale.
+  WeakTensor weight_after_mul = nothing();
 };
 
 struct Registry {
@@ -192,6 +196,7 @@ struct ThreadState {
     std::vector<const void*> sites;
   } joined;
   Produced sum;        // a batch norm's result after `+= identity` (learning)
+  Produced mul;        // a product of handed-over bytes and a gate (learning its reader)
   // Per convolution site, the input of its last call in this thread: the identity a later
   // convolution of the same residual block adds.
   std::unordered_map<const void*, WeakTensor> last_input;
@@ -250,8 +255,8 @@ void stop_handing_over(const void* site) {
     it->second.feeds_convolution = false;
     it->second.feeds_pool = -1;
     it->second.keeps_for_sum = -1;
-    // An expected step of learning (squeeze-excitation blocks), not the program's doing:
-    // told only when asked for.
+    // The values were right, only their layout was not what the reader takes: told only
+    // when asked for.
     if (runtime_settings().verbose >= 1)
       log_limited("fusion-handoff-off", 3, Severity::info,
                   "fusion: a result kept in oneDNN's layout for the next op was read by "
@@ -325,6 +330,19 @@ bool pools_handed_over_bytes(const std::string& op) {
          op == "aten::adaptive_avg_pool2d";
 }
 
+// A tainted tensor read by an op that was not predicted: a handoff's bytes (whose values
+// were right) stop the site's handoffs, any other failed prediction the site's fusion; the
+// tensor is repaired.
+void misread(ThreadState& st, Taint* taint) {
+  g_mispredictions.fetch_add(1, std::memory_order_relaxed);
+  if (taint->layout && taint->allowed_op == "aten::conv2d") {
+    stop_handing_over(taint->site);
+  } else {
+    switch_off(taint->site);
+  }
+  repair(st, taint);
+}
+
 // A read of `tensor` by `op`: unless `op` is the predicted consumer, repair it. A read of
 // what a tainted tensor is computed from (it may be about to change) repairs that first.
 void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op) {
@@ -343,18 +361,12 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   }
   Taint* taint = find_taint(st, tensor);
   if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
-  // Bytes handed over in oneDNN's layout: the pooling wrappers and torch.cat's read them as
-  // they are, or settle them first.
+  // Bytes handed over in oneDNN's layout: the pooling wrappers, torch.cat's and mul's read
+  // them as they are, or settle them first.
   if (taint->layout && taint->allowed_op == "aten::conv2d" &&
-      (pools_handed_over_bytes(op) || op == "aten::cat"))
+      (pools_handed_over_bytes(op) || op == "aten::cat" || op == "aten::mul"))
     return;
-  g_mispredictions.fetch_add(1, std::memory_order_relaxed);
-  if (taint->layout && taint->allowed_op == "aten::conv2d") {
-    stop_handing_over(taint->site);
-  } else {
-    switch_off(taint->site);
-  }
-  repair(st, taint);
+  misread(st, taint);
 }
 
 // An op writes to `tensor` (an argument the schema marks as written): a fused add whose
@@ -406,6 +418,9 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
     // reads a handed-over input as conv2d does (its wrapper hands it to conv2d's).
     const std::string* reader = &name;
     static const std::string kConv2d = "aten::conv2d";
+    // Only mul.Tensor has the shim's wrapper: mul.Scalar and mul.out read values.
+    static const std::string kOtherMul = "aten::mul (not mul.Tensor)";
+    if (name == "aten::mul" && op.schema().overload_name() != "Tensor") reader = &kOtherMul;
     if (name == "aten::_convolution" && count >= 7) {
       const c10::IValue& transposed = torch::jit::last(*stack, count)[6];
       if (transposed.isBool() && !transposed.toBool()) reader = &kConv2d;
@@ -662,6 +677,12 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
         it->second.next_weight = weak(plan.weight);
       }
     }
+  }
+  if (const void* producer = st.mul.take_if_consumed_by(input, version_of(input))) {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
+    if (it != reg.sites.end() && !it->second.off) it->second.weight_after_mul = weak(plan.weight);
   }
   if (!plan.fuse) {
     st.convolution.record(output, weak(plan.weight), site);
@@ -1121,6 +1142,33 @@ void handed_on(const at::Tensor& input, const at::Tensor& output,
                             nullptr, false, nullptr, false});
   set_observing(true);
   g_handoffs.fetch_add(1, std::memory_order_relaxed);
+}
+
+at::Tensor weight_after_mul(const at::Tensor& input) {
+  ThreadState& st = state();
+  const Taint* taint = st.taints.empty() ? nullptr : find_taint(st, input);
+  if (taint == nullptr || taint->site == nullptr) return at::Tensor();
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(taint->site));
+  if (it == reg.sites.end() || it->second.off) return at::Tensor();
+  auto weight = it->second.weight_after_mul.lock();
+  return weight ? at::Tensor(weight) : at::Tensor();
+}
+
+void mul_handed_on(const at::Tensor& input, const at::Tensor& output,
+                   const dnnl::memory::desc& layout, float scale) {
+  ThreadState& st = state();
+  const Taint* source = find_taint(st, input);
+  const void* site = source ? source->site : nullptr;
+  handed_on(input, output, layout, scale);
+  if (site) st.mul.record(output, nothing(), site);
+}
+
+void not_read_as_is(const at::Tensor& input) {
+  ThreadState& st = state();
+  if (st.taints.empty()) return;
+  if (Taint* taint = find_taint(st, input)) misread(st, taint);
 }
 
 const dnnl::memory::desc* addend_layout(const at::Tensor& tensor, float* scale) {

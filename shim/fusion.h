@@ -41,7 +41,9 @@
 // program's tensor, and its value can be computed again: each block's output carries that
 // recomputation (its convolution again, plus the identity's own recomputed value), back to
 // the last block whose identity was not summed over. A max_pool2d after a
-// fused chain pools the handed-over bytes as they are and hands its result on.
+// fused chain pools the handed-over bytes as they are and hands its result on. A
+// squeeze-excitation block's pool and `x * gate` read its depthwise chain's handed-over bytes
+// as they are, and the product goes on in oneDNN's layout to the next convolution.
 // `relu(proj(x) + f(x))` (regnet), out of place with the projection run first, is f's last
 // convolution adding the projection's result, which its own convolution kept in oneDNN's
 // layout. A torch.cat of chains' results (squeezenet's fire modules, inception's branches)
@@ -221,6 +223,21 @@ void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Ten
 // A cat input handed over that the cat cannot join (its other inputs are values, or of
 // another type or scale): its chain stops keeping its result, and it is settled now.
 void settle_unjoined(const at::Tensor& input);
+
+// Squeeze-excitation's `x * gate` with x handed over in oneDNN's layout: the mul wrapper
+// multiplies x's bytes as they are (kernels/channel_scale.h) and hands the product to the
+// convolution that reads it next (the block's projection).
+// weight_after_mul: the weight of the convolution learned to read such a product of x's
+// chain (INT8 writes the product in its input scale), or an undefined tensor.
+// mul_handed_on: `output` (input * gate) has its bytes in `layout` (INT8: with `scale`); it
+// is tainted like a chain's result handed over, and the convolution that reads it is learned.
+// not_read_as_is: an op that cannot read input's bytes as they are is about to read it: the
+// bytes are reordered into its values, and its chain hands its result over no more (the
+// prediction failed).
+at::Tensor weight_after_mul(const at::Tensor& input);
+void mul_handed_on(const at::Tensor& input, const at::Tensor& output,
+                   const dnnl::memory::desc& layout, float scale);
+void not_read_as_is(const at::Tensor& input);
 
 // The bytes of a tensor added by a convolution: their layout when handed over in oneDNN's
 // layout (with their INT8 scale), else nullptr (then they are the tensor's values).

@@ -9,6 +9,7 @@
 #include <ATen/ops/batch_norm_ops.h>
 #include <ATen/ops/cat_ops.h>
 #include <ATen/ops/max_pool2d_ops.h>
+#include <ATen/ops/mul_ops.h>
 #include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/hardswish_ops.h>
 #include <ATen/ops/hardtanh_ops.h>
@@ -17,6 +18,7 @@
 
 #include "kernels/tensor_version.h"
 #include "kernels/batch_norm.h"
+#include "kernels/channel_scale.h"
 #include "kernels/concat.h"
 #include "kernels/pooling.h"
 #include "shim/autograd_kernels.h"
@@ -551,6 +553,78 @@ at::Tensor& hardtanh__override(at::Tensor& input, const at::Scalar& min_val,
   const bool fusable = clamp_from_zero(min_val, max_val, &upper);
   return relu_common<at::_ops::hardtanh_, fusion::Relu::clamp_in_place, at::Tensor&,
                      at::Tensor&>(input, upper, fusable, min_val, max_val);
+}
+
+namespace {
+
+// Whether `gate` is a per-channel factor of `x` for scale_channels_handed_over: fp32
+// (N|1, C, 1, 1) against fp32 (N, C, H, W), so that the product has x's sizes and dtype.
+bool is_channel_gate(const at::Tensor& x, const at::Tensor& gate) {
+  return x.dim() == 4 && gate.dim() == 4 && x.scalar_type() == at::kFloat &&
+         gate.scalar_type() == at::kFloat && gate.size(1) == x.size(1) && gate.size(2) == 1 &&
+         gate.size(3) == 1 && (gate.size(0) == x.size(0) || gate.size(0) == 1) &&
+         gate.device().is_cpu();
+}
+
+// The type and INT8 scale the product is written in: INT8 mode with the convolution that
+// reads it known, in that convolution's input scale; else the bytes' own type (fp32 when
+// they are INT8: the reader's scale is not known yet).
+dnnl::memory::data_type product_type(const at::Tensor& x, const dnnl::memory::desc& layout,
+                                     float* scale) {
+  using dt = dnnl::memory::data_type;
+  *scale = 1.f;
+  if (int8::quantising()) {
+    const at::Tensor next = fusion::weight_after_mul(x);
+    Int8Spec spec;
+    Fallback why;
+    if (next.defined() && int8::spec_for(int8::known_weighted(next), &spec, &why) &&
+        spec.input_scale > 0.f) {
+      *scale = spec.input_scale;
+      return spec.input_uint8 ? dt::u8 : dt::s8;
+    }
+  }
+  const dt type = onednn::data_type_of(layout);
+  return type == dt::s8 || type == dt::u8 ? dt::f32 : type;
+}
+
+}  // namespace
+
+at::Tensor mul_override(const at::Tensor& self, const at::Tensor& other) {
+  using Op = at::_ops::mul_Tensor;
+  const dnnl::memory::desc* self_layout = fusion::layout_of(self);
+  const dnnl::memory::desc* other_layout = fusion::layout_of(other);
+  if (self_layout == nullptr && other_layout == nullptr)
+    return Intercept<Op>::pass_through(self, other);
+  // One operand handed over (a squeeze-excitation's input), the other its gate.
+  const bool self_handed = self_layout != nullptr;
+  const at::Tensor& x = self_handed ? self : other;
+  const at::Tensor& gate = self_handed ? other : self;
+  const dnnl::memory::desc& layout = self_handed ? *self_layout : *other_layout;
+  Fallback why = float_kernel_gate();
+  if (why == Fallback::none && (self_layout && other_layout)) why = Fallback::unsupported_shape;
+  if (why == Fallback::none && needs_grad(x, gate)) why = Fallback::needs_grad;
+  if (why == Fallback::none && !is_channel_gate(x, gate)) why = Fallback::unsupported_shape;
+  if (why == Fallback::none && fusion::enabled()) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
+      float scale = 1.f;
+      const dnnl::memory::data_type type = product_type(x, layout, &scale);
+      dnnl::memory::desc product_layout;
+      at::Tensor product =
+          scale_channels_handed_over(x, layout, fusion::layout_scale(x), gate.contiguous(),
+                                     type, scale, &product_layout);
+      fusion::mul_handed_on(x, product, product_layout, scale);
+      Intercept<Op>::stats().count(path_of(type));
+      return product;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      why = Fallback::kernel_error;
+    }
+  }
+  // The bytes go back to values for stock, and the chain stops handing its result over.
+  if (self_layout) fusion::not_read_as_is(self);
+  if (other_layout) fusion::not_read_as_is(other);
+  return Intercept<Op>::stock_because(why, self, other);
 }
 
 }  // namespace ipex_shim

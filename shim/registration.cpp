@@ -39,6 +39,7 @@
 #include <ATen/ops/cat_ops.h>
 #include <ATen/ops/max_pool2d_ops.h>
 #include <ATen/ops/mm_ops.h>
+#include <ATen/ops/mul_ops.h>
 #include <ATen/ops/relu_ops.h>
 #include <ATen/ops/softmax_ops.h>
 
@@ -135,6 +136,7 @@ void fill_table(torch::Library& library) {
   SHIM_KERNEL(avg_pool2d, observe, avg_pool2d_override);
   SHIM_KERNEL(adaptive_avg_pool2d, observe, adaptive_avg_pool2d_override);
   SHIM_KERNEL(cat, observe, cat_override);
+  SHIM_KERNEL(mul_Tensor, observe, mul_override);
 }
 
 #undef SHIM_OP

@@ -4,13 +4,16 @@ MobileNetV3's squeeze-excitation blocks (programs/activations.py), in every mode
 From pass 2 each conv -> batch_norm -> silu/hardswish chain (and the squeeze-excitation's
 conv -> activation) runs as one convolution; the result goes on in oneDNN's layout where
 the next op is a convolution. A depthwise chain's result is read twice by its
-squeeze-excitation block (pooled, then gated): that handoff fails once on pass 2, and the
-site then keeps fusing but stops handing its result over, so pass 3 runs with no
-misprediction and no site switched off. On pass 3 some scenarios read or change the tensors
-the fusion skipped: the batch norm's result read before the activation (the site is
-switched off and its value recomputed), the activation's result read or changed in place
-before the next convolution (repaired). Results must be the program's as written (stock
-PyTorch on the same weights and inputs, to the mode's accuracy).
+squeeze-excitation block: pooled, then multiplied by its gate, both from the bytes as the
+convolution left them, and the product goes on in oneDNN's layout to the projection (INT8:
+in its input scale, from pass 3), so no pass mispredicts anything. On pass 3 some scenarios
+read or change the tensors the fusion skipped: the batch norm's result read before the
+activation (the site is switched off and its value recomputed), the activation's result
+read or changed in place before the next convolution (repaired), the squeeze-excitation's
+product read or changed before the projection, or its gate made a factor per element (the
+product or the depthwise result repaired; the depthwise chain stops handing its result
+over). Results must be the program's as written (stock PyTorch on the same weights and
+inputs, to the mode's accuracy).
 """
 import pytest
 import torch
@@ -19,7 +22,8 @@ from conftest import cosine, describe, skip_without_kernels
 
 MODES = ["int8", "bf16", "fp32"]
 ACTIVATIONS = ["silu", "hardswish"]
-SCENARIOS = ["plain", "bn_read", "act_read", "act_changed"]
+SCENARIOS = ["plain", "bn_read", "act_read", "act_changed", "se_read", "se_changed",
+             "se_gate_wide"]
 # Per mode: least cosine to stock, largest max-abs error relative to stock's largest value.
 TOLERANCE = {"int8": (0.995, 0.05), "bf16": (0.9995, 0.03), "fp32": (0.999999, 1e-4)}
 
@@ -65,7 +69,7 @@ def test_results_follow_the_program(runs, activation, mode, scenario):
     assert got.shape == stock.shape and got.dtype == torch.float32, (got.shape, got.dtype)
     assert cosine(got, stock) >= least_cosine, (scenario, cosine(got, stock))
     assert rel(got, stock) <= most_rel, (scenario, rel(got, stock))
-    if scenario in ("bn_read", "act_read"):  # the value the program read, not stale bytes
+    if scenario in ("bn_read", "act_read", "se_read"):  # the value read, not stale bytes
         assert abs(got[-1] - stock[-1]) <= most_rel * abs(stock[-1]), (got[-1], stock[-1])
 
 
@@ -84,6 +88,15 @@ def test_int8_fused_is_as_close_to_stock_as_unfused(runs, activation):
 def test_the_changed_scenario_differs_enough_to_catch_a_stale_value(runs, activation):
     stock = runs[(activation, "stock")]["results"]
     assert rel(stock["act_changed"], stock["plain"]) > 2 * TOLERANCE["int8"][1]
+    assert rel(stock["se_changed"], stock["plain"]) > 2 * TOLERANCE["int8"][1]
+
+
+def products_per_pass(mode):
+    """Squeeze-excitation products computed on handed-over bytes in a pass: both blocks'.
+    In INT8 only the first's: the second block's depthwise activation is out of place, and
+    its result (new memory no INT8 op made, as in the stock calibration run) reaches a pool
+    with no calibrated scale, so that chain keeps its result as values."""
+    return 1 if mode == "int8" else 2
 
 
 def deltas(counters, scenario):
@@ -94,7 +107,8 @@ def deltas(counters, scenario):
             break
         previous = counters[name][1]
     after_two, after_three = counters[scenario]
-    pass3 = {k: after_three[k] - after_two[k] for k in ("mispredictions", "repairs", "sites_off")}
+    pass3 = {k: after_three[k] - after_two[k]
+             for k in ("mispredictions", "repairs", "sites_off", "products_on_bytes")}
     whole = {k: after_three[k] - (previous[k] if previous else 0)
              for k in ("mispredictions", "repairs", "sites_off", "sites")}
     fused = after_three["activations_fused"] - after_two["activations_fused"]
@@ -112,10 +126,11 @@ def test_every_activation_is_fused_and_pass_three_runs_clean(runs, activation, m
     # expand and depthwise chains, the head; silu's squeeze-excitation too) computed by the
     # convolution before it.
     assert fused == run["activations_per_pass"], (fused, run["activations_per_pass"])
-    # The squeeze-excitation blocks' double reads were learned on pass 2: the sites still
-    # fuse, none is switched off, and pass 3 mispredicts nothing.
-    assert whole["sites_off"] == 0, whole
-    assert pass3 == {"mispredictions": 0, "repairs": 0, "sites_off": 0}, pass3
+    # The squeeze-excitation blocks pool and multiply their depthwise chain's bytes as they
+    # are: no pass mispredicts anything, and pass 3 computes the products on the bytes.
+    assert whole["sites_off"] == 0 and whole["mispredictions"] == 0, whole
+    assert pass3 == {"mispredictions": 0, "repairs": 0, "sites_off": 0,
+                     "products_on_bytes": products_per_pass(mode)}, pass3
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -133,6 +148,17 @@ def test_changed_programs_are_detected_and_repaired(runs, activation, mode, cpu_
         pass3, _, _ = deltas(counters, scenario)
         assert pass3["mispredictions"] >= 1 and pass3["repairs"] >= 1, (scenario, pass3)
         assert pass3["sites_off"] == 0, (scenario, pass3)
+    # The squeeze-excitation's product read or changed before the projection: computed on
+    # the bytes, then repaired. A gate per element: the mul cannot take the bytes, so the
+    # depthwise result is repaired first and stock multiplies. Either way the values are
+    # right and no site is switched off.
+    on_bytes = products_per_pass(mode)
+    for scenario, expected in (("se_read", on_bytes), ("se_changed", on_bytes),
+                               ("se_gate_wide", on_bytes - 1)):
+        pass3, _, _ = deltas(counters, scenario)
+        assert pass3["mispredictions"] == 1 and pass3["repairs"] == 1, (scenario, pass3)
+        assert pass3["sites_off"] == 0, (scenario, pass3)
+        assert pass3["products_on_bytes"] == expected, (scenario, pass3)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

@@ -10,10 +10,13 @@ which some scenarios use the tensors differently from what passes 1 and 2 taught
   bn_read        the stem's batch norm result read by the program before its activation
   act_read       the stem's activation result read by the program before the next block
   act_changed    a block's expand activation result changed in place before the next conv
+  se_read        the first block's squeeze-excitation product read before the projection
+  se_changed     that product changed in place before the projection
+  se_gate_wide   that block's gate expanded to a factor per element before the multiply
 Saves {"results": {scenario: output of pass 3 (with what was read)}, "activations_per_pass":
 n, "counters": {scenario: [status()["fusion"] with the count of fused activation calls (in
-place or not), after passes 2 and 3]}, "int8": status()["int8"] at the end} (counters and
-"int8" only under the shim).
+place or not) and of products computed on handed-over bytes, after passes 2 and 3]},
+"int8": status()["int8"] at the end} (counters and "int8" only under the shim).
 """
 import json
 import sys
@@ -53,11 +56,24 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(squeezed, channels, 1)
         self.inner = inner(inplace=True)
         self.gate = gate
+        self.twist = None
+        self.seen = None
 
     def forward(self, x):
         s = F.adaptive_avg_pool2d(x, 1)
         s = self.gate(self.expand(self.inner(self.reduce(s))))
-        return x * s
+        if self.twist == "se_gate_wide":
+            # A factor per element, not per channel, made without reading x (its sizes are
+            # not an op): the mul itself must find that it cannot take x's bytes.
+            s = s.expand(-1, -1, x.shape[2], x.shape[3]).contiguous()
+        y = x * s
+        if self.twist == "se_read":
+            # Magnitudes, not a sum of both signs: the products' own rounding (BF16) must
+            # not be magnified by cancellation into the check.
+            self.seen = y.abs().sum().item()
+        if self.twist == "se_changed":
+            y.mul_(-1.0)
+        return y
 
 
 class MBConv(nn.Module):
@@ -122,7 +138,8 @@ class Net(nn.Module):
         return self
 
 
-SCENARIOS = ["plain", "bn_read", "act_read", "act_changed"]
+SCENARIOS = ["plain", "bn_read", "act_read", "act_changed", "se_read", "se_changed",
+             "se_gate_wide"]
 
 
 def twisted(net, scenario):
@@ -130,6 +147,8 @@ def twisted(net, scenario):
         return net.stem
     if scenario == "act_changed":
         return net.block1.expand
+    if scenario.startswith("se_"):
+        return net.block1.se
     return None
 
 
@@ -146,7 +165,9 @@ def main():
         report = json.loads(status())
         fused = sum(report["ops"].get(name, {}).get("fused", 0)
                     for name in (activation, activation + "_"))
-        return dict(report["fusion"], activations_fused=fused)
+        mul = report["ops"].get("mul.Tensor", {})
+        on_bytes = sum(mul.get(path, 0) for path in ("onednn_fp32", "onednn_bf16", "onednn_int8"))
+        return dict(report["fusion"], activations_fused=fused, products_on_bytes=on_bytes)
 
     calls = [0]
     results, recorded = {}, {}
