@@ -1368,15 +1368,6 @@ void settle(const at::Tensor& input) {
   if (Taint* taint = find_taint(st, input)) repair(st, taint);
 }
 
-void settle_unjoined(const at::Tensor& input) {
-  ThreadState& st = state();
-  if (st.taints.empty()) return;
-  if (Taint* taint = find_taint(st, input)) {
-    switch_off(taint->site);  // the prediction (this cat joins it) failed
-    repair(st, taint);
-  }
-}
-
 Stats stats() {
   Stats out;
   out.fused_convolutions = g_fused.load();

@@ -218,11 +218,10 @@ void handed_on(const at::Tensor& input, const at::Tensor& output,
 // runs it stock, that every input is a chain's result; the op that then reads the joined
 // tensor (a conv2d or a pool) teaches each chain to keep its result in oneDNN's layout for
 // it (INT8: in that op's input scale). On later passes the cat wrapper joins the handed-over
-// bytes as they are and hands the result on (handed_on); inputs it cannot join it settles.
+// bytes as they are and hands the result on (handed_on); an input it cannot join (its other
+// inputs are values, or of another type or scale) goes to not_read_as_is (below): its chain
+// keeps fusing but stops handing its result over.
 void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output);
-// A cat input handed over that the cat cannot join (its other inputs are values, or of
-// another type or scale): its chain stops keeping its result, and it is settled now.
-void settle_unjoined(const at::Tensor& input);
 
 // Squeeze-excitation's `x * gate` with x handed over in oneDNN's layout: the mul wrapper
 // multiplies x's bytes as they are (kernels/channel_scale.h) and hands the product to the

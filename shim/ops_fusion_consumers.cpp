@@ -485,8 +485,10 @@ at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim) {
       return *output;
     }
   }
-  if (handed_over)  // stock reads values
-    for (const at::Tensor& input : inputs) fusion::settle_unjoined(input);
+  // Stock reads values; the chains whose bytes could not be joined hand them over no more
+  // (their values were right, so they keep fusing).
+  if (handed_over)
+    for (const at::Tensor& input : inputs) fusion::not_read_as_is(input);
   at::Tensor output = Intercept<Op>::pass_through(tensors, dim);
   if (learn) fusion::after_cat(inputs, dim, output);
   return output;

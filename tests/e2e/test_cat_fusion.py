@@ -79,6 +79,10 @@ def test_cats_join_handed_over_bytes_and_changed_programs_are_repaired(runs, mod
     # repaired; a chain's result changed before the cat is repaired and joined by stock.
     for before, scenario in zip(SCENARIOS, SCENARIOS[1:4]):
         assert counters[scenario]["repairs"] > counters[before]["repairs"], (scenario, counters)
+    # Every failed prediction here is a handoff's (the values were right): sites stop handing
+    # their results over, and none is switched off. (A chain's result changed before the cat
+    # leaves its sibling's bytes unjoinable; the sibling used to be switched off for it.)
+    assert counters["swapped"]["sites_off"] == 0, counters
     # Swapped inputs are joined as handed over all the same (each keeps its own bytes).
     joined = counters["swapped"]["cat"][CAT_PATH[mode]] - counters["part_changed"]["cat"][
         CAT_PATH[mode]]
