@@ -19,10 +19,10 @@ namespace {
 
 using dt = dnnl::memory::data_type;
 
-// Element loads and stores. The stores round without calling libm, so that the compiler
-// vectorises the loop: adding and subtracting 1.5 * 2^23 leaves a float of magnitude below
-// 2^22 rounded to an integer, ties to even (the FPU's rounding mode, which oneDNN's reorders
-// use too).
+// Element loads and stores, for the portable loops and the tails of the AVX2 ones. INT8
+// stores round without calling libm: adding and subtracting 1.5 * 2^23 leaves a float of
+// magnitude below 2^22 rounded to an integer in the FPU's rounding mode (ties to even, as
+// oneDNN's reorders and the AVX2 conversion round).
 struct F32 {
   using Byte = float;
   static float load(Byte b) { return b; }

@@ -199,8 +199,8 @@ at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& la
       kernel[1] == input.size(3) && padding.size() == 2 && padding[0] == 0 &&
       padding[1] == 0 && channel_runs_of(layout, &runs)) {
     // The same for BF16 and fp32 bytes, and INT8 in channel blocks: oneDNN's way below
-    // (a reorder into fp32 first) took 200 us on efficientnet_v2_s's 4x960x14x14 BF16
-    // squeeze-excitation input, stock's mean of the values 10.
+    // (a reorder into fp32 first) took 200 us a call on efficientnet_v2_s's 4x960x14x14
+    // BF16 squeeze-excitation input, these channel sums 93 (profiler, 24 calls).
     at::Tensor averages = pooled_empty({input.size(0), input.size(1), 1, 1}, at::kFloat,
                                        input.suggest_memory_format());
     average_channel_runs(input.data_ptr(), type, scale, runs, averages.data_ptr<float>());

@@ -239,8 +239,13 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
     // the observer key is enabled only while a fused prediction is open.
     {
       std::string why;
-      if (runtime_settings().fusion && !fusion::install(&why))
-        log_line(Severity::warning, "fusion is off: " + why);
+      if (runtime_settings().fusion) {
+        if (fusion::install(&why)) {
+          register_observed_overrides();
+        } else {
+          log_line(Severity::warning, "fusion is off: " + why);
+        }
+      }
     }
     enable_in_this_thread();
     hooks->on_thread_start = &enable_in_new_thread;

@@ -1165,6 +1165,12 @@ void mul_handed_on(const at::Tensor& input, const at::Tensor& output,
   if (site) st.mul.record(output, nothing(), site);
 }
 
+void observe_read(const at::Tensor& tensor, const std::string& op) {
+  ThreadState& st = state();
+  drop_dead_taints(st);
+  if (!st.taints.empty()) check_read(st, tensor, op);
+}
+
 void not_read_as_is(const at::Tensor& input) {
   ThreadState& st = state();
   if (st.taints.empty()) return;

@@ -234,6 +234,11 @@ void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Ten
 // bytes are reordered into its values, and its chain hands its result over no more (the
 // prediction failed).
 at::Tensor weight_after_mul(const at::Tensor& input);
+// What the observer does for a tensor an op reads (for kernels registered at the observer's
+// key, which replace its fallback): handed-over bytes are left to the kernel when `op` may
+// read them as they are; any other read of a tainted tensor repairs it (and of what a
+// tainted tensor is computed from, that tensor first).
+void observe_read(const at::Tensor& tensor, const std::string& op);
 void mul_handed_on(const at::Tensor& input, const at::Tensor& output,
                    const dnnl::memory::desc& layout, float scale);
 void not_read_as_is(const at::Tensor& input);

@@ -37,10 +37,12 @@ at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArray
 // cat: joins convolution chains' results handed over in oneDNN's layout as they are and
 // hands the result on; otherwise stock (learning which chains a cat joins).
 at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim);
-// mul: a convolution chain's result handed over in oneDNN's layout times a per-channel gate
-// (squeeze-excitation's `x * gate`), computed on the bytes and handed to the next
-// convolution; otherwise stock.
-at::Tensor mul_override(const at::Tensor& self, const at::Tensor& other);
+// mul, at the fusion observer's key (registered there, so it runs only in a thread holding
+// handed-over results): a convolution chain's result handed over in oneDNN's layout times a
+// per-channel gate (squeeze-excitation's `x * gate`), computed on the bytes and handed to the
+// next convolution; otherwise the observer's checks, then on to stock.
+at::Tensor mul_observed(c10::DispatchKeySet keys, const at::Tensor& self,
+                        const at::Tensor& other);
 // add: `x + bn(conv(...))` answered by a convolution that fused it.
 at::Tensor add_override(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha);
 // add_: `out += identity` answered by a convolution that fused it.

@@ -8,6 +8,7 @@ Each scenario builds the network afresh (same weights), runs two passes, then a 
 which some scenarios use the tensors differently from what passes 1 and 2 taught:
   plain          as learned
   bn_read        the stem's batch norm result read by the program before its activation
+  bn_scaled      the stem's batch norm result multiplied (mul.Tensor) before its activation
   act_read       the stem's activation result read by the program before the next block
   act_changed    a block's expand activation result changed in place before the next conv
   se_read        the first block's squeeze-excitation product read before the projection
@@ -39,6 +40,9 @@ class ConvBnAct(nn.Module):
         y = self.bn(self.conv(x))
         if self.twist == "bn_read":
             self.seen = y.sum().item()
+        if self.twist == "bn_scaled":
+            y = y * 2.0  # mul.Tensor (the number wrapped) on the batch norm's result
+            y = y * torch.ones_like(y)  # and mul.Tensor of two full tensors
         y = self.act(y)
         if self.twist == "act_read":
             self.seen = y.sum().item()
@@ -138,12 +142,12 @@ class Net(nn.Module):
         return self
 
 
-SCENARIOS = ["plain", "bn_read", "act_read", "act_changed", "se_read", "se_changed",
-             "se_gate_wide"]
+SCENARIOS = ["plain", "bn_read", "bn_scaled", "act_read", "act_changed", "se_read",
+             "se_changed", "se_gate_wide"]
 
 
 def twisted(net, scenario):
-    if scenario in ("bn_read", "act_read"):
+    if scenario in ("bn_read", "bn_scaled", "act_read"):
         return net.stem
     if scenario == "act_changed":
         return net.block1.expand
