@@ -171,7 +171,8 @@ def main():
                     for name in (activation, activation + "_"))
         mul = report["ops"].get("mul.Tensor", {})
         on_bytes = sum(mul.get(path, 0) for path in ("onednn_fp32", "onednn_bf16", "onednn_int8"))
-        return dict(report["fusion"], activations_fused=fused, products_on_bytes=on_bytes)
+        return dict(report["fusion"], activations_fused=fused, products_on_bytes=on_bytes,
+                    products_int8=mul.get("onednn_int8", 0))
 
     calls = [0]
     results, recorded = {}, {}
