@@ -361,10 +361,11 @@ void check_read(ThreadState& st, const at::Tensor& tensor, const std::string& op
   }
   Taint* taint = find_taint(st, tensor);
   if (taint == nullptr || (!taint->allowed_op.empty() && taint->allowed_op == op)) return;
-  // Bytes handed over in oneDNN's layout: the pooling wrappers, torch.cat's and mul's read
-  // them as they are, or settle them first.
+  // Bytes handed over in oneDNN's layout: the pooling wrappers, torch.cat's and mul.Tensor's
+  // (its kernel at this key, which names its overload; the fallback sees only mul's others)
+  // read them as they are, or settle them first.
   if (taint->layout && taint->allowed_op == "aten::conv2d" &&
-      (pools_handed_over_bytes(op) || op == "aten::cat" || op == "aten::mul"))
+      (pools_handed_over_bytes(op) || op == "aten::cat" || op == "aten::mul.Tensor"))
     return;
   misread(st, taint);
 }
@@ -418,9 +419,6 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
     // reads a handed-over input as conv2d does (its wrapper hands it to conv2d's).
     const std::string* reader = &name;
     static const std::string kConv2d = "aten::conv2d";
-    // Only mul.Tensor has the shim's wrapper: mul.Scalar and mul.out read values.
-    static const std::string kOtherMul = "aten::mul (not mul.Tensor)";
-    if (name == "aten::mul" && op.schema().overload_name() != "Tensor") reader = &kOtherMul;
     if (name == "aten::_convolution" && count >= 7) {
       const c10::IValue& transposed = torch::jit::last(*stack, count)[6];
       if (transposed.isBool() && !transposed.toBool()) reader = &kConv2d;
@@ -549,6 +547,15 @@ const char* relu_op_name(Relu kind) {
   }
 }
 
+// Applies `change` to the learned site `site` when it is registered and still fusable.
+template <class Change>
+void teach_site(const void* site, Change change) {
+  Registry& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+  if (it != reg.sites.end() && !it->second.off) change(it->second);
+}
+
 // `input` is the tensor a learned torch.cat of chains' results returned, untouched since:
 // each of those chains learns (`teach`) where its result goes after the cat, so that later
 // passes keep it in oneDNN's layout for that op. The record is used up either way.
@@ -669,21 +676,14 @@ void after_convolution(const at::Tensor& input, const at::Tensor& output,
   });
   if (const void* producer = st.chain_end.take_if_consumed_by(input, version_of(input))) {
     if (input.dim() == 4) {  // the handoff is taught for conv2d consumers
-      Registry& reg = registry();
-      std::lock_guard<std::mutex> lock(reg.mutex);
-      auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
-      if (it != reg.sites.end() && !it->second.off) {
-        it->second.feeds_convolution = true;
-        it->second.next_weight = weak(plan.weight);
-      }
+      teach_site(producer, [&](Site& chain) {
+        chain.feeds_convolution = true;
+        chain.next_weight = weak(plan.weight);
+      });
     }
   }
-  if (const void* producer = st.mul.take_if_consumed_by(input, version_of(input))) {
-    Registry& reg = registry();
-    std::lock_guard<std::mutex> lock(reg.mutex);
-    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
-    if (it != reg.sites.end() && !it->second.off) it->second.weight_after_mul = weak(plan.weight);
-  }
+  if (const void* producer = st.mul.take_if_consumed_by(input, version_of(input)))
+    teach_site(producer, [&](Site& chain) { chain.weight_after_mul = weak(plan.weight); });
   if (!plan.fuse) {
     st.convolution.record(output, weak(plan.weight), site);
     return;
@@ -1105,10 +1105,7 @@ void after_pool(const at::Tensor& input, const at::Tensor& output, int64_t pool_
   teach_joined(st, input, [&](Site& joined) { joined.feeds_pool = pool_op; });
   const void* producer = st.chain_end.take_if_consumed_by(input, version_of(input));
   if (producer == nullptr || input.dim() != 4) return;
-  Registry& reg = registry();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(producer));
-  if (it != reg.sites.end() && !it->second.off) it->second.feeds_pool = pool_op;
+  teach_site(producer, [&](Site& chain) { chain.feeds_pool = pool_op; });
 }
 
 void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output) {

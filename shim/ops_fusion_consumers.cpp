@@ -596,8 +596,8 @@ at::Tensor mul_observed(c10::DispatchKeySet keys, const at::Tensor& self,
   using Op = at::_ops::mul_Tensor;
   // What the observer's fallback does for every other op (this kernel replaces it for mul):
   // a tainted operand that is not handed-over bytes is repaired before anything reads it.
-  fusion::observe_read(self, "aten::mul");
-  fusion::observe_read(other, "aten::mul");
+  fusion::observe_read(self, "aten::mul.Tensor");
+  fusion::observe_read(other, "aten::mul.Tensor");
   const c10::DispatchKeySet below =
       keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, observer_key());
   const dnnl::memory::desc* self_layout = fusion::layout_of(self);
