@@ -5,6 +5,7 @@ Usage (from anywhere; paths default relative to the repo root = parent of script
 
     /usr/bin/python3 scripts/bench.py                         # resnet50, batch 16, all rows
     /usr/bin/python3 scripts/bench.py --model bert            # BERT-base-shaped encoder, batch 8
+    /usr/bin/python3 scripts/bench.py --model bert_module     # the same of nn.TransformerEncoderLayer
     /usr/bin/python3 scripts/bench.py --model resnet18,mobilenet_v2 --rounds 3
     /usr/bin/python3 scripts/bench.py --variants stock_fp32,shim_bf16 --lib build/libipex_shim.so
     /usr/bin/python3 scripts/bench.py --quick --model resnet18,bert   # smoke test
@@ -1482,7 +1483,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append",
-                   help="bert or a torchvision classification model; repeatable or "
+                   help="bert, bert_module or a torchvision classification model; repeatable or "
                         "comma-separated (default resnet50)")
     p.add_argument("--batch", type=int, help="batch size (default 16 for CNNs, 8 for bert)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")

@@ -13,6 +13,9 @@ Models:
     torch.matmul, softmax, layer_norm, gelu): 12 layers, hidden 768, 12 heads,
     feed-forward 3072, word/position/token-type embeddings.  Input: int64
     token ids [batch, seq]; output: last hidden states [batch, seq, 768].
+  * ``bert_module``: the same encoder built from PyTorch's own modules
+    (nn.TransformerEncoderLayer, batch_first, gelu, post-LN), which in eval
+    without a gradient runs each layer as one op, _transformer_encoder_layer_fwd.
   * any torchvision classification model by name (resnet50, resnet18,
     mobilenet_v2, ...), built with ``weights=None``.  Input: float
     [batch, 3, H, W] synthetic images (see ``synthetic_images``); output:
@@ -26,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 BERT_NAMES = ("bert", "bert-base", "bert_base")
+BERT_MODULE_NAMES = ("bert_module",)
 
 # BERT-base shape.
 BERT_VOCAB = 30522
@@ -37,8 +41,8 @@ BERT_FFN = 3072
 
 
 def is_transformer(name):
-    """True for the BERT-shaped encoder, False for torchvision CNNs."""
-    return name.lower() in BERT_NAMES
+    """True for the BERT-shaped encoders, False for torchvision CNNs."""
+    return name.lower() in BERT_NAMES + BERT_MODULE_NAMES
 
 
 # ---------------------------------------------------------------------------
@@ -125,6 +129,26 @@ class BertEncoder(nn.Module):
         return x
 
 
+class BertModuleEncoder(BertEncoder):
+    """The BERT-base-shaped encoder with nn.TransformerEncoderLayer for its layers (same
+    embeddings, same shapes), as a program written with PyTorch's modules has it."""
+
+    def __init__(self, vocab=BERT_VOCAB, max_pos=BERT_MAX_POS, hidden=BERT_HIDDEN,
+                 heads=BERT_HEADS, layers=BERT_LAYERS, ffn=BERT_FFN, eps=1e-12):
+        super().__init__(vocab, max_pos, hidden, heads, 0, ffn, eps)
+        self.layers = nn.ModuleList([
+            nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.0, activation="gelu",
+                                       layer_norm_eps=eps, batch_first=True)
+            for _ in range(layers)])
+
+    def init_weights(self):
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, nn.MultiheadAttention):
+                nn.init.normal_(m.in_proj_weight, mean=0.0, std=0.02)
+                nn.init.zeros_(m.in_proj_bias)
+
+
 # ---------------------------------------------------------------------------
 # Construction
 # ---------------------------------------------------------------------------
@@ -149,6 +173,8 @@ def build_skeleton(name):
     """The model's module structure (weights are whatever the ctor draws).
 
     Workers call this and then load the parent's state_dict."""
+    if name.lower() in BERT_MODULE_NAMES:
+        return BertModuleEncoder()
     if is_transformer(name):
         return BertEncoder()
     ctor = _torchvision_ctor(name)

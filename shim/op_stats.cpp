@@ -17,6 +17,7 @@ const char* path_name(Path path) {
     case Path::autograd_shim: return "autograd_shim";
     case Path::observed: return "observed";
     case Path::fused: return "fused";
+    case Path::composed: return "composed";
     case Path::count_: break;
   }
   return "?";

@@ -20,6 +20,7 @@ enum class Path : int {
   autograd_shim,  // gradient needed: the shim's own forward and backward (an autograd function)
   observed,     // calibration: stock result, inputs/outputs observed
   fused,        // answered by the preceding fused convolution (no work of its own)
+  composed,     // run as its parts through the dispatcher (each part counted on its own)
   count_,
 };
 

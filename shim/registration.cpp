@@ -16,6 +16,8 @@
 #include <torch/library.h>
 
 #include <ATen/ops/_convolution_ops.h>
+#include <ATen/ops/_native_multi_head_attention_ops.h>
+#include <ATen/ops/_transformer_encoder_layer_fwd_ops.h>
 #include <ATen/ops/adaptive_avg_pool2d_ops.h>
 #include <ATen/ops/add_ops.h>
 #include <ATen/ops/addmm_ops.h>
@@ -47,6 +49,7 @@
 #include "shim/mode_control.h"
 #include "shim/ops_convolution.h"
 #include "shim/ops_fusion_consumers.h"
+#include "shim/ops_attention.h"
 #include "shim/ops_matmul.h"
 #include "shim/ops_observed.h"
 #include "shim/status.h"
@@ -112,6 +115,9 @@ void fill_table(torch::Library& library) {
   SHIM_KERNEL(bmm, lower_precision, bmm_override);
   SHIM_KERNEL(addmm, lower_precision, addmm_override);
   SHIM_KERNEL(baddbmm, lower_precision, baddbmm_override);
+  // The transformer fast path, run as its parts (linear, matmul, softmax, layer_norm).
+  SHIM_KERNEL(_native_multi_head_attention, lower_precision, native_multi_head_attention_override);
+  SHIM_KERNEL(_transformer_encoder_layer_fwd, lower_precision, transformer_encoder_layer_override);
 
   // Policy::fp32
   SHIM_KERNEL(batch_norm, fp32, batch_norm_override);

@@ -174,9 +174,9 @@ std::vector<std::string> summary_lines() {
   lines.push_back("summary for pid " + std::to_string(getpid()) + ", mode " +
                   mode_name(runtime_settings().mode) + ": calls per op and path");
   char buffer[512];
-  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %14s %16s %8s %10s  %s",
+  std::snprintf(buffer, sizeof(buffer), "  %-24s %10s %12s %12s %12s %14s %16s %8s %10s %10s  %s",
                 "op", "stock", "onednn_fp32", "onednn_bf16", "onednn_int8", "autograd_bf16",
-                "autograd_shim", "fused", "observed", "fallback reasons");
+                "autograd_shim", "fused", "observed", "composed", "fallback reasons");
   lines.push_back(buffer);
   for (const OpStats* stats : all_op_stats()) {
     if (stats->total() == 0) continue;
@@ -188,7 +188,7 @@ std::vector<std::string> summary_lines() {
       reasons += std::string(fallback_name(static_cast<Fallback>(r))) + ": " + std::to_string(calls);
     }
     std::snprintf(buffer, sizeof(buffer),
-                  "  %-24s %10llu %12llu %12llu %12llu %14llu %16llu %8llu %10llu  %s",
+                  "  %-24s %10llu %12llu %12llu %12llu %14llu %16llu %8llu %10llu %10llu  %s",
                   stats->name().c_str(),
                   static_cast<unsigned long long>(stats->calls(Path::stock)),
                   static_cast<unsigned long long>(stats->calls(Path::onednn_fp32)),
@@ -198,6 +198,7 @@ std::vector<std::string> summary_lines() {
                   static_cast<unsigned long long>(stats->calls(Path::autograd_shim)),
                   static_cast<unsigned long long>(stats->calls(Path::fused)),
                   static_cast<unsigned long long>(stats->calls(Path::observed)),
+                  static_cast<unsigned long long>(stats->calls(Path::composed)),
                   reasons.c_str());
     lines.push_back(buffer);
   }

@@ -1,0 +1,231 @@
+// The transformer fast path as its parts. nn.MultiheadAttention (self-attention) and
+// nn.TransformerEncoderLayer call one op each in eval without a gradient,
+// _native_multi_head_attention and _transformer_encoder_layer_fwd, whose stock kernels make
+// their products with calls the shim would not know as a layer (mm on a transposed weight,
+// addmm, _addmm_activation, a linear that skips the dispatcher): in bf16 mode each weight was
+// converted to BF16 on every call and the feed-forward's first product ran stock in fp32.
+// Here both run as linear, matmul, softmax, layer_norm and the activation through the
+// dispatcher, so the shim's kernels, weight cache, INT8 entries (calibrated on the same
+// parts) and the linear's activation fusion take them as they take a program written with
+// those ops. The arithmetic is stock's: q scaled by 1/sqrt(head size) before its product with
+// k, the mask applied by stock's masked softmax (a mask that is not bool made bool first, as
+// stock does), residuals added in place, layer norms where norm_first puts them.
+#include "shim/ops_attention.h"
+
+#include <ATen/ops/_masked_softmax.h>
+#include <ATen/ops/_native_multi_head_attention_ops.h>
+#include <ATen/ops/_softmax.h>
+#include <ATen/ops/_transformer_encoder_layer_fwd_ops.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/relu.h>
+
+#include <cmath>
+
+#include "shim/int8_modes.h"
+#include "shim/intercept.h"
+#include "shim/mode_policy.h"
+
+namespace ipex_shim {
+namespace {
+
+using Mha = at::_ops::_native_multi_head_attention;
+using EncoderLayer = at::_ops::_transformer_encoder_layer_fwd;
+
+// Whether the parts may run here: the float modes' gate (not off, not tracing, not inside the
+// program's autocast region), and calibration, which must observe the same parts the INT8
+// run will look up.
+Fallback composition_gate() {
+  if (current_mode() == Mode::calibration && int8::calibrating()) {
+    if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) return Fallback::tracing;
+    if (compat::cpu_autocast_enabled()) return Fallback::autocast;
+    return Fallback::none;
+  }
+  return float_kernel_gate();
+}
+
+bool plain_float(const at::Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided &&
+         t.scalar_type() == at::kFloat && !t.is_nested();
+}
+
+bool sized(const at::Tensor& t, std::initializer_list<int64_t> sizes) {
+  return t.sizes().equals(sizes);
+}
+
+// What the parts take: plain fp32 CPU tensors, self-attention (query, key and value one
+// tensor, as both fast paths pass them), the projections' documented shapes, and a mask of
+// one of the three forms the modules pass: (T, T) for mask_type 0, (B, T) for 1, (B, H, T, T)
+// for 2. Everything else runs stock, which also gives stock's own errors for bad arguments.
+Fallback attention_support(const at::Tensor& x, const at::Tensor& key, const at::Tensor& value,
+                           int64_t embed_dim, int64_t num_heads, const at::Tensor& qkv_weight,
+                           const at::Tensor& qkv_bias, const at::Tensor& proj_weight,
+                           const at::Tensor& proj_bias, const c10::optional<at::Tensor>& mask,
+                           c10::optional<int64_t> mask_type) {
+  for (const at::Tensor* t : {&x, &qkv_weight, &qkv_bias, &proj_weight, &proj_bias})
+    if (!plain_float(*t)) return Fallback::unsupported_dtype;
+  if (!key.is_same(x) || !value.is_same(x)) return Fallback::unsupported_shape;
+  if (x.dim() != 3 || x.numel() == 0 || num_heads <= 0 || embed_dim <= 0 ||
+      embed_dim % num_heads != 0 || x.size(2) != embed_dim)
+    return Fallback::unsupported_shape;
+  const int64_t D = embed_dim;
+  if (!sized(qkv_weight, {3 * D, D}) || !sized(qkv_bias, {3 * D}) ||
+      !sized(proj_weight, {D, D}) || !sized(proj_bias, {D}))
+    return Fallback::unsupported_shape;
+  if (mask && mask->defined()) {
+    const at::Tensor& m = *mask;
+    if (!m.device().is_cpu() || m.layout() != at::kStrided || m.is_nested() || !mask_type)
+      return Fallback::unsupported_shape;
+    const int64_t B = x.size(0), T = x.size(1);
+    const bool shaped = (*mask_type == 0 && sized(m, {T, T})) ||
+                        (*mask_type == 1 && sized(m, {B, T})) ||
+                        (*mask_type == 2 && sized(m, {B, num_heads, T, T}));
+    if (!shaped) return Fallback::unsupported_shape;
+  }
+  return Fallback::none;
+}
+
+// Self-attention of x (B, T, D) through the dispatcher. Returns the projected output and, in
+// `weights`, the attention probabilities when asked (averaged over heads, or per head).
+at::Tensor self_attention(const at::Tensor& x, int64_t embed_dim, int64_t num_heads,
+                          const at::Tensor& qkv_weight, const at::Tensor& qkv_bias,
+                          const at::Tensor& proj_weight, const at::Tensor& proj_bias,
+                          const c10::optional<at::Tensor>& mask, c10::optional<int64_t> mask_type,
+                          bool need_weights, bool average_weights, at::Tensor* weights) {
+  const int64_t B = x.size(0), T = x.size(1), D = embed_dim, H = num_heads, head = D / H;
+  // (B, T, 3, H, head): q, k and v are strided views of the one projection; the matmul
+  // kernels read them in place.
+  at::Tensor qkv = at::linear(x, qkv_weight, qkv_bias).reshape({B, T, 3, H, head});
+  at::Tensor q = qkv.select(2, 0).permute({0, 2, 1, 3});   // (B, H, T, head)
+  at::Tensor k_t = qkv.select(2, 1).permute({0, 2, 3, 1});  // (B, H, head, T)
+  at::Tensor v = qkv.select(2, 2).permute({0, 2, 1, 3});   // (B, H, T, head)
+  q.mul_(1.0 / std::sqrt(static_cast<double>(head)));       // our own buffer
+  at::Tensor scores = at::matmul(q, k_t);                   // (B, H, T, T)
+  if (mask && mask->defined()) {
+    // The mask as one bool per score (true: left out), which stock's masked softmax takes
+    // on every release (torch 1.13's takes no other form).
+    at::Tensor full = mask->scalar_type() == at::kBool ? *mask : mask->to(at::kBool);
+    if (*mask_type == 0) full = full.view({1, 1, T, T});
+    if (*mask_type == 1) full = full.view({B, 1, 1, T});
+    scores = at::_masked_softmax(scores, full.expand({B, H, T, T}), 3, 2);
+  } else {
+    at::_softmax_out(scores, scores, 3, false);
+  }
+  at::Tensor context = at::matmul(scores, v);  // (B, H, T, head)
+  at::Tensor merged = context.transpose(1, 2).reshape({B, T, D});
+  at::Tensor output = at::linear(merged, proj_weight, proj_bias);
+  if (need_weights) *weights = average_weights ? scores.sum(1).div_(H) : scores;
+  return output;
+}
+
+at::Tensor norm(const at::Tensor& x, int64_t embed_dim, double eps, const at::Tensor& weight,
+                const at::Tensor& bias) {
+  return at::layer_norm(x, {embed_dim}, weight, bias, eps);
+}
+
+// A kernel error in a part is said once and answered by stock; the parts write only tensors
+// made here, so stock starts from the program's own inputs.
+template <class Op, class Parts, class Stock>
+auto compose_or_stock(Fallback why, Parts parts, Stock stock) -> decltype(stock()) {
+  if (why == Fallback::none) {
+    try {
+      auto result = parts();
+      Intercept<Op>::stats().count(Path::composed);
+      return result;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      why = Fallback::kernel_error;
+    }
+  }
+  Intercept<Op>::stats().count(Path::stock, why);
+  return stock();
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> native_multi_head_attention_override(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, int64_t embed_dim,
+    int64_t num_heads, const at::Tensor& qkv_weight, const at::Tensor& qkv_bias,
+    const at::Tensor& proj_weight, const at::Tensor& proj_bias,
+    const c10::optional<at::Tensor>& mask, bool need_weights, bool average_attn_weights,
+    c10::optional<int64_t> mask_type) {
+  Fallback why = composition_gate();
+  if (why == Fallback::none && needs_grad(query, qkv_weight, qkv_bias, proj_weight, proj_bias))
+    why = Fallback::needs_grad;
+  if (why == Fallback::none)
+    why = attention_support(query, key, value, embed_dim, num_heads, qkv_weight, qkv_bias,
+                            proj_weight, proj_bias, mask, mask_type);
+  return compose_or_stock<Mha>(
+      why,
+      [&] {
+        at::Tensor weights;
+        at::Tensor output =
+            self_attention(query, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight,
+                           proj_bias, mask, mask_type, need_weights, average_attn_weights, &weights);
+        return std::make_tuple(output, weights);
+      },
+      [&] {
+        return Intercept<Mha>::stock(query, key, value, embed_dim, num_heads, qkv_weight, qkv_bias,
+                                     proj_weight, proj_bias, mask, need_weights,
+                                     average_attn_weights, mask_type);
+      });
+}
+
+at::Tensor transformer_encoder_layer_override(
+    const at::Tensor& src, int64_t embed_dim, int64_t num_heads, const at::Tensor& qkv_weight,
+    const at::Tensor& qkv_bias, const at::Tensor& proj_weight, const at::Tensor& proj_bias,
+    bool use_gelu, bool norm_first, double eps, const at::Tensor& norm_weight_1,
+    const at::Tensor& norm_bias_1, const at::Tensor& norm_weight_2, const at::Tensor& norm_bias_2,
+    const at::Tensor& ffn_weight_1, const at::Tensor& ffn_bias_1, const at::Tensor& ffn_weight_2,
+    const at::Tensor& ffn_bias_2, const c10::optional<at::Tensor>& mask,
+    c10::optional<int64_t> mask_type) {
+  Fallback why = composition_gate();
+  if (why == Fallback::none &&
+      needs_grad(src, qkv_weight, qkv_bias, proj_weight, proj_bias, norm_weight_1, norm_bias_1,
+                 norm_weight_2, norm_bias_2, ffn_weight_1, ffn_bias_1, ffn_weight_2, ffn_bias_2))
+    why = Fallback::needs_grad;
+  if (why == Fallback::none)
+    why = attention_support(src, src, src, embed_dim, num_heads, qkv_weight, qkv_bias,
+                            proj_weight, proj_bias, mask, mask_type);
+  if (why == Fallback::none) {
+    const int64_t D = embed_dim;
+    for (const at::Tensor* t : {&norm_weight_1, &norm_bias_1, &norm_weight_2, &norm_bias_2,
+                                &ffn_weight_1, &ffn_bias_1, &ffn_weight_2, &ffn_bias_2})
+      if (!plain_float(*t)) why = Fallback::unsupported_dtype;
+    if (why == Fallback::none) {
+      const int64_t hidden = ffn_weight_1.dim() == 2 ? ffn_weight_1.size(0) : -1;
+      const bool shaped = sized(norm_weight_1, {D}) && sized(norm_bias_1, {D}) &&
+                          sized(norm_weight_2, {D}) && sized(norm_bias_2, {D}) && hidden > 0 &&
+                          sized(ffn_weight_1, {hidden, D}) && sized(ffn_bias_1, {hidden}) &&
+                          sized(ffn_weight_2, {D, hidden}) && sized(ffn_bias_2, {D});
+      if (!shaped) why = Fallback::unsupported_shape;
+    }
+  }
+  return compose_or_stock<EncoderLayer>(
+      why,
+      [&] {
+        at::Tensor x = norm_first ? norm(src, embed_dim, eps, norm_weight_1, norm_bias_1) : src;
+        x = self_attention(x, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias,
+                           mask, mask_type, false, true, nullptr);
+        x.add_(src);
+        if (!norm_first) x = norm(x, embed_dim, eps, norm_weight_1, norm_bias_1);
+        const at::Tensor residual = x;
+        if (norm_first) x = norm(x, embed_dim, eps, norm_weight_2, norm_bias_2);
+        x = at::linear(x, ffn_weight_1, ffn_bias_1);
+        x = use_gelu ? at::gelu(x) : at::relu(x);
+        x = at::linear(x, ffn_weight_2, ffn_bias_2);
+        x.add_(residual);
+        if (!norm_first) x = norm(x, embed_dim, eps, norm_weight_2, norm_bias_2);
+        return x;
+      },
+      [&] {
+        return Intercept<EncoderLayer>::stock(
+            src, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, use_gelu,
+            norm_first, eps, norm_weight_1, norm_bias_1, norm_weight_2, norm_bias_2, ffn_weight_1,
+            ffn_bias_1, ffn_weight_2, ffn_bias_2, mask, mask_type);
+      });
+}
+
+}  // namespace ipex_shim

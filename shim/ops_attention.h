@@ -1,0 +1,30 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace ipex_shim {
+
+// Kernels the override table registers for the transformer fast path: the ops that
+// nn.MultiheadAttention (self-attention) and nn.TransformerEncoderLayer call in eval without
+// a gradient. Each runs as its parts (linear, matmul, softmax, layer_norm, the activation)
+// through the dispatcher, so that the shim's own kernels, weight cache, INT8 entries and
+// fusion take the parts as they would in a program written with those ops.
+std::tuple<at::Tensor, at::Tensor> native_multi_head_attention_override(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, int64_t embed_dim,
+    int64_t num_heads, const at::Tensor& qkv_weight, const at::Tensor& qkv_bias,
+    const at::Tensor& proj_weight, const at::Tensor& proj_bias,
+    const c10::optional<at::Tensor>& mask, bool need_weights, bool average_attn_weights,
+    c10::optional<int64_t> mask_type);
+
+at::Tensor transformer_encoder_layer_override(
+    const at::Tensor& src, int64_t embed_dim, int64_t num_heads, const at::Tensor& qkv_weight,
+    const at::Tensor& qkv_bias, const at::Tensor& proj_weight, const at::Tensor& proj_bias,
+    bool use_gelu, bool norm_first, double eps, const at::Tensor& norm_weight_1,
+    const at::Tensor& norm_bias_1, const at::Tensor& norm_weight_2, const at::Tensor& norm_bias_2,
+    const at::Tensor& ffn_weight_1, const at::Tensor& ffn_bias_1, const at::Tensor& ffn_weight_2,
+    const at::Tensor& ffn_bias_2, const c10::optional<at::Tensor>& mask,
+    c10::optional<int64_t> mask_type);
+
+}  // namespace ipex_shim

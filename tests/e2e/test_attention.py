@@ -1,0 +1,98 @@
+"""nn.MultiheadAttention and nn.TransformerEncoderLayer on PyTorch's fast path
+(programs/attention.py): the shim runs their two ops as linear, matmul, softmax, layer_norm
+and the activation, so the weights are packed once, bf16 and INT8 mode reach the products and
+the feed-forward's activation is fused into its linear. Results must be stock's to the mode's
+accuracy, with and without key padding masks and attention weights; the calls the parts do
+not take (key and value not the query, a weight needing a gradient, an empty batch) must
+run stock and be counted with their reason.
+"""
+import pytest
+import torch
+
+from conftest import bf16_path, cosine, describe, skip_without_kernels
+
+MODES = ["fp32", "bf16", "int8"]
+# Per mode: least cosine to stock, largest max-abs error relative to stock's largest value.
+TOLERANCE = {"fp32": (0.999999, 1e-5), "bf16": (0.9999, 0.03), "int8": (0.995, 0.08)}
+CASES = ["layer_relu", "layer_gelu_first", "layer_pad", "layer_pad_float", "stack", "mha",
+         "mha_w", "mha_heads_w", "mha_no_w", "mha_cross", "mha_grad", "empty"]
+# Each case runs three passes. Encoder layer calls the parts take: four single-layer cases
+# and the two-layer stack; attention calls: mha (twice, for its output and its weights),
+# mha_heads_w, mha_no_w.
+LAYER_CALLS, ATTENTION_CALLS = 3 * (4 + 2), 3 * (2 + 1 + 1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shim, torch_available):
+    tmp = tmp_path_factory.mktemp("attention")
+    program = shim.program("attention.py")
+    conf = tmp / "conf.json"
+    out = {}
+    proc = shim.run_py(program, preload=False, args=(str(tmp / "stock.pt"), "infer"))
+    assert proc.returncode == 0, describe(proc)
+    out["stock"] = {"results": torch.load(tmp / "stock.pt")}
+    proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
+                       args=(str(tmp / "calibration.pt"), "calibrate"))
+    assert proc.returncode == 0 and conf.exists(), describe(proc)
+    out["calibration"] = {"report": _report(proc)}
+    for mode in MODES:
+        env = {"IPEX_CONFIG": str(conf)} if mode == "int8" else {}
+        path = tmp / f"{mode}.pt"
+        proc = shim.run_py(program, mode=mode, env=env, args=(str(path), "infer"))
+        assert proc.returncode == 0, describe(proc)
+        assert "kernel failed" not in proc.stderr, proc.stderr
+        out[mode] = {"results": torch.load(path), "report": _report(proc)}
+    return out
+
+
+def _report(proc):
+    import json
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES)
+def test_results_are_stocks(runs, mode, case):
+    got, ref = runs[mode]["results"][case], runs["stock"]["results"][case]
+    assert got.shape == ref.shape and got.dtype == ref.dtype == torch.float32
+    if ref.numel() == 0:
+        return
+    if case in ("mha_cross", "mha_grad"):  # stock ran them: the same bytes
+        assert torch.equal(got, ref), case
+        return
+    least, largest = TOLERANCE[mode]
+    assert cosine(got, ref) >= least, (case, cosine(got, ref))
+    error = ((got - ref).abs().max() / ref.abs().max()).item()
+    assert error <= largest, (case, error)
+
+
+@pytest.mark.parametrize("mode", MODES + ["calibration"])
+def test_the_parts_run_on_the_shim_and_the_rest_is_counted(runs, mode, cpu_plan):
+    ops = runs[mode]["report"]["ops"]
+    layer, attention = ops["_transformer_encoder_layer_fwd"], ops["_native_multi_head_attention"]
+    assert layer.get("composed") == LAYER_CALLS, layer
+    assert layer.get("stock") == 3 and layer["fallback_reasons"] == {"unsupported shape or arguments": 3}, layer
+    assert attention.get("composed") == ATTENTION_CALLS, attention
+    assert attention.get("stock") == 4, attention
+    assert attention["fallback_reasons"] == {"unsupported shape or arguments": 3, "gradient needed": 1}, attention
+    # Every layer makes four linears and two matmuls; every attention call two and two.
+    linears = 4 * LAYER_CALLS + 2 * ATTENTION_CALLS
+    matmuls = 2 * LAYER_CALLS + 2 * ATTENTION_CALLS
+    if mode == "calibration":
+        assert ops["linear"].get("observed") == linears, ops["linear"]
+        return
+    skip_without_kernels(cpu_plan, mode)
+    path = {"fp32": "onednn_fp32", "bf16": bf16_path(cpu_plan), "int8": "onednn_int8"}[mode]
+    assert ops["linear"].get(path) == linears, ops["linear"]
+    assert sum(ops["matmul"].get(p, 0) for p in ("onednn_fp32", "onednn_bf16", "onednn_int8")) \
+        == matmuls, ops["matmul"]
+    # The feed-forward's activation runs inside its linear once a call has taught it: of the
+    # relu layer's 9 calls (three cases) 8, of the three gelu layers' 3 calls each 2.
+    relu, gelu = ops["relu"], ops["gelu"]
+    assert relu.get("fused") == 8 and gelu.get("fused") == 3 * 2, (relu, gelu)
+
+
+def test_int8_entries_cover_every_linear_and_are_all_found(runs, cpu_plan):
+    skip_without_kernels(cpu_plan, "int8")
+    int8 = runs["int8"]["report"]["int8"]
+    assert int8["identified_ops"] == int8["entries"] and int8["mismatched"] == 0, int8
