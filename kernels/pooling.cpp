@@ -9,7 +9,6 @@
 #include <stdexcept>
 
 #include "kernels/buffer_pool.h"
-#include "kernels/channel_average.h"
 #include "kernels/channel_scale.h"
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
@@ -178,29 +177,16 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
 at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
                            c10::IntArrayRef kernel, c10::IntArrayRef stride,
                            c10::IntArrayRef padding, bool count_include_pad, float scale) {
-  using dt = dnnl::memory::data_type;
-  const dt type = onednn::data_type_of(layout);
-  const bool int8_bytes = type == dt::u8 || type == dt::s8;
-  if (int8_bytes && input.dim() == 4 && kernel.size() == 2 && kernel[0] == input.size(2) &&
-      kernel[1] == input.size(3) && padding.size() == 2 && padding[0] == 0 && padding[1] == 0 &&
-      input.size(2) * input.size(3) < (int64_t{1} << 23) &&  // int32 sums of up to 255 each
-      layout == dnnl::memory::desc(to_dims(input.sizes()), type,
-                                   dnnl::memory::format_tag::acdb)) {
-    // One window covering the whole image: channel averages straight from the bytes.
-    at::Tensor averages = pooled_empty({input.size(0), input.size(1), 1, 1}, at::kFloat,
-                                       input.suggest_memory_format());
-    average_channels_last_int8(input.data_ptr(), type == dt::u8,
-                               input.size(0), input.size(2) * input.size(3), input.size(1),
-                               scale, averages.data_ptr<float>());
-    return averages;
-  }
+  const dnnl::memory::data_type type = onednn::data_type_of(layout);
   ChannelRuns runs;
   if (input.dim() == 4 && kernel.size() == 2 && kernel[0] == input.size(2) &&
       kernel[1] == input.size(3) && padding.size() == 2 && padding[0] == 0 &&
       padding[1] == 0 && channel_runs_of(layout, &runs)) {
-    // The same for BF16 and fp32 bytes, and INT8 in channel blocks: oneDNN's way below
-    // (a reorder into fp32 first) took 200 us a call on efficientnet_v2_s's 4x960x14x14
-    // BF16 squeeze-excitation input, these channel sums 93 (profiler, 24 calls).
+    // One window covering the whole image: channel averages straight from the bytes, exact
+    // sums for INT8. oneDNN's way below (a reorder into fp32 first) wrote four times the INT8
+    // bytes it read (0.45 ms of a resnet50 batch-16 INT8 pass on AMX, a 16x2048x7x7 input)
+    // and took 200 us a call on efficientnet_v2_s's 4x960x14x14 BF16 squeeze-excitation
+    // input, where these channel sums take 93 (profiler, 24 calls).
     at::Tensor averages = pooled_empty({input.size(0), input.size(1), 1, 1}, at::kFloat,
                                        input.suggest_memory_format());
     average_channel_runs(input.data_ptr(), type, scale, runs, averages.data_ptr<float>());

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/channel_average.h"
+#include "kernels/channel_scale.h"
 #include "kernels/convolution.h"
 #include "kernels/int8.h"
 #include "kernels/onednn_context.h"
@@ -325,7 +325,7 @@ const AvgPoolCase kAvgPoolCases[] = {
     {"stride_over_kernel", {2, 16, 12, 9}, {2, 2}, {3, 3}, {0, 0}},
     {"unpadded_2x2", {2, 16, 8, 8}, {2, 2}, {2, 2}, {0, 0}},
     // One window over the whole image (adaptive_avg_pool2d to 1x1): INT8 bytes are averaged
-    // by the shim's own channel sums (kernels/channel_average.h); 208 channels leave a
+    // by the shim's own channel sums (kernels/channel_scale.h); 208 channels leave a
     // remainder after the blocks of 64 (and fill whole blocks of 16 for the blocked sources).
     {"global_7x7", {3, 208, 7, 7}, {7, 7}, {7, 7}, {0, 0}},
 };
@@ -497,27 +497,37 @@ INSTANTIATE_TEST_SUITE_P(Cases, Int8AvgPool,
                                   (std::get<2>(info.param) ? "_include_pad" : "_exclude_pad");
                          });
 
-// The channel sums themselves, against the mean of the same bytes: uint8 and int8 (whose
-// negative bytes a sum read as unsigned would get wrong), blocks of 64 channels with and
-// without a remainder, one position, a batch of one split over threads, and sums that pass
-// 2^16 (a 16-bit accumulator would wrap).
+// The channel sums of INT8 bytes kept channels-last (the global average pool of a quantised
+// convolution's result), against the mean of the same bytes: uint8 and int8 (whose negative
+// bytes a sum read as unsigned would get wrong), channels that fill the AVX2 loop's vectors
+// and ones that leave a remainder, one position, and sums that pass 2^16 (a 16-bit
+// accumulator would wrap), in the AVX2 loops and the portable ones.
 TEST(ChannelAverage, EqualsTheMeanOfTheDequantisedBytes) {
   struct Case { int64_t batch, positions, channels; };
   for (const Case& c : {Case{1, 49, 2048}, Case{3, 7, 70}, Case{2, 1, 64}, Case{1, 4096, 5}}) {
     for (bool is_unsigned : {true, false}) {
-      SCOPED_TRACE(::testing::Message() << c.batch << "x" << c.positions << "x" << c.channels
-                                        << (is_unsigned ? " u8" : " s8"));
-      at::Tensor bytes = is_unsigned ? at::randint(0, 256, {c.batch, c.positions, c.channels},
-                                                   at::kByte)
-                                     : at::randint(-128, 128, {c.batch, c.positions, c.channels},
-                                                   at::kChar);
-      const float scale = 37.5f;
-      at::Tensor averages = at::empty({c.batch, c.channels});
-      average_channels_last_int8(bytes.data_ptr(), is_unsigned, c.batch, c.positions, c.channels,
-                                 scale, averages.data_ptr<float>());
-      at::Tensor expected = bytes.to(at::kDouble).mean(1).div(scale).to(at::kFloat);
-      EXPECT_TRUE(at::allclose(averages, expected, 1e-6, 1e-7))
-          << "max error " << (averages - expected).abs().max().item<float>();
+      for (bool avx2 : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << c.batch << "x" << c.positions << "x" << c.channels
+                                          << (is_unsigned ? " u8" : " s8")
+                                          << (avx2 ? "" : " portable"));
+        at::Tensor bytes = is_unsigned ? at::randint(0, 256, {c.batch, c.positions, c.channels},
+                                                     at::kByte)
+                                       : at::randint(-128, 128, {c.batch, c.positions, c.channels},
+                                                     at::kChar);
+        const auto type = is_unsigned ? dnnl::memory::data_type::u8 : dnnl::memory::data_type::s8;
+        ChannelRuns runs;
+        ASSERT_TRUE(channel_runs_of(dnnl::memory::desc({c.batch, c.channels, c.positions, 1},
+                                                       type, dnnl::memory::format_tag::acdb),
+                                    &runs));
+        const float scale = 37.5f;
+        at::Tensor averages = at::empty({c.batch, c.channels});
+        allow_channel_avx2(avx2);
+        average_channel_runs(bytes.data_ptr(), type, scale, runs, averages.data_ptr<float>());
+        allow_channel_avx2(true);
+        at::Tensor expected = bytes.to(at::kDouble).mean(1).div(scale).to(at::kFloat);
+        EXPECT_TRUE(at::allclose(averages, expected, 1e-6, 1e-7))
+            << "max error " << (averages - expected).abs().max().item<float>();
+      }
     }
   }
 }
