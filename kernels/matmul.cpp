@@ -50,10 +50,18 @@ dnnl::primitive_attr attr_for(MatmulActivation activation, float alpha) {
   return attr;
 }
 
-// The same tensor in `precision`; a no-op for fp32. Strides are preserved, so a transposed
-// view stays a transposed view and oneDNN reads it as such.
+// The same tensor in `precision`; a no-op where it is in it already (fp32, or a BF16 result
+// handed on). Strides are preserved, so a transposed view stays a transposed view and oneDNN
+// reads it as such.
 at::Tensor in_precision(const at::Tensor& tensor, Precision precision) {
-  return precision == Precision::fp32 ? tensor : tensor.to(at::kBFloat16);
+  return tensor.to(precision == Precision::fp32 ? at::kFloat : at::kBFloat16);
+}
+
+// What a product writes: fp32, or BF16 for a result handed to the next BF16 product.
+dt result_type(Precision precision, bool bf16_result) {
+  if (bf16_result && precision != Precision::bf16)
+    throw std::invalid_argument("a BF16 result needs a BF16 product");
+  return bf16_result ? dt::bf16 : dt::f32;
 }
 
 }  // namespace
@@ -72,7 +80,8 @@ Fallback linear_support(const at::Tensor& input, const at::Tensor& weight,
 
 at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                           const c10::optional<at::Tensor>& bias, Precision precision,
-                          MatmulActivation activation, const Int8Spec* int8) {
+                          MatmulActivation activation, const Int8Spec* int8,
+                          bool bf16_result) {
   static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
   const int64_t in_features = weight.size(1);
   const int64_t out_features = weight.size(0);
@@ -85,7 +94,8 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
 
   KeyBuilder shape_key;
   shape_key.add(rows).add(in_features).add(out_features).add(has_bias).add(precision);
-  shape_key.add(activation).add(int8 != nullptr);
+  const dt output_type = result_type(int8 ? Precision::fp32 : precision, bf16_result);
+  shape_key.add(activation).add(int8 != nullptr).add(bf16_result);
   if (int8) shape_key.add(int8->input_uint8);
   std::string key = shape_key.take();
   // INT8 scales: the weights' are known once they are packed (empty before: the layout query).
@@ -105,7 +115,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
     auto src_md = dnnl::memory::desc({rows, in_features}, src_type, tag::ab);
     auto weights_md = dnnl::memory::desc({in_features, out_features}, weights_type, tag::any);
     auto bias_md = dnnl::memory::desc({1, out_features}, dt::f32, tag::ab);
-    auto dst_md = dnnl::memory::desc({rows, out_features}, dt::f32, tag::ab);
+    auto dst_md = dnnl::memory::desc({rows, out_features}, output_type, tag::ab);
     dnnl::primitive_attr attr = attr_for(activation, 1.f);
     if (scales) onednn::set_product_scales(attr, *scales);
     auto pd = onednn::matmul_primitive_desc(src_md, weights_md, has_bias ? &bias_md : nullptr,
@@ -178,7 +188,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
 
   std::vector<int64_t> output_sizes = input.sizes().vec();
   output_sizes.back() = out_features;
-  at::Tensor output = pooled_empty(output_sizes, at::kFloat);
+  at::Tensor output = pooled_empty(output_sizes, bf16_result ? at::kBFloat16 : at::kFloat);
 
   onednn::Arguments arguments = {
       {DNNL_ARG_SRC, int8 ? quantised.memory : wrap(src_tensor, matmul->src)},
@@ -214,8 +224,9 @@ Fallback batched_matmul_support(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision precision,
-                          float alpha, const at::Tensor& bias) {
+                          float alpha, const at::Tensor& bias, bool bf16_result) {
   static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
+  result_type(precision, bf16_result);
   at::Tensor src_tensor = in_precision(a, precision);
   at::Tensor weights_tensor = in_precision(b, precision);
   // Broadcast batch dimensions of size 1 by stride 0, which oneDNN reads as a repeat.
@@ -223,7 +234,7 @@ at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision pr
   for (int64_t d = 0; d < a.dim() - 2; ++d) output_sizes.push_back(std::max(a.size(d), b.size(d)));
   output_sizes.push_back(a.size(-2));
   output_sizes.push_back(b.size(-1));
-  at::Tensor output = pooled_empty(output_sizes, at::kFloat);
+  at::Tensor output = pooled_empty(output_sizes, bf16_result ? at::kBFloat16 : at::kFloat);
 
   at::Tensor bias_tensor;
   if (bias.defined()) {

@@ -1,5 +1,7 @@
 // Matrix products on oneDNN's matmul primitive, in fp32 or BF16 (linear also INT8), for calls that need no
-// gradient; results are fp32 and contiguous, as stock PyTorch returns them.
+// gradient; results are fp32 and contiguous, as stock PyTorch returns them, or BF16 where the
+// caller hands a BF16 product's result straight to another BF16 product (`bf16_result`, only
+// with Precision::bf16; an input may then be BF16 already).
 //   linear_forward:  y = x W^T + b, the weight packed once through the weight cache.
 //   batched_matmul:  C = A B for two activations of equal rank >= 2, batch dimensions equal
 //                    or 1 (broadcast); A and B may be strided views (a transpose is free).
@@ -21,14 +23,15 @@ Fallback linear_support(const at::Tensor& input, const at::Tensor& weight,
 at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                           const c10::optional<at::Tensor>& bias, Precision precision,
                           MatmulActivation activation = MatmulActivation::none,
-                          const Int8Spec* int8 = nullptr);
+                          const Int8Spec* int8 = nullptr, bool bf16_result = false);
 
 Fallback batched_matmul_support(const at::Tensor& a, const at::Tensor& b);
 
 // C = alpha * (A B) [+ bias], where bias (if defined) broadcasts to C along leading dims
 // (shape (N), (1, N) or C's shape). alpha must not be 0 when a bias is given.
 at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision precision,
-                          float alpha = 1.f, const at::Tensor& bias = at::Tensor());
+                          float alpha = 1.f, const at::Tensor& bias = at::Tensor(),
+                          bool bf16_result = false);
 
 // C = A B in INT8: A and B quantised with the spec's scales (any strides), s32 products,
 // fp32 result. Same shapes as batched_matmul (without alpha and bias).

@@ -10,6 +10,14 @@
 // those ops. The arithmetic is stock's: q scaled by 1/sqrt(head size) before its product with
 // k, the mask applied by stock's masked softmax (a mask that is not bool made bool first, as
 // stock does), residuals added in place, layer norms where norm_first puts them.
+//
+// In fp32 and bf16 mode (fusion on) the parts call the product kernels here rather than
+// through the dispatcher: no tensor between them reaches the program, so a product read only
+// by the next product hands its result on in BF16 (the q, k and v projection, the
+// probabilities times v, the feed-forward's first linear), the activation runs inside the
+// feed-forward's first linear from the first call, and q's 1/sqrt(head size) is the score
+// product's scale. Scores, probabilities, residuals and layer norms stay fp32. Calibration
+// and int8 mode keep the dispatcher's parts: the INT8 entries are the parts' own.
 #include "shim/ops_attention.h"
 
 #include <ATen/ops/_masked_softmax.h>
@@ -20,10 +28,17 @@
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
+#include <ATen/ops/gelu_ops.h>
+#include <ATen/ops/linear_ops.h>
+#include <ATen/ops/matmul_ops.h>
 #include <ATen/ops/relu.h>
+#include <ATen/ops/relu_ops.h>
 
 #include <cmath>
+#include <optional>
 
+#include "kernels/matmul.h"
+#include "shim/fusion.h"
 #include "shim/int8_modes.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
@@ -87,9 +102,77 @@ Fallback attention_support(const at::Tensor& x, const at::Tensor& key, const at:
   return Fallback::none;
 }
 
-// Self-attention of x (B, T, D) through the dispatcher. Returns the projected output and, in
+// How the products and the activation of one composed call run: through the dispatcher
+// (calibration, int8 mode, fusion off), or on the product kernels directly in the precision
+// the linear and matmul ops have in this mode, counted on those ops as the dispatcher would.
+class Parts {
+ public:
+  enum class Activation { none, relu, gelu };
+  // Who reads a product's result: the program's ops (fp32), or only the next product, a
+  // linear or a matmul, which takes it in BF16 when both products run in BF16.
+  enum class Reader { program, linear, matmul };
+
+  Parts()
+      : direct_(!int8::tracking() && fusion::enabled()),
+        linear_(lower_precision(Intercept<at::_ops::linear>::stats())),
+        matmul_(lower_precision(Intercept<at::_ops::matmul>::stats())) {}
+
+  // x W^T + b, then the activation.
+  at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                    Activation activation = Activation::none,
+                    Reader reader = Reader::program) const {
+    if (!direct_) {
+      at::Tensor y = at::linear(x, weight, bias);
+      if (activation == Activation::relu) return at::relu(y);
+      if (activation == Activation::gelu) return at::gelu(y);
+      return y;
+    }
+    const MatmulActivation fused = activation == Activation::relu   ? MatmulActivation::relu
+                                   : activation == Activation::gelu ? MatmulActivation::gelu_erf
+                                                                    : MatmulActivation::none;
+    at::Tensor y = linear_forward(x, weight, bias, linear_, fused, nullptr,
+                                  bf16_between(linear_, reader));
+    count<at::_ops::linear>(linear_);
+    if (activation == Activation::relu) Intercept<at::_ops::relu>::stats().count(Path::fused);
+    if (activation == Activation::gelu) Intercept<at::_ops::gelu>::stats().count(Path::fused);
+    return y;
+  }
+
+  // scale * (a b), a and b strided views.
+  at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, double scale = 1.0,
+                    Reader reader = Reader::program) const {
+    if (!direct_) return at::matmul(scale == 1.0 ? a : a.mul_(scale), b);
+    at::Tensor c = batched_matmul(a, b, matmul_, static_cast<float>(scale), at::Tensor(),
+                                  bf16_between(matmul_, reader));
+    count<at::_ops::matmul>(matmul_);
+    return c;
+  }
+
+  bool direct() const { return direct_; }
+
+ private:
+  bool bf16_between(Precision producer, Reader reader) const {
+    const Precision consumer = reader == Reader::linear   ? linear_
+                               : reader == Reader::matmul ? matmul_
+                                                          : Precision::fp32;
+    return producer == Precision::bf16 && consumer == Precision::bf16;
+  }
+
+  template <class Op>
+  static void count(Precision precision) {
+    OpStats& stats = Intercept<Op>::stats();
+    stats.count(path_for(precision),
+                precision == Precision::fp32 ? precision_note(stats) : Fallback::none);
+  }
+
+  bool direct_;
+  Precision linear_, matmul_;
+};
+
+// Self-attention of x (B, T, D). Returns the projected output and, in
 // `weights`, the attention probabilities when asked (averaged over heads, or per head).
-at::Tensor self_attention(const at::Tensor& x, int64_t embed_dim, int64_t num_heads,
+at::Tensor self_attention(const Parts& parts, const at::Tensor& x, int64_t embed_dim,
+                          int64_t num_heads,
                           const at::Tensor& qkv_weight, const at::Tensor& qkv_bias,
                           const at::Tensor& proj_weight, const at::Tensor& proj_bias,
                           const c10::optional<at::Tensor>& mask, c10::optional<int64_t> mask_type,
@@ -97,12 +180,14 @@ at::Tensor self_attention(const at::Tensor& x, int64_t embed_dim, int64_t num_he
   const int64_t B = x.size(0), T = x.size(1), D = embed_dim, H = num_heads, head = D / H;
   // (B, T, 3, H, head): q, k and v are strided views of the one projection; the matmul
   // kernels read them in place.
-  at::Tensor qkv = at::linear(x, qkv_weight, qkv_bias).reshape({B, T, 3, H, head});
+  at::Tensor qkv = parts.linear(x, qkv_weight, qkv_bias, Parts::Activation::none,
+                                Parts::Reader::matmul)
+                       .reshape({B, T, 3, H, head});
   at::Tensor q = qkv.select(2, 0).permute({0, 2, 1, 3});   // (B, H, T, head)
   at::Tensor k_t = qkv.select(2, 1).permute({0, 2, 3, 1});  // (B, H, head, T)
   at::Tensor v = qkv.select(2, 2).permute({0, 2, 1, 3});   // (B, H, T, head)
-  q.mul_(1.0 / std::sqrt(static_cast<double>(head)));       // our own buffer
-  at::Tensor scores = at::matmul(q, k_t);                   // (B, H, T, T)
+  // q / sqrt(head) (in place on our own buffer where the dispatcher's matmul takes it).
+  at::Tensor scores = parts.matmul(q, k_t, 1.0 / std::sqrt(static_cast<double>(head)));
   if (mask && mask->defined()) {
     // The mask as one bool per score (true: left out), which stock's masked softmax takes
     // on every release (torch 1.13's takes no other form).
@@ -113,9 +198,9 @@ at::Tensor self_attention(const at::Tensor& x, int64_t embed_dim, int64_t num_he
   } else {
     at::_softmax_out(scores, scores, 3, false);
   }
-  at::Tensor context = at::matmul(scores, v);  // (B, H, T, head)
+  at::Tensor context = parts.matmul(scores, v, 1.0, Parts::Reader::linear);  // (B, H, T, head)
   at::Tensor merged = context.transpose(1, 2).reshape({B, T, D});
-  at::Tensor output = at::linear(merged, proj_weight, proj_bias);
+  at::Tensor output = parts.linear(merged, proj_weight, proj_bias);
   if (need_weights) *weights = average_weights ? scores.sum(1).div_(H) : scores;
   return output;
 }
@@ -160,9 +245,12 @@ std::tuple<at::Tensor, at::Tensor> native_multi_head_attention_override(
   return compose_or_stock<Mha>(
       why,
       [&] {
+        const Parts parts;
+        std::optional<c10::impl::ExcludeDispatchKeyGuard> stock_between;
+        if (parts.direct()) stock_between.emplace(shim_keys());
         at::Tensor weights;
         at::Tensor output =
-            self_attention(query, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight,
+            self_attention(parts, query, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight,
                            proj_bias, mask, mask_type, need_weights, average_attn_weights, &weights);
         return std::make_tuple(output, weights);
       },
@@ -206,16 +294,22 @@ at::Tensor transformer_encoder_layer_override(
   return compose_or_stock<EncoderLayer>(
       why,
       [&] {
+        // The ops between the products (layer_norm, softmax, the adds) are stock's either
+        // way; with the products called directly they skip the shim's key too.
+        const Parts parts;
+        std::optional<c10::impl::ExcludeDispatchKeyGuard> stock_between;
+        if (parts.direct()) stock_between.emplace(shim_keys());
         at::Tensor x = norm_first ? norm(src, embed_dim, eps, norm_weight_1, norm_bias_1) : src;
-        x = self_attention(x, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias,
-                           mask, mask_type, false, true, nullptr);
+        x = self_attention(parts, x, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight,
+                           proj_bias, mask, mask_type, false, true, nullptr);
         x.add_(src);
         if (!norm_first) x = norm(x, embed_dim, eps, norm_weight_1, norm_bias_1);
         const at::Tensor residual = x;
         if (norm_first) x = norm(x, embed_dim, eps, norm_weight_2, norm_bias_2);
-        x = at::linear(x, ffn_weight_1, ffn_bias_1);
-        x = use_gelu ? at::gelu(x) : at::relu(x);
-        x = at::linear(x, ffn_weight_2, ffn_bias_2);
+        x = parts.linear(x, ffn_weight_1, ffn_bias_1,
+                         use_gelu ? Parts::Activation::gelu : Parts::Activation::relu,
+                         Parts::Reader::linear);
+        x = parts.linear(x, ffn_weight_2, ffn_bias_2);
         x.add_(residual);
         if (!norm_first) x = norm(x, embed_dim, eps, norm_weight_2, norm_bias_2);
         return x;
