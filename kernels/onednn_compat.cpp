@@ -192,6 +192,14 @@ dnnl::matmul::primitive_desc matmul_primitive_desc(const dnnl::memory::desc& src
   return {cpu_engine(), src, weights, dst, attr};
 }
 
+softmax_forward::primitive_desc softmax_forward_primitive_desc(const dnnl::memory::desc& src,
+                                                               const dnnl::memory::desc& dst,
+                                                               int axis,
+                                                               const dnnl::primitive_attr& attr) {
+  return {cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate,
+          src, dst, axis, attr};
+}
+
 pooling_forward::primitive_desc pooling_forward_primitive_desc(
     dnnl::prop_kind prop, dnnl::algorithm algorithm, const dnnl::memory::desc& src,
     const dnnl::memory::desc& dst, const PoolingWindow& window,
@@ -258,6 +266,15 @@ dnnl::matmul::primitive_desc matmul_primitive_desc(const dnnl::memory::desc& src
                                                    const dnnl::primitive_attr& attr) {
   const auto desc = bias ? dnnl::matmul::desc(src, weights, *bias, dst)
                          : dnnl::matmul::desc(src, weights, dst);
+  return {desc, attr, cpu_engine()};
+}
+
+softmax_forward::primitive_desc softmax_forward_primitive_desc(const dnnl::memory::desc& src,
+                                                               const dnnl::memory::desc& dst,
+                                                               int axis,
+                                                               const dnnl::primitive_attr& attr) {
+  const softmax_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                   dnnl::algorithm::softmax_accurate, src, dst, axis);
   return {desc, attr, cpu_engine()};
 }
 

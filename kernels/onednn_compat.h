@@ -89,6 +89,17 @@ dnnl::matmul::primitive_desc matmul_primitive_desc(const dnnl::memory::desc& src
                                                    const dnnl::memory::desc& dst,
                                                    const dnnl::primitive_attr& attr);
 
+// Softmax along `axis`, forward inference, dst of its own type (oneDNN 2.6: softmax_v2).
+#if DNNL_VERSION_MAJOR >= 3
+using softmax_forward = dnnl::softmax_forward;
+#else
+using softmax_forward = dnnl::softmax_v2_forward;
+#endif
+softmax_forward::primitive_desc softmax_forward_primitive_desc(const dnnl::memory::desc& src,
+                                                               const dnnl::memory::desc& dst,
+                                                               int axis,
+                                                               const dnnl::primitive_attr& attr);
+
 #if DNNL_VERSION_MAJOR >= 3
 using pooling_forward = dnnl::pooling_forward;
 using pooling_backward = dnnl::pooling_backward;

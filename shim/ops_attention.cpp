@@ -16,8 +16,9 @@
 // by the next product hands its result on in BF16 (the q, k and v projection, the
 // probabilities times v, the feed-forward's first linear), the activation runs inside the
 // feed-forward's first linear from the first call, and q's 1/sqrt(head size) is the score
-// product's scale. Scores, probabilities, residuals and layer norms stay fp32. Calibration
-// and int8 mode keep the dispatcher's parts: the INT8 entries are the parts' own.
+// product's scale. Scores, residuals and layer norms stay fp32; an unmasked softmax runs on
+// oneDNN's kernel (Parts::softmax). Calibration and int8 mode keep the dispatcher's parts:
+// the INT8 entries are the parts' own.
 #include "shim/ops_attention.h"
 
 #include <ATen/ops/_masked_softmax.h>
@@ -38,6 +39,7 @@
 #include <optional>
 
 #include "kernels/matmul.h"
+#include "kernels/softmax.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
 #include "shim/intercept.h"
@@ -114,6 +116,7 @@ class Parts {
 
   Parts()
       : direct_(!int8::tracking() && fusion::enabled()),
+        calibrating_(int8::calibrating()),
         linear_(lower_precision(Intercept<at::_ops::linear>::stats())),
         matmul_(lower_precision(Intercept<at::_ops::matmul>::stats())) {}
 
@@ -148,6 +151,20 @@ class Parts {
     return c;
   }
 
+  // softmax over the last dimension of the scores, which the caller owns, on oneDNN's
+  // kernel: into a new BF16 tensor when a BF16 product reads it next, else in place. In
+  // place, the probabilities are the tensor the score product made, which is how int8 mode
+  // knows the next matmul's INT8 entry (by who made its operands), as calibration saw it.
+  // Calibration runs stock's, whose arithmetic it observes.
+  at::Tensor softmax(at::Tensor scores, Reader reader) const {
+    if (calibrating_ || !softmax_last_dim_supported(scores)) {
+      at::_softmax_out(scores, scores, scores.dim() - 1, false);
+      return scores;
+    }
+    const bool bf16 = direct_ && bf16_between(matmul_, reader);
+    return softmax_last_dim(scores, bf16, !bf16);
+  }
+
   bool direct() const { return direct_; }
 
  private:
@@ -165,7 +182,7 @@ class Parts {
                 precision == Precision::fp32 ? precision_note(stats) : Fallback::none);
   }
 
-  bool direct_;
+  bool direct_, calibrating_;
   Precision linear_, matmul_;
 };
 
@@ -196,7 +213,8 @@ at::Tensor self_attention(const Parts& parts, const at::Tensor& x, int64_t embed
     if (*mask_type == 1) full = full.view({B, 1, 1, T});
     scores = at::_masked_softmax(scores, full.expand({B, H, T, T}), 3, 2);
   } else {
-    at::_softmax_out(scores, scores, 3, false);
+    // Probabilities read by the program (need_weights) stay fp32.
+    scores = parts.softmax(scores, need_weights ? Parts::Reader::program : Parts::Reader::matmul);
   }
   at::Tensor context = parts.matmul(scores, v, 1.0, Parts::Reader::linear);  // (B, H, T, head)
   at::Tensor merged = context.transpose(1, 2).reshape({B, T, D});

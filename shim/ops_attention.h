@@ -8,9 +8,10 @@ namespace ipex_shim {
 
 // Kernels the override table registers for the transformer fast path: the ops that
 // nn.MultiheadAttention (self-attention) and nn.TransformerEncoderLayer call in eval without
-// a gradient. Each runs as its parts (linear, matmul, softmax, layer_norm, the activation)
-// through the dispatcher, so that the shim's own kernels, weight cache, INT8 entries and
-// fusion take the parts as they would in a program written with those ops.
+// a gradient. Each runs as its parts (linear, matmul, softmax, layer_norm, the activation) on
+// the shim's own kernels and weight cache, the products in the mode's precision: in int8
+// mode and calibration through the dispatcher, whose INT8 entries are the parts' own; in
+// fp32 and bf16 mode called directly, BF16 handed from product to product.
 std::tuple<at::Tensor, at::Tensor> native_multi_head_attention_override(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, int64_t embed_dim,
     int64_t num_heads, const at::Tensor& qkv_weight, const at::Tensor& qkv_bias,

@@ -1,8 +1,14 @@
-// linear and the batched matmul kernel against ATen in double, in fp32 and BF16.
+// linear and the batched matmul kernel against ATen in double, in fp32 and BF16; their BF16
+// results for a BF16 product that reads them next; the softmax kernel of the composed
+// attention.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <stdexcept>
+
 #include "kernels/matmul.h"
+#include "kernels/softmax.h"
 #include "reference.h"
 
 namespace ipex_shim {
@@ -117,6 +123,81 @@ TEST(BatchedMatmulSupport, RefusesMismatchedShapes) {
   at::Tensor no_unit_stride = at::randn({8, 8}).slice(0, 0, 8, 2).slice(1, 0, 8, 2);
   EXPECT_EQ(batched_matmul_support(no_unit_stride, at::randn({4, 4})),
             Fallback::unsupported_shape);
+}
+
+// A result handed on in BF16 is the fp32 result rounded once: within half a BF16 step (2^-9
+// relative) of the product in BF16 with an fp32 result, plus the reference's own tolerance.
+// A BF16 input (such a handed-on result) is taken as it is, and gives the same as the fp32
+// input it was rounded from.
+TEST(Bf16Handoff, LinearWritesAndReadsBf16) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
+  at::manual_seed(31);
+  at::Tensor input = at::randn({4, 6, 40});
+  at::Tensor weight = at::randn({24, 40});
+  at::Tensor bias = at::randn({24});
+  at::Tensor as_fp32 = linear_forward(input, weight, bias, Precision::bf16,
+                                      MatmulActivation::gelu_erf);
+  at::Tensor as_bf16 = linear_forward(input, weight, bias, Precision::bf16,
+                                      MatmulActivation::gelu_erf, nullptr, true);
+  ASSERT_EQ(as_bf16.scalar_type(), at::kBFloat16);
+  ASSERT_EQ(as_bf16.sizes(), as_fp32.sizes());
+  EXPECT_TRUE(at::allclose(as_bf16.to(at::kFloat), as_fp32, 1.0 / 256, 1e-6));
+  at::Tensor next_weight = at::randn({8, 24});
+  testing::expect_close(linear_forward(as_bf16, next_weight, c10::nullopt, Precision::bf16),
+                        linear_forward(as_bf16.to(at::kFloat), next_weight, c10::nullopt,
+                                       Precision::bf16),
+                        Precision::fp32);
+  EXPECT_THROW(linear_forward(input, weight, bias, Precision::fp32, MatmulActivation::none,
+                              nullptr, true),
+               std::invalid_argument);
+}
+
+// The attention's products on strided BF16 views of one projection, scaled, BF16 out.
+TEST(Bf16Handoff, BatchedMatmulOnStridedBf16ViewsWithScale) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
+  at::manual_seed(32);
+  at::Tensor qkv = at::randn({2, 5, 3, 4, 8}).to(at::kBFloat16);  // (B, T, 3, H, head)
+  at::Tensor q = qkv.select(2, 0).permute({0, 2, 1, 3});
+  at::Tensor k_t = qkv.select(2, 1).permute({0, 2, 3, 1});
+  at::Tensor expected = at::matmul(q.to(at::kDouble), k_t.to(at::kDouble)) * 0.25;
+  at::Tensor scores = batched_matmul(q, k_t, Precision::bf16, 0.25f);
+  ASSERT_EQ(scores.scalar_type(), at::kFloat);
+  testing::expect_close(scores, expected, Precision::fp32);  // exact products of BF16 inputs
+  at::Tensor rounded = batched_matmul(q, k_t, Precision::bf16, 0.25f, at::Tensor(), true);
+  ASSERT_EQ(rounded.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::allclose(rounded.to(at::kFloat), scores, 1.0 / 256, 1e-6));
+}
+
+TEST(Softmax, LastDimMatchesAtenInDouble) {
+  at::manual_seed(33);
+  at::Tensor scores = at::randn({2, 3, 7, 19}) * 6;
+  scores[0][0][0].fill_(1e4);            // one row far beyond exp's range: the max is taken out
+  scores[1][2][3][5] = -std::numeric_limits<float>::infinity();  // a left-out key
+  ASSERT_TRUE(softmax_last_dim_supported(scores));
+  at::Tensor expected = at::softmax(scores.to(at::kDouble), -1);
+  at::Tensor actual = softmax_last_dim(scores, false);
+  ASSERT_EQ(actual.scalar_type(), at::kFloat);
+  ASSERT_EQ(actual.sizes(), scores.sizes());
+  EXPECT_LE((actual.to(at::kDouble) - expected).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(actual[1][2][3][5].item<float>(), 0.f);
+  at::Tensor written_over = scores.clone();
+  at::Tensor same = softmax_last_dim(written_over, false, true);
+  EXPECT_TRUE(same.is_same(written_over));
+  EXPECT_TRUE(at::equal(written_over, actual));
+  if (onednn_has_bf16_kernels()) {
+    // oneDNN's BF16 destination is not the exact result rounded once (half a BF16 step,
+    // 2^-9 relative): here 0.05615 for 0.05643, 1.15 steps off. Within two steps (2^-7).
+    at::Tensor rounded = softmax_last_dim(scores, true);
+    ASSERT_EQ(rounded.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::allclose(rounded.to(at::kDouble), expected, 1.0 / 128, 1e-6));
+  }
+}
+
+TEST(Softmax, SupportRefusesWhatTheKernelDoesNotTake) {
+  EXPECT_FALSE(softmax_last_dim_supported(at::randn({4, 6}).t()));     // not contiguous
+  EXPECT_FALSE(softmax_last_dim_supported(at::randn({4, 6}, at::kDouble)));
+  EXPECT_FALSE(softmax_last_dim_supported(at::randn({0, 6})));
+  EXPECT_FALSE(softmax_last_dim_supported(at::Tensor()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, Linear, ::testing::Values(Precision::fp32, Precision::bf16),

@@ -1,0 +1,49 @@
+#include "kernels/softmax.h"
+
+#include <stdexcept>
+
+#include "kernels/buffer_pool.h"
+#include "kernels/onednn_compat.h"
+#include "kernels/onednn_context.h"
+#include "kernels/primitive_cache.h"
+
+namespace ipex_shim {
+namespace {
+
+struct SoftmaxPrimitive {
+  explicit SoftmaxPrimitive(const onednn::softmax_forward::primitive_desc& made)
+      : primitive(made), src(made.src_desc()), dst(made.dst_desc()),
+        scratchpad(made.scratchpad_desc()) {}
+  onednn::softmax_forward primitive;
+  dnnl::memory::desc src, dst, scratchpad;
+};
+
+}  // namespace
+
+bool softmax_last_dim_supported(const at::Tensor& input) {
+  return input.defined() && input.device().is_cpu() && input.layout() == at::kStrided &&
+         input.scalar_type() == at::kFloat && !input.is_nested() && input.dim() >= 1 &&
+         input.numel() > 0 && input.is_contiguous();
+}
+
+at::Tensor softmax_last_dim(const at::Tensor& input, bool bf16_result, bool in_place) {
+  static PrimitiveCache<SoftmaxPrimitive>* primitives = new PrimitiveCache<SoftmaxPrimitive>();
+  if (in_place && bf16_result) throw std::invalid_argument("softmax: in place is fp32");
+  // oneDNN's softmax may write over its source.
+  at::Tensor output = in_place ? input
+                               : pooled_empty(input.sizes(),
+                                              bf16_result ? at::kBFloat16 : at::kFloat);
+  const dnnl::memory::desc src_md = strided_desc(input);
+  const dnnl::memory::desc dst_md = strided_desc(output);
+  KeyBuilder key;
+  key.add(src_md).add(dst_md);
+  auto softmax = primitives->get(key.take(), [&] {
+    return SoftmaxPrimitive(onednn::softmax_forward_primitive_desc(
+        src_md, dst_md, static_cast<int>(input.dim() - 1), base_attr()));
+  });
+  execute(softmax->primitive, softmax->scratchpad,
+          {{DNNL_ARG_SRC, wrap(input, softmax->src)}, {DNNL_ARG_DST, wrap(output, softmax->dst)}});
+  return output;
+}
+
+}  // namespace ipex_shim
