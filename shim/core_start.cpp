@@ -10,6 +10,7 @@
 #include "config/float_mode_config.h"
 #include "config/json_file.h"
 #include "kernels/buffer_pool.h"
+#include "kernels/onednn_context.h"
 #include "shim/dispatch_key.h"
 #include "shim/fusion.h"
 #include "shim/int8_calibration.h"
@@ -204,6 +205,14 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
     std::string conflict = choose_keys();
     if (!conflict.empty()) {
       log_line(Severity::error, conflict + "; the shim stays off (running stock PyTorch)");
+      return 1;
+    }
+    // A oneDNN whose reorders lose values would make every kernel of the shim wrong: stock
+    // PyTorch runs instead (checked in every mode, which may change at run time).
+    if (std::string broken = onednn_reorder_self_check(); !broken.empty()) {
+      log_line(Severity::error, "oneDNN " + onednn_version() + " lost values in a reorder on this CPU (" +
+                                    broken + "), so the shim's kernels would give wrong results; "
+                                    "the shim stays off (running stock PyTorch)");
       return 1;
     }
     if (uses_float_kernels(settings.mode)) use_all_threads();
