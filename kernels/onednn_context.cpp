@@ -95,10 +95,24 @@ std::string round_trip(const dnnl::memory::dims& dims, dnnl::memory::format_tag 
 
 std::string onednn_reorder_self_check() {
   using tag = dnnl::memory::format_tag;
-  std::string failed = round_trip({37, 19}, tag::ba, tag::BA16a64b, "f32 37x19 ba -> BA16a64b");
-  if (failed.empty())
-    failed = round_trip({4, 8, 3, 3}, tag::abcd, tag::ABcd16b16a, "f32 4x8x3x3 abcd -> ABcd16b16a");
-  return failed;
+  struct Probe {
+    dnnl::memory::dims dims;
+    tag plain, blocked;
+    const char* name;
+  };
+  const Probe probes[] = {
+      {{37, 19}, tag::ba, tag::BA16a64b, "f32 37x19 ba -> BA16a64b"},
+      {{4, 8, 3, 3}, tag::abcd, tag::ABcd16b16a, "f32 4x8x3x3 abcd -> ABcd16b16a"}};
+  for (const Probe& probe : probes) {
+    try {
+      std::string failed = round_trip(probe.dims, probe.plain, probe.blocked, probe.name);
+      if (!failed.empty()) return failed;
+    } catch (const dnnl::error&) {
+      // A oneDNN without that reorder has no kernel that packs into that layout either:
+      // nothing to say about the shim's kernels.
+    }
+  }
+  return std::string();
 }
 
 Reordered allocate(const dnnl::memory::desc& desc) {
