@@ -7,8 +7,9 @@
 // Here both run as linear, matmul, softmax, layer_norm and the activation through the
 // dispatcher, so the shim's kernels, weight cache, INT8 entries (calibrated on the same
 // parts) and the linear's activation fusion take them as they take a program written with
-// those ops. The arithmetic is stock's: q scaled by 1/sqrt(head size) before its product with
-// k, the mask applied by stock's masked softmax (a mask that is not bool made bool first, as
+// those ops. The arithmetic is stock's: q scaled by 1/sqrt(head size) (before its product
+// with k through the dispatcher, as the product's scale below), the mask applied by stock's
+// masked softmax (a mask that is not bool made bool first, as
 // stock does), residuals added in place, layer norms where norm_first puts them.
 //
 // In fp32 and bf16 mode (fusion on) the parts call the product kernels here rather than
@@ -26,14 +27,15 @@
 #include <ATen/ops/_softmax.h>
 #include <ATen/ops/_transformer_encoder_layer_fwd_ops.h>
 #include <ATen/ops/gelu.h>
+#include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linear.h>
-#include <ATen/ops/matmul.h>
-#include <ATen/ops/gelu_ops.h>
 #include <ATen/ops/linear_ops.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/matmul_ops.h>
 #include <ATen/ops/relu.h>
 #include <ATen/ops/relu_ops.h>
+#include <ATen/ops/softmax_ops.h>
 
 #include <cmath>
 #include <optional>
@@ -338,6 +340,32 @@ at::Tensor transformer_encoder_layer_override(
             norm_first, eps, norm_weight_1, norm_bias_1, norm_weight_2, norm_bias_2, ffn_weight_1,
             ffn_bias_1, ffn_weight_2, ffn_bias_2, mask, mask_type);
       });
+}
+
+at::Tensor softmax_override(const at::Tensor& self, int64_t dim,
+                            c10::optional<at::ScalarType> dtype) {
+  using Op = at::_ops::softmax_int;
+  Fallback why = float_kernel_gate();
+  if (why == Fallback::none && needs_grad(self)) why = Fallback::needs_grad;
+  if (why == Fallback::none && ((dtype && *dtype != at::kFloat) || !plain_float(self) ||
+                                self.dim() == 0))
+    why = Fallback::unsupported_dtype;
+  // The last dimension, as -1 or ndim - 1 (an index out of range gets stock's error).
+  if (why == Fallback::none &&
+      (!softmax_last_dim_supported(self) || (dim != -1 && dim != self.dim() - 1)))
+    why = Fallback::unsupported_shape;
+  if (why == Fallback::none) {
+    try {
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
+      at::Tensor output = softmax_last_dim(self, false);
+      Intercept<Op>::stats().count(Path::onednn_fp32);
+      return output;
+    } catch (const std::exception& error) {
+      report_kernel_error(op_display_name<Op>(), error);
+      why = Fallback::kernel_error;
+    }
+  }
+  return Intercept<Op>::stock_because(why, self, dim, dtype);
 }
 
 }  // namespace ipex_shim

@@ -28,4 +28,10 @@ at::Tensor transformer_encoder_layer_override(
     const at::Tensor& ffn_bias_2, const c10::optional<at::Tensor>& mask,
     c10::optional<int64_t> mask_type);
 
+// softmax.int (F.softmax, torch.softmax) of an fp32 tensor over its last, contiguous
+// dimension, without a gradient: oneDNN's kernel (about half of stock's time on attention
+// scores), an fp32 result. Anything else, and calibration, run stock, counted with the reason.
+at::Tensor softmax_override(const at::Tensor& self, int64_t dim,
+                            c10::optional<at::ScalarType> dtype);
+
 }  // namespace ipex_shim

@@ -122,7 +122,7 @@ void fill_table(torch::Library& library) {
   // Policy::fp32
   SHIM_KERNEL(batch_norm, fp32, batch_norm_override);
   SHIM_OP(layer_norm, fp32);
-  SHIM_OP(softmax_int, fp32);
+  SHIM_KERNEL(softmax_int, fp32, softmax_override);
 
   // Policy::promote
   SHIM_KERNEL(add_Tensor, promote, add_override);
