@@ -24,8 +24,8 @@ bool plain_float_cpu(const at::Tensor& tensor);
 // do, else the reorder that lost values. oneDNN 3.7.2 (Debian 13) on an AMD EPYC of family 26
 // (Zen 5, AVX-512 BF16 and VNNI) lost them (its jit:uni reorders of a transposed 37x19 matrix
 // into a matmul's packed weights, of 4x8x3x3 weights into 16x16 blocks), and 116 of the
-// shim's kernel tests gave wrong results there; oneDNN 2.6.3 on the same CPU kept them. Run
-// once at start.
+// shim's kernel tests failed there; oneDNN 2.6.3 on the same CPU kept them. Run once at
+// start.
 std::string onednn_reorder_self_check();
 
 dnnl::engine& cpu_engine();
