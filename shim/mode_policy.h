@@ -77,6 +77,14 @@ inline c10::optional<at::Tensor> to_bf16(const c10::optional<at::Tensor>& tensor
 // Says once per op and reason that a kernel failed, then the caller answers with stock.
 void report_kernel_error(const std::string& op, const std::exception& error);
 
+// Counts a call the shim's kernel answered on `path`; a call of bf16 mode on the fp32 kernels
+// carries precision_note's reason (or `note`, the caller's own).
+template <class Op>
+void count_kernel(Path path, Fallback note = Fallback::none) {
+  Intercept<Op>::stats().count(
+      path, path == Path::onednn_fp32 ? precision_note(Intercept<Op>::stats(), note) : note);
+}
+
 // The two endings every wrapper shares, for Op = an at::_ops struct.
 //
 // run_or_stock: runs `kernel` (with the shim's key off) when `why` is none and counts it on
@@ -90,8 +98,7 @@ at::Tensor run_or_stock(Fallback why, Path path, Kernel kernel, Stock stock,
     try {
       c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
       at::Tensor output = kernel();
-      Intercept<Op>::stats().count(
-          path, path == Path::onednn_fp32 ? precision_note(Intercept<Op>::stats(), note) : note);
+      count_kernel<Op>(path, note);
       return output;
     } catch (const std::exception& error) {
       report_kernel_error(op_display_name<Op>(), error);

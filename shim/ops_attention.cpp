@@ -109,6 +109,8 @@ Fallback attention_support(const at::Tensor& x, const at::Tensor& key, const at:
 // How the products and the activation of one composed call run: through the dispatcher
 // (calibration, int8 mode, fusion off), or on the product kernels directly in the precision
 // the linear and matmul ops have in this mode, counted on those ops as the dispatcher would.
+// Called directly, the ops between the products (layer_norm, softmax, the adds) skip the
+// shim's keys while the Parts live: they are stock's either way.
 class Parts {
  public:
   enum class Activation { none, relu, gelu };
@@ -120,7 +122,9 @@ class Parts {
       : direct_(!int8::tracking() && fusion::enabled()),
         calibrating_(int8::calibrating()),
         linear_(lower_precision(Intercept<at::_ops::linear>::stats())),
-        matmul_(lower_precision(Intercept<at::_ops::matmul>::stats())) {}
+        matmul_(lower_precision(Intercept<at::_ops::matmul>::stats())) {
+    if (direct_) stock_between_.emplace(shim_keys());
+  }
 
   // x W^T + b, then the activation.
   at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
@@ -137,7 +141,7 @@ class Parts {
                                                                     : MatmulActivation::none;
     at::Tensor y = linear_forward(x, weight, bias, linear_, fused, nullptr,
                                   bf16_between(linear_, reader));
-    count<at::_ops::linear>(linear_);
+    count_kernel<at::_ops::linear>(path_for(linear_));
     if (activation == Activation::relu) Intercept<at::_ops::relu>::stats().count(Path::fused);
     if (activation == Activation::gelu) Intercept<at::_ops::gelu>::stats().count(Path::fused);
     return y;
@@ -149,7 +153,7 @@ class Parts {
     if (!direct_) return at::matmul(scale == 1.0 ? a : a.mul_(scale), b);
     at::Tensor c = batched_matmul(a, b, matmul_, static_cast<float>(scale), at::Tensor(),
                                   bf16_between(matmul_, reader));
-    count<at::_ops::matmul>(matmul_);
+    count_kernel<at::_ops::matmul>(path_for(matmul_));
     return c;
   }
 
@@ -167,8 +171,6 @@ class Parts {
     return softmax_last_dim(scores, bf16, !bf16);
   }
 
-  bool direct() const { return direct_; }
-
  private:
   bool bf16_between(Precision producer, Reader reader) const {
     const Precision consumer = reader == Reader::linear   ? linear_
@@ -177,15 +179,9 @@ class Parts {
     return producer == Precision::bf16 && consumer == Precision::bf16;
   }
 
-  template <class Op>
-  static void count(Precision precision) {
-    OpStats& stats = Intercept<Op>::stats();
-    stats.count(path_for(precision),
-                precision == Precision::fp32 ? precision_note(stats) : Fallback::none);
-  }
-
   bool direct_, calibrating_;
   Precision linear_, matmul_;
+  std::optional<c10::impl::ExcludeDispatchKeyGuard> stock_between_;
 };
 
 // Self-attention of x (B, T, D). Returns the projected output and, in
@@ -266,8 +262,6 @@ std::tuple<at::Tensor, at::Tensor> native_multi_head_attention_override(
       why,
       [&] {
         const Parts parts;
-        std::optional<c10::impl::ExcludeDispatchKeyGuard> stock_between;
-        if (parts.direct()) stock_between.emplace(shim_keys());
         at::Tensor weights;
         at::Tensor output =
             self_attention(parts, query, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight,
@@ -314,11 +308,7 @@ at::Tensor transformer_encoder_layer_override(
   return compose_or_stock<EncoderLayer>(
       why,
       [&] {
-        // The ops between the products (layer_norm, softmax, the adds) are stock's either
-        // way; with the products called directly they skip the shim's key too.
         const Parts parts;
-        std::optional<c10::impl::ExcludeDispatchKeyGuard> stock_between;
-        if (parts.direct()) stock_between.emplace(shim_keys());
         at::Tensor x = norm_first ? norm(src, embed_dim, eps, norm_weight_1, norm_bias_1) : src;
         x = self_attention(parts, x, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight,
                            proj_bias, mask, mask_type, false, true, nullptr);
