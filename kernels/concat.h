@@ -15,8 +15,12 @@ namespace ipex_shim {
 // channel axis into a new tensor of the program's sizes, dtype and `format` (what stock's
 // cat gives) whose bytes are the result in `*output_layout`. Throws when oneDNN cannot join
 // these layouts or the result would not fit the tensor's bytes.
+// INT8 bytes: `scales` (one per input, or empty when all share one) are the inputs' scales;
+// an input in another scale than `joined_scale` is rescaled into it (same layout and type)
+// before the join, so the result's bytes are all in `joined_scale`.
 at::Tensor concat_handed_over(const std::vector<at::Tensor>& inputs,
                               const std::vector<dnnl::memory::desc>& layouts,
-                              at::MemoryFormat format, dnnl::memory::desc* output_layout);
+                              at::MemoryFormat format, dnnl::memory::desc* output_layout,
+                              const std::vector<float>& scales = {}, float joined_scale = 1.f);
 
 }  // namespace ipex_shim

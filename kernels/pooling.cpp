@@ -176,7 +176,9 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
 
 at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
                            c10::IntArrayRef kernel, c10::IntArrayRef stride,
-                           c10::IntArrayRef padding, bool count_include_pad, float scale) {
+                           c10::IntArrayRef padding, bool count_include_pad, float scale,
+                           dnnl::memory::desc* fp32_layout) {
+  if (fp32_layout) *fp32_layout = dnnl::memory::desc();
   const dnnl::memory::data_type type = onednn::data_type_of(layout);
   ChannelRuns runs;
   if (input.dim() == 4 && kernel.size() == 2 && kernel[0] == input.size(2) &&
@@ -213,6 +215,10 @@ at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& la
                                  kernel, stride, padding, ones, false, &pooled_layout);
   const dnnl::memory::desc program_layout = strided_desc(pooled);
   if (pooled_layout == program_layout) return pooled;
+  if (fp32_layout) {
+    *fp32_layout = pooled_layout;
+    return pooled;
+  }
   return from_layout(pooled, pooled_layout);
 }
 

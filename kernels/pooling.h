@@ -62,9 +62,13 @@ at::Tensor avg_pool_handed_over(const at::Tensor& input, const dnnl::memory::des
                                 dnnl::memory::desc* output_layout);
 // The same average as fp32 values in a new tensor of stock's strides, computed in fp32 from
 // the bytes (of scale `scale`; 1 for floating point) without rounding to their type.
+// `fp32_layout`: when given, the average may stay fp32 in the blocked layout oneDNN pooled
+// it in (the result's bytes, for a convolution to read as they are): that layout is written
+// there, else it is left empty (values in stock's strides).
 at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& layout,
                            c10::IntArrayRef kernel, c10::IntArrayRef stride,
-                           c10::IntArrayRef padding, bool count_include_pad, float scale);
+                           c10::IntArrayRef padding, bool count_include_pad, float scale,
+                           dnnl::memory::desc* fp32_layout = nullptr);
 // Inference pooling of a tensor the program made: what plain_pool_inference_input admits
 // (a dense fp32 tensor, channels-last or NCHW whose channels fill oneDNN's blocks), the
 // result in stock's memory format. Max pooling: as max_pool_plain (inputs for which

@@ -189,12 +189,24 @@ struct ThreadState {
   std::vector<Taint> taints;
   Produced convolution, batch_norm, linear;
   ChainEnds chain_end;  // the last results of convolutions' chains (for the handoff)
-  // A torch.cat of chains' results (learning): what it returned, and the chains' sites.
+  // torch.cat calls of chains' results (learning): what each returned, and the chains'
+  // sites, until an op reads the result (inception's last blocks join two cats' results in
+  // a third, so a few are kept).
   struct Joined {
     WeakTensor output = nothing();
     uint32_t version = 0;
     std::vector<const void*> sites;
-  } joined;
+  };
+  std::array<Joined, 4> joined;
+  size_t next_joined = 0;
+  // The record of the learning cat whose untouched result `tensor` is, or nullptr.
+  Joined* joined_by(const at::Tensor& tensor) {
+    for (Joined& record : joined)
+      if (!record.sites.empty() && same(record.output, tensor) &&
+          version_of(tensor) == record.version)
+        return &record;
+    return nullptr;
+  }
   Produced sum;        // a batch norm's result after `+= identity` (learning)
   Produced mul;        // a product of handed-over bytes and a gate (learning its reader)
   // Per convolution site, the input of its last call in this thread: the identity a later
@@ -561,10 +573,10 @@ void teach_site(const void* site, Change change) {
 // passes keep it in oneDNN's layout for that op. The record is used up either way.
 template <class Teach>
 void teach_joined(ThreadState& st, const at::Tensor& input, Teach teach) {
-  if (st.joined.sites.empty()) return;
-  std::vector<const void*> sites = std::move(st.joined.sites);
-  st.joined.sites.clear();
-  if (!same(st.joined.output, input) || version_of(input) != st.joined.version) return;
+  ThreadState::Joined* record = st.joined_by(input);
+  if (record == nullptr) return;
+  std::vector<const void*> sites = std::move(record->sites);
+  record->sites.clear();
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   for (const void* site : sites) {
@@ -1095,10 +1107,9 @@ void after_pool(const at::Tensor& input, const at::Tensor& output, int64_t pool_
     // An INT8 pool with no calibrated scale of its own (a pool of a torch.cat's result,
     // whose producer INT8 does not know): the joined chains learn from the op that reads
     // the pooled tensor, in that op's scale (max pooling keeps the scale of its input).
-    if (!st.joined.sites.empty() && same(st.joined.output, input) &&
-        version_of(input) == st.joined.version) {
-      st.joined.output = weak(output);
-      st.joined.version = version_of(output);
+    if (ThreadState::Joined* record = st.joined_by(input)) {
+      record->output = weak(output);
+      record->version = version_of(output);
     }
     return;
   }
@@ -1108,19 +1119,53 @@ void after_pool(const at::Tensor& input, const at::Tensor& output, int64_t pool_
   teach_site(producer, [&](Site& chain) { chain.feeds_pool = pool_op; });
 }
 
-void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output) {
+void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output,
+               const std::vector<bool>& handed_over) {
   if (!enabled() || inputs.size() < 2 || output.dim() != 4 || (dim < 0 ? dim + 4 : dim) != 1)
     return;
   ThreadState& st = state();
+  // Each input is a chain's result, another learning cat's result (whose chains then learn
+  // from this cat's reader too), or bytes already handed over (a max pool's result of an
+  // earlier joined tensor), which need no teaching; at least one chain learns.
   std::vector<const void*> sites;
-  for (const at::Tensor& input : inputs) {
-    const void* site = st.chain_end.site_of(input);
-    if (site == nullptr) return;
-    sites.push_back(site);
+  std::vector<ThreadState::Joined*> nested;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (const void* site = st.chain_end.site_of(inputs[i])) {
+      sites.push_back(site);
+    } else if (ThreadState::Joined* record = st.joined_by(inputs[i])) {
+      nested.push_back(record);
+    } else if (i >= handed_over.size() || !handed_over[i]) {
+      return;
+    }
   }
-  st.joined.output = weak(output);
-  st.joined.version = version_of(output);
-  st.joined.sites = std::move(sites);
+  for (ThreadState::Joined* record : nested) {
+    sites.insert(sites.end(), record->sites.begin(), record->sites.end());
+    record->sites.clear();
+  }
+  if (sites.empty()) return;
+  ThreadState::Joined& record = st.joined[st.next_joined++ % st.joined.size()];
+  record.output = weak(output);
+  record.version = version_of(output);
+  record.sites = std::move(sites);
+}
+
+// Whether a torch.cat that cannot join its inputs' bytes is still learning: every input that
+// is not handed over is a chain's result or a learning cat's (after_cat teaches those
+// chains on this pass); the handed-over inputs then keep their handoff.
+bool cat_learning(const std::vector<at::Tensor>& inputs) {
+  ThreadState& st = state();
+  for (const at::Tensor& input : inputs) {
+    if (layout_of(input) != nullptr) continue;
+    if (st.joined_by(input) != nullptr) continue;
+    const void* site = st.chain_end.site_of(input);
+    if (site == nullptr) return false;
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    auto it = reg.sites.find(static_cast<const c10::TensorImpl*>(site));
+    // A chain that stopped handing over (or whose fusion is off) will not learn again.
+    if (it == reg.sites.end() || it->second.off || it->second.hand_over_never) return false;
+  }
+  return true;
 }
 
 void handed_on(const at::Tensor& input, const at::Tensor& output,

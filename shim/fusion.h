@@ -48,9 +48,13 @@
 // convolution adding the projection's result, which its own convolution kept in oneDNN's
 // layout. A torch.cat of chains' results (squeezenet's fire modules, inception's branches)
 // joins the chains' bytes as they are, each chain having kept its result for the op that
-// reads the joined tensor. This holds in every mode that runs the shim's kernels; INT8 mode
-// adds that handed-over bytes are INT8, written in the next op's input scale (a
-// downsample's or projection's addend in its own calibrated scale).
+// reads the joined tensor; a join may also take a max pool's handed-over result (inception's
+// reduction blocks: rescaled into the chains' INT8 scale) and inner joins' results (its last
+// blocks, whose inner chains learn from the outer join's reader). An average pool of
+// handed-over bytes hands its fp32 result on, in the blocked layout oneDNN pooled it in, to
+// the convolution that reads it (inception's pool branches). This holds in every mode that
+// runs the shim's kernels; INT8 mode adds that handed-over bytes are INT8, written in the
+// next op's input scale (a downsample's or projection's addend in its own calibrated scale).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -221,7 +225,15 @@ void handed_on(const at::Tensor& input, const at::Tensor& output,
 // bytes as they are and hands the result on (handed_on); an input it cannot join (its other
 // inputs are values, or of another type or scale) goes to not_read_as_is (below): its chain
 // keeps fusing but stops handing its result over.
-void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output);
+// An input may also be another learning cat's result (inception's nested cats: its chains
+// learn from this cat's reader) or bytes already handed over (a max pool's result), which
+// the join rescales into the others' INT8 scale. cat_learning: whether a cat that cannot
+// join yet is on such a learning pass (its other inputs are chains that may still learn),
+// so the handed-over inputs are read as values once (settle) and keep their handoff;
+// `handed_over` says which inputs were handed over when the cat was called.
+void after_cat(const std::vector<at::Tensor>& inputs, int64_t dim, const at::Tensor& output,
+               const std::vector<bool>& handed_over);
+bool cat_learning(const std::vector<at::Tensor>& inputs);
 
 // Squeeze-excitation's `x * gate` with x handed over in oneDNN's layout: the mul wrapper
 // multiplies x's bytes as they are (kernels/channel_scale.h) and hands the product to the

@@ -16,6 +16,8 @@
 #include <ATen/ops/relu_ops.h>
 #include <ATen/ops/silu_ops.h>
 
+#include <algorithm>
+
 #include "kernels/tensor_version.h"
 #include "kernels/batch_norm.h"
 #include "kernels/channel_scale.h"
@@ -354,18 +356,22 @@ at::Tensor max_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
 namespace {
 
 // Average pooling of a chain's result handed over in oneDNN's layout: pooled as it is and
-// returned as values (the program's fp32, in stock's memory format); nullopt when the
-// kernel fails (reported), and the caller answers with stock.
+// returned as values (the program's fp32, in stock's memory format), or with `hand_on`, as
+// fp32 bytes in the blocked layout oneDNN pooled them in, handed on to the convolution that
+// reads them next (inception's pool branches: one reorder, and its quantisation, fewer);
+// nullopt when the kernel fails (reported), and the caller answers with stock.
 template <class Op>
 c10::optional<at::Tensor> average_handed_over(const at::Tensor& self,
                                               const dnnl::memory::desc& layout,
                                               c10::IntArrayRef kernel, c10::IntArrayRef strides,
                                               c10::IntArrayRef pads, bool count_include_pad,
-                                              int64_t op) {
+                                              int64_t op, bool hand_on) {
   try {
     c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
+    dnnl::memory::desc kept;
     at::Tensor values = avg_pool_values(self, layout, kernel, strides, pads, count_include_pad,
-                                        fusion::layout_scale(self));
+                                        fusion::layout_scale(self), hand_on ? &kept : nullptr);
+    if (kept.get_size() > 0) fusion::handed_on(self, values, kept, 1.f);
     fusion::consumed(self);
     Intercept<Op>::stats().count(path_of(onednn::data_type_of(layout)));
     int8::produced(op, values);
@@ -390,7 +396,8 @@ at::Tensor avg_pool2d_override(const at::Tensor& self, c10::IntArrayRef kernel_s
   auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
                              int64_t op) -> c10::optional<at::Tensor> {
     if (!supported) return c10::nullopt;
-    return average_handed_over<Op>(self, layout, kernel, strides, pads, count_include_pad, op);
+    return average_handed_over<Op>(self, layout, kernel, strides, pads, count_include_pad, op,
+                                   /*hand_on=*/true);
   };
   auto kernel_on_values = [&](Fallback* why) -> c10::optional<at::Tensor> {
     if (!supported) {
@@ -413,7 +420,8 @@ at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArray
   auto kernel_on_bytes = [&](const dnnl::memory::desc& layout,
                              int64_t op) -> c10::optional<at::Tensor> {
     if (!supported) return c10::nullopt;
-    return average_handed_over<Op>(self, layout, kernel, kernel, zeros, true, op);
+    return average_handed_over<Op>(self, layout, kernel, kernel, zeros, true, op,
+                                   /*hand_on=*/false);
   };
   auto kernel_on_values = [&](Fallback* why) -> c10::optional<at::Tensor> {
     if (!supported) {
@@ -438,28 +446,47 @@ at::Tensor adaptive_avg_pool2d_override(const at::Tensor& self, c10::SymIntArray
 namespace {
 
 // The joined bytes of `inputs`, every one handed over in oneDNN's layout alike (one data
-// type and scale, 4-D, one memory format), along the channels; nullopt otherwise, or when
-// the kernel fails (reported).
+// type, 4-D, one memory format), along the channels; nullopt otherwise, or when the kernel
+// fails (reported). INT8 inputs in different scales are joined in the scale most of them
+// share (the chains' results are written in the scale of the op that reads the joined
+// tensor; a max pool's result, inception's third branch, keeps its input's), the others
+// rescaled into it.
 c10::optional<at::Tensor> cat_handed_over(const std::vector<at::Tensor>& inputs, int64_t dim) {
   if (inputs.size() < 2 || inputs[0].dim() != 4 || (dim < 0 ? dim + 4 : dim) != 1)
     return c10::nullopt;
   std::vector<dnnl::memory::desc> layouts;
-  const float scale = fusion::layout_scale(inputs[0]);
+  std::vector<float> scales;
   const at::MemoryFormat format = inputs[0].suggest_memory_format();
   for (const at::Tensor& input : inputs) {
     const dnnl::memory::desc* layout = fusion::layout_of(input);
-    if (layout == nullptr || input.dim() != 4 || fusion::layout_scale(input) != scale ||
+    if (layout == nullptr || input.dim() != 4 ||
         input.scalar_type() != inputs[0].scalar_type() ||
         input.suggest_memory_format() != format ||
         onednn::data_type_of(*layout) != onednn::data_type_of(layouts.empty() ? *layout
                                                                              : layouts[0]))
       return c10::nullopt;
     layouts.push_back(*layout);
+    scales.push_back(fusion::layout_scale(input));
   }
+  float scale = scales[0];
+  size_t most = 0;
+  for (float candidate : scales) {
+    const auto sharing = static_cast<size_t>(std::count(scales.begin(), scales.end(), candidate));
+    if (sharing > most) {
+      most = sharing;
+      scale = candidate;
+    }
+  }
+  const auto type = onednn::data_type_of(layouts[0]);
+  const bool int8_bytes =
+      type == dnnl::memory::data_type::s8 || type == dnnl::memory::data_type::u8;
+  if (most != scales.size() && !int8_bytes) return c10::nullopt;  // floating point: scale 1
   try {
     c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
     dnnl::memory::desc joined_layout;
-    at::Tensor output = concat_handed_over(inputs, layouts, format, &joined_layout);
+    at::Tensor output = concat_handed_over(inputs, layouts, format, &joined_layout,
+                                           most == scales.size() ? std::vector<float>{} : scales,
+                                           scale);
     fusion::handed_on(inputs[0], output, joined_layout, scale);
     for (const at::Tensor& input : inputs) fusion::consumed(input);
     return output;
@@ -476,7 +503,11 @@ at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim) {
   std::vector<at::Tensor> inputs;
   for (const at::Tensor& input : tensors) inputs.push_back(input);
   bool handed_over = false;
-  for (const at::Tensor& input : inputs) handed_over |= fusion::layout_of(input) != nullptr;
+  std::vector<bool> input_handed_over;
+  for (const at::Tensor& input : inputs) {
+    input_handed_over.push_back(fusion::layout_of(input) != nullptr);
+    handed_over |= input_handed_over.back();
+  }
   const bool learn = !int8::calibrating() && float_kernel_gate() == Fallback::none &&
                      fusion::enabled() && !needs_grad_any(inputs);
   if (learn && handed_over) {
@@ -486,11 +517,20 @@ at::Tensor cat_override(const at::ITensorListRef& tensors, int64_t dim) {
     }
   }
   // Stock reads values; the chains whose bytes could not be joined hand them over no more
-  // (their values were right, so they keep fusing).
-  if (handed_over)
-    for (const at::Tensor& input : inputs) fusion::not_read_as_is(input);
+  // (their values were right, so they keep fusing), unless the other inputs' chains are
+  // still learning to hand theirs over.
+  if (handed_over) {
+    const bool learning = learn && fusion::cat_learning(inputs);
+    for (const at::Tensor& input : inputs) {
+      if (learning) {
+        fusion::settle(input);
+      } else {
+        fusion::not_read_as_is(input);
+      }
+    }
+  }
   at::Tensor output = Intercept<Op>::pass_through(tensors, dim);
-  if (learn) fusion::after_cat(inputs, dim, output);
+  if (learn) fusion::after_cat(inputs, dim, output, input_handed_over);
   return output;
 }
 

@@ -2,7 +2,8 @@
 // NHWC bytes (INT8 chains' results), BF16 NHWC bytes and fp32 channel-blocked bytes along
 // the channels must give exactly stock at::cat of their values, with stock's sizes and the
 // requested memory format; inputs whose layouts oneDNN cannot join are refused by a throw
-// (the caller then settles them and runs stock), never joined wrongly.
+// (the caller then settles them and runs stock), never joined wrongly. INT8 inputs in
+// different scales are joined in one scale, the others rescaled into it (rounded once).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -78,6 +79,39 @@ const ConcatCase kCases[] = {
 
 INSTANTIATE_TEST_SUITE_P(Cases, ConcatHandedOver, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// Inception's InceptionB/D: two chains' results written in the next op's scale and a max
+// pool's result in its input's. The joined bytes are all in `joined_scale`: bytes q of
+// scale s become round(q * joined / s), saturated to the type; inputs already in the joined
+// scale are copied exactly.
+TEST(ConcatHandedOverScales, OtherScalesAreRescaledIntoTheJoinedOne) {
+  at::manual_seed(33);
+  const float joined_scale = 12.5f;
+  const std::vector<float> scales = {joined_scale, joined_scale, 13.0f};
+  std::vector<at::Tensor> bytes, expected;
+  std::vector<dnnl::memory::desc> layouts;
+  for (size_t i = 0; i < scales.size(); ++i) {
+    // Whole numbers: the u8 bytes themselves (values q / s).
+    const at::Tensor q = at::randint(0, 256, {2, 16 * static_cast<int64_t>(i + 1), 3, 5})
+                             .to(at::kFloat);
+    layouts.emplace_back();
+    bytes.push_back(in_layout(q, Type::u8, Tag::acdb, &layouts.back()));
+    expected.push_back(i == 2 ? at::clamp(at::round(q * (joined_scale / scales[i])), 0, 255)
+                              : q);
+  }
+  dnnl::memory::desc joined_layout;
+  const at::Tensor joined = concat_handed_over(bytes, layouts, at::MemoryFormat::Contiguous,
+                                               &joined_layout, scales, joined_scale);
+  EXPECT_EQ(onednn::data_type_of(joined_layout), Type::u8);
+  const at::Tensor got = from_layout(joined, joined_layout);  // the bytes, as numbers
+  const at::Tensor want = at::cat(expected, 1);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  // The rescaled part may round a half either way; the rest is exact.
+  EXPECT_TRUE(at::equal(got.narrow(1, 0, 48), want.narrow(1, 0, 48)));
+  EXPECT_LE((got.narrow(1, 48, 48) - want.narrow(1, 48, 48)).abs().max().item<float>(), 1.f);
+  // Not left in its own scale: at least some bytes moved.
+  EXPECT_FALSE(at::equal(got.narrow(1, 48, 48), from_layout(bytes[2], layouts[2])));
+}
 
 // Channel-blocked inputs whose channels end inside a block (5 and 6 channels in blocks of
 // 8): oneDNN cannot put the second input at a block boundary. The join is either refused

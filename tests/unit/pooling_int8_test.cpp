@@ -464,6 +464,22 @@ TEST_P(AvgPoolValues, EqualStockAvgPoolOfTheHandedOverValuesWithoutRounding) {
     // BF16 rounding (2^-8), either of which an average rounded to the bytes' type shows.
     const float largest = input_values.abs().max().item<float>();
     EXPECT_LE((actual - expected).abs().max().item<float>(), 2e-6f * largest);
+    // Asked to keep oneDNN's fp32 layout (an average a convolution reads next): either the
+    // values in stock's strides (no layout given back) or fp32 bytes in the given layout
+    // whose values are the same average.
+    dnnl::memory::desc kept;
+    const at::Tensor bytes = avg_pool_values(handed.bytes, handed.layout, c.kernel, c.stride,
+                                             c.padding, count_include_pad, scale, &kept);
+    const at::Tensor kept_values = kept.get_size() > 0 ? from_layout(bytes, kept) : bytes;
+    // A window smaller than the image over an NCHW tensor is pooled in channel blocks: kept.
+    const bool whole_image = c.kernel[0] == c.input[2] && c.kernel[1] == c.input[3];
+    if (!channels_last && !whole_image) EXPECT_GT(kept.get_size(), 0u);
+    if (kept.get_size() > 0) {
+      EXPECT_EQ(onednn::data_type_of(kept), dnnl::memory::data_type::f32);
+      EXPECT_LE(kept.get_size(), bytes.nbytes());
+    }
+    ASSERT_EQ(kept_values.sizes(), expected.sizes());
+    EXPECT_LE((kept_values - expected).abs().max().item<float>(), 2e-6f * largest);
   }
 }
 

@@ -1,0 +1,98 @@
+"""Inception's joins (programs/inception_blocks.py, shim/fusion.h): a max pool's result
+joined with chains written in another INT8 scale, inner joins inside an outer one, and an
+average pool whose result a convolution reads. Results must be stock's (to the mode's
+accuracy) in every scenario, what the program reads must be the value it would see, and
+once learned (passes 3 and 4) every cat joins the handed-over bytes without a failed
+prediction.
+"""
+import pytest
+import torch
+
+from conftest import cosine, describe, skip_without_kernels
+
+MODES = ["int8", "bf16", "fp32"]
+GRAD_MODES = ["no_grad", "inference_mode"]
+SCENARIOS = ["plain", "pool_read", "inner_read"]
+# Per mode: least cosine to stock, largest max-abs error relative to stock's largest value.
+TOLERANCE = {"int8": (0.99, 0.1), "bf16": (0.9995, 0.03), "fp32": (0.999999, 1e-4)}
+PATH = {"int8": "onednn_int8", "bf16": "onednn_bf16", "fp32": "onednn_fp32"}
+CATS_A_PASS = 5  # block A, block B, block E's two inner joins and its outer one
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shim, torch_available):
+    tmp = tmp_path_factory.mktemp("inception")
+    program = shim.program("inception_blocks.py")
+    conf = tmp / "conf.json"
+    proc = shim.run_py(program, preload=False, args=(str(tmp / "stock.pt"),))
+    assert proc.returncode == 0, describe(proc)
+    out = {"stock": torch.load(tmp / "stock.pt")}
+    proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
+                       args=(str(tmp / "calibration.pt"),))
+    assert proc.returncode == 0 and conf.exists(), describe(proc)
+    for mode in MODES:
+        for grad_mode in GRAD_MODES:
+            env = {"IPEX_CONFIG": str(conf)} if mode == "int8" else None
+            path = tmp / f"{mode}_{grad_mode}.pt"
+            proc = shim.run_py(program, mode=mode, env=env, args=(str(path), grad_mode))
+            assert proc.returncode == 0, describe(proc)
+            assert "kernel failed" not in proc.stderr, proc.stderr
+            out[(mode, grad_mode)] = torch.load(path)
+    return out
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_results_follow_the_program(runs, mode, grad_mode, scenario):
+    least_cosine, most_rel = TOLERANCE[mode]
+    stock = runs["stock"]["results"][scenario]
+    got = runs[(mode, grad_mode)]["results"][scenario]
+    assert got.shape == stock.shape
+    assert cosine(got, stock) >= least_cosine, (scenario, cosine(got, stock))
+    assert rel(got, stock) <= most_rel, (scenario, rel(got, stock))
+    if scenario != "plain":  # the value the program read (a sum over the tensor)
+        assert abs(got[-1] - stock[-1]) <= 0.02 * abs(stock[-1]), (got[-1], stock[-1])
+
+
+def test_the_reads_see_what_they_name(runs):
+    stock = runs["stock"]["results"]
+    # The two reads are sums of different tensors: a repair that gave the wrong tensor's
+    # value (or the joined one's) would not match.
+    assert abs(stock["pool_read"][-1] - stock["inner_read"][-1]) > 0.1 * abs(stock["inner_read"][-1])
+
+
+def delta(counters, key, path):
+    before, after = counters
+    return after[key].get(path, 0) - before[key].get(path, 0)
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+def test_every_join_reads_handed_over_bytes_once_learned(runs, mode, grad_mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
+    plain = runs[(mode, grad_mode)]["counters"]["plain"]
+    # Passes 3 and 4: the max pool's result (its input's INT8 scale) joins the chains'
+    # (the next op's scale); the inner joins hand their results to the outer one.
+    assert delta(plain, "cat", PATH[mode]) == 2 * CATS_A_PASS, plain
+    assert delta(plain, "cat", "stock") == 0, plain
+    assert plain[1]["mispredictions"] == plain[0]["mispredictions"] == 0, plain
+    # The pools read the joined bytes as they are.
+    assert delta(plain, "avg_pool2d", PATH[mode]) == 2, plain
+    assert delta(plain, "max_pool2d", PATH[mode]) == 2, plain
+
+
+@pytest.mark.parametrize("grad_mode", GRAD_MODES)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_read_of_a_joined_part_is_repaired_not_misjoined(runs, mode, grad_mode, cpu_plan):
+    skip_without_kernels(cpu_plan, mode)
+    counters = runs[(mode, grad_mode)]["counters"]
+    for scenario in ("pool_read", "inner_read"):
+        before, after = counters[scenario]
+        assert after["repairs"] > before["repairs"], (scenario, counters)
+        # A handoff's failed prediction stops handing over; no site is switched off.
+        assert after["sites_off"] == 0, (scenario, counters)
