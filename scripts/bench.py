@@ -76,8 +76,9 @@ Method:
     input; vs. stock_fp32's output we report the cosine similarity of the
     flattened outputs and top-1 agreement (argmax over the last dim; fraction
     of rows that agree; for bert the rows are the batch*seq hidden vectors).
-  * A worker that raises, crashes or hangs (--timeout) does not stop the run:
-    its row is reported as FAILED with the error's last line.
+  * A worker that raises, crashes or hangs (--timeout; --setup-timeout while it
+    prepares and warms up, 240 s in --quick) does not stop the run: its row is
+    reported as FAILED with the error's last line.
   * Interference check: for every timed segment the worker reports its own CPU
     time and the parent reads the machine's busy time from /proc/stat; the
     difference, as a share of all cores, is the "other%" column (CPU used by
@@ -1083,10 +1084,10 @@ def bench_model(args, model_name, variants, tmpdir):
         t = time.perf_counter()
         w = start_worker(args, v, model_name, env, "bench", paths, mdir, args.warmup)
         try:
-            ready = w.recv(args.timeout)
+            ready = w.recv(args.setup_timeout)
         except WorkerError as e:
             rows[v]["state"] = "failed"
-            rows[v]["error"] = str(e)
+            rows[v]["error"] = str(e) + " (preparing and warming up; --setup-timeout)"
             rows[v]["log_tail"] = w.log_tail()
             log("FAIL %-13s %s" % (v, e))
             w.kill()
@@ -1537,6 +1538,11 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds a worker may take for one step before it is failed")
+    p.add_argument("--setup-timeout", type=float, default=None,
+                   help="seconds a worker may take to prepare (calibrate, compile) and warm "
+                        "up before it is failed, which a zoo summary counts as 1.0x with the "
+                        "reason (default --timeout; --quick 240: torch.ao's HistogramObserver "
+                        "calibrated efficientnet_v2_s for over 10 minutes on an AMD EPYC)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: batch 2, 2 rounds x 2 iters, 4 warm-up calls and 1 a "
                         "round, 2 calib batches")
@@ -1568,6 +1574,8 @@ def parse_args(argv):
     for k, v in quick_settings:
         if getattr(args, k) is None:
             setattr(args, k, v if args.quick else defaults[k])
+    if args.setup_timeout is None:
+        args.setup_timeout = min(args.timeout, 240.0) if args.quick else args.timeout
     if args.quick:
         args.batch = args.batch or 2
     models = []
@@ -1659,7 +1667,8 @@ def main(argv=None):
                 "round_warmup": args.round_warmup, "variants": args.variant_list,
                 "seq": args.seq, "image_size": args.image_size, "seed": args.seed,
                 "calib_batches": args.calib_batches, "bn_batches": args.bn_batches,
-                "quick": args.quick, "lib": args.lib, "lib_found": lib_found,
+                "quick": args.quick, "setup_timeout": args.setup_timeout,
+                "lib": args.lib, "lib_found": lib_found,
                 "python": args.python, "child_env": child_env, "torch": torch.__version__,
                 "child_torch": args.child_torch, "inductor_cache": args.inductor_cache,
                 "torchvision": torchvision.__version__, "python_version": platform.python_version(),

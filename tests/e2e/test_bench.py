@@ -70,3 +70,25 @@ def test_bench_torch2_rows_and_first_result(shim, tmp_path):
         line = next(l for l in proc.stdout.splitlines()
                     if l.startswith(v + " ") and l.rstrip().endswith("of 2"))
         assert line.split()[1] == format(statistics.median(expected), ".3f") + "x", line
+
+
+def bench_args(argv):
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import bench
+    finally:
+        sys.path.pop(0)
+    return bench.parse_args(argv)
+
+
+def test_quick_fills_only_the_options_not_given():
+    quick = bench_args(["--quick"])
+    # Four warm-up calls: the shim learns its fusions over its first four passes.
+    assert (quick.rounds, quick.iters, quick.warmup, quick.round_warmup) == (2, 2, 4, 1)
+    assert quick.batch == 2 and quick.setup_timeout == 240 and quick.timeout == 900
+    # An option given with its default value is kept (it used to be replaced by --quick's).
+    given = bench_args(["--quick", "--rounds", "5", "--warmup", "3", "--setup-timeout", "900"])
+    assert (given.rounds, given.warmup, given.setup_timeout) == (5, 3, 900)
+    plain = bench_args([])
+    assert (plain.rounds, plain.iters, plain.warmup, plain.setup_timeout) == (5, 5, 3, 900)
+    assert bench_args(["--quick", "--timeout", "100"]).setup_timeout == 100
