@@ -2,6 +2,7 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/aminmax.h>
+#include <ATen/ops/avg_pool2d.h>
 
 #include <cmath>
 #include <limits>
@@ -194,6 +195,15 @@ at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& la
     average_channel_runs(input.data_ptr(), type, scale, runs, averages.data_ptr<float>());
     return averages;
   }
+  // A layout padded beyond the program's channels (24 channels in blocks of 16, as oneDNN 3
+  // lays them out): its fp32 average would not fit the result's bytes, so the bytes become
+  // values in the program's layout and stock's kernel averages those (callers hold the
+  // exclude guard).
+  const dnnl::memory::desc f32_like =
+      onednn::with_data_type(layout, dnnl::memory::data_type::f32);
+  if (f32_like.get_size() > static_cast<size_t>(input.numel()) * sizeof(float))
+    return at::avg_pool2d(from_layout(input, layout, scale), kernel, stride, padding,
+                          /*ceil_mode=*/false, count_include_pad);
   // oneDNN 2.6 pools only within one type, and an average rounded back to INT8 (or BF16)
   // loses half a step: the bytes become fp32 values first, in their own layout (as many
   // bytes as the reorder into the program's layout they replace), and are averaged there.

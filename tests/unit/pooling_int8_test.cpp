@@ -483,6 +483,40 @@ TEST_P(AvgPoolValues, EqualStockAvgPoolOfTheHandedOverValuesWithoutRounding) {
   }
 }
 
+// Bytes in a layout padded beyond the program's channels (24 channels in blocks of 16, as
+// oneDNN 3 lays out a convolution's result): the average would not fit the result's fp32
+// bytes in that layout; it is computed from the values instead, equal to stock's, INT8 and
+// fp32 alike, and never handed on in a layout.
+TEST(AvgPoolValuesPadded, ChannelsBeyondTheBlocksAverageFromTheValues) {
+  at::manual_seed(12);
+  const std::vector<int64_t> sizes = {2, 24, 9, 7};
+  const at::Tensor x = at::randn(sizes).relu();
+  for (auto type : {dnnl::memory::data_type::f32, dnnl::memory::data_type::u8}) {
+    SCOPED_TRACE(type == dnnl::memory::data_type::u8 ? "u8" : "fp32");
+    const bool u8 = type == dnnl::memory::data_type::u8;
+    const float scale = u8 ? 255.f / x.max().item<float>() : 1.f;
+    const dnnl::memory::desc layout(to_dims(x.sizes()), type,
+                                    dnnl::memory::format_tag::aBcd16b);
+    // Storage for the padded bytes (32 channels), as a tensor of the program's sizes.
+    at::Tensor bytes = at::empty({2, 32, 9, 7}).narrow(1, 0, 24);
+    ASSERT_LE(layout.get_size(), static_cast<size_t>(2 * 32 * 9 * 7 * 4));
+    dnnl::memory from = wrap(x, strided_desc(x));
+    dnnl::memory to = wrap(bytes, layout);
+    cached_scaled_reorder(from.get_desc(), layout, scale)->execute(thread_stream(), from, to);
+    thread_stream().wait();
+    const std::vector<int64_t> k = {3, 3}, st = {1, 1}, pad = {1, 1};
+    dnnl::memory::desc kept;
+    const at::Tensor got = avg_pool_values(bytes, layout, k, st, pad, true, scale, &kept);
+    EXPECT_EQ(kept.get_size(), 0u) << "a padded layout was handed on";
+    const at::Tensor expected = at::avg_pool2d(from_layout(bytes, layout, scale), k, st, pad);
+    ASSERT_EQ(got.sizes(), expected.sizes());
+    EXPECT_LE((got - expected).abs().max().item<float>(), 1e-5f);
+    // And those values are the input's, to the bytes' precision.
+    const float step = u8 ? 1.f / scale : 1e-6f;
+    EXPECT_LE((from_layout(bytes, layout, scale) - x).abs().max().item<float>(), step);
+  }
+}
+
 std::string values_kind_name(int kind) {
   return kind == 0 ? "_fp32" : kind == 1 ? "_bf16" : kind == 2 ? "_u8" : "_s8";
 }
