@@ -66,6 +66,35 @@ def rel_l2(got, ref):
     return ((got.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
+def rel_max(got, ref):
+    """Largest absolute difference relative to the reference's largest magnitude."""
+    return ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def run_in_modes(shim, tmp, program, modes, grad_modes):
+    """Runs `program OUT.pt [GRAD_MODE]` stock, for calibration (writing tmp/conf.json) and
+    under the shim in each mode and grad mode (int8 with that config); returns the saved
+    results: {"stock": ..., (mode, grad_mode): ...}. Each shim run must exit 0 without a
+    kernel failure."""
+    import torch  # collection must not need torch
+    conf = tmp / "conf.json"
+    proc = shim.run_py(program, preload=False, args=(str(tmp / "stock.pt"),))
+    assert proc.returncode == 0, describe(proc)
+    out = {"stock": torch.load(tmp / "stock.pt")}
+    proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
+                       args=(str(tmp / "calibration.pt"),))
+    assert proc.returncode == 0 and conf.exists(), describe(proc)
+    for mode in modes:
+        for grad_mode in grad_modes:
+            env = {"IPEX_CONFIG": str(conf)} if mode == "int8" else None
+            path = tmp / f"{mode}_{grad_mode}.pt"
+            proc = shim.run_py(program, mode=mode, env=env, args=(str(path), grad_mode))
+            assert proc.returncode == 0, describe(proc)
+            assert "kernel failed" not in proc.stderr, proc.stderr
+            out[(mode, grad_mode)] = torch.load(path)
+    return out
+
+
 def parse_report(stdout):
     """The JSON object a program printed on its `E2E-REPORT:` line (exactly one)."""
     lines = [l for l in stdout.splitlines() if l.startswith(REPORT_PREFIX)]

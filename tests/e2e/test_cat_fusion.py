@@ -8,9 +8,8 @@ PyTorch on the same weights and inputs, to the mode's accuracy); what was read m
 value the program would see.
 """
 import pytest
-import torch
 
-from conftest import cosine, describe, skip_without_kernels
+from conftest import cosine, rel_max, run_in_modes, skip_without_kernels
 
 MODES = ["int8", "bf16", "fp32"]
 GRAD_MODES = ["no_grad", "inference_mode"]
@@ -20,30 +19,10 @@ TOLERANCE = {"int8": (0.99, 0.1), "bf16": (0.9995, 0.03), "fp32": (0.999999, 1e-
 CAT_PATH = {"int8": "onednn_int8", "bf16": "onednn_bf16", "fp32": "onednn_fp32"}
 
 
-def rel(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shim, torch_available):
     tmp = tmp_path_factory.mktemp("joined")
-    program = shim.program("joined.py")
-    conf = tmp / "conf.json"
-    proc = shim.run_py(program, preload=False, args=(str(tmp / "stock.pt"),))
-    assert proc.returncode == 0, describe(proc)
-    out = {"stock": torch.load(tmp / "stock.pt")}
-    proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
-                       args=(str(tmp / "calibration.pt"),))
-    assert proc.returncode == 0 and conf.exists(), describe(proc)
-    for mode in MODES:
-        for grad_mode in GRAD_MODES:
-            env = {"IPEX_CONFIG": str(conf)} if mode == "int8" else None
-            path = tmp / f"{mode}_{grad_mode}.pt"
-            proc = shim.run_py(program, mode=mode, env=env, args=(str(path), grad_mode))
-            assert proc.returncode == 0, describe(proc)
-            assert "kernel failed" not in proc.stderr, proc.stderr
-            out[(mode, grad_mode)] = torch.load(path)
-    return out
+    return run_in_modes(shim, tmp, shim.program("joined.py"), MODES, GRAD_MODES)
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
@@ -54,15 +33,15 @@ def test_results_follow_the_program(runs, mode, grad_mode, scenario):
     stock = runs["stock"]["results"][scenario]
     got = runs[(mode, grad_mode)]["results"][scenario]
     assert cosine(got, stock) >= least_cosine, (scenario, cosine(got, stock))
-    assert rel(got, stock) <= most_rel, (scenario, rel(got, stock))
+    assert rel_max(got, stock) <= most_rel, (scenario, rel_max(got, stock))
     if scenario in ("joined_read", "part_read"):  # the value read, not the bytes
         assert abs(got[-1] - stock[-1]) <= most_rel * abs(stock[-1]), (got[-1], stock[-1])
 
 
 def test_the_scenarios_differ_enough_to_catch_a_stale_join(runs):
     stock = runs["stock"]["results"]
-    assert rel(stock["part_changed"], stock["plain"]) > 0.05
-    assert rel(stock["swapped"], stock["plain"]) > 0.05
+    assert rel_max(stock["part_changed"], stock["plain"]) > 0.05
+    assert rel_max(stock["swapped"], stock["plain"]) > 0.05
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)

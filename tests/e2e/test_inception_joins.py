@@ -6,9 +6,8 @@ once learned (passes 3 and 4) every cat joins the handed-over bytes without a fa
 prediction.
 """
 import pytest
-import torch
 
-from conftest import cosine, describe, skip_without_kernels
+from conftest import cosine, rel_max, run_in_modes, skip_without_kernels
 
 MODES = ["int8", "bf16", "fp32"]
 GRAD_MODES = ["no_grad", "inference_mode"]
@@ -19,30 +18,10 @@ PATH = {"int8": "onednn_int8", "bf16": "onednn_bf16", "fp32": "onednn_fp32"}
 CATS_A_PASS = 5  # block A, block B, block E's two inner joins and its outer one
 
 
-def rel(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shim, torch_available):
     tmp = tmp_path_factory.mktemp("inception")
-    program = shim.program("inception_blocks.py")
-    conf = tmp / "conf.json"
-    proc = shim.run_py(program, preload=False, args=(str(tmp / "stock.pt"),))
-    assert proc.returncode == 0, describe(proc)
-    out = {"stock": torch.load(tmp / "stock.pt")}
-    proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
-                       args=(str(tmp / "calibration.pt"),))
-    assert proc.returncode == 0 and conf.exists(), describe(proc)
-    for mode in MODES:
-        for grad_mode in GRAD_MODES:
-            env = {"IPEX_CONFIG": str(conf)} if mode == "int8" else None
-            path = tmp / f"{mode}_{grad_mode}.pt"
-            proc = shim.run_py(program, mode=mode, env=env, args=(str(path), grad_mode))
-            assert proc.returncode == 0, describe(proc)
-            assert "kernel failed" not in proc.stderr, proc.stderr
-            out[(mode, grad_mode)] = torch.load(path)
-    return out
+    return run_in_modes(shim, tmp, shim.program("inception_blocks.py"), MODES, GRAD_MODES)
 
 
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
@@ -54,7 +33,7 @@ def test_results_follow_the_program(runs, mode, grad_mode, scenario):
     got = runs[(mode, grad_mode)]["results"][scenario]
     assert got.shape == stock.shape
     assert cosine(got, stock) >= least_cosine, (scenario, cosine(got, stock))
-    assert rel(got, stock) <= most_rel, (scenario, rel(got, stock))
+    assert rel_max(got, stock) <= most_rel, (scenario, rel_max(got, stock))
     if scenario != "plain":  # the value the program read (a sum over the tensor)
         assert abs(got[-1] - stock[-1]) <= 0.02 * abs(stock[-1]), (got[-1], stock[-1])
 
@@ -63,7 +42,8 @@ def test_the_reads_see_what_they_name(runs):
     stock = runs["stock"]["results"]
     # The two reads are sums of different tensors: a repair that gave the wrong tensor's
     # value (or the joined one's) would not match.
-    assert abs(stock["pool_read"][-1] - stock["inner_read"][-1]) > 0.1 * abs(stock["inner_read"][-1])
+    pool_sum, inner_sum = stock["pool_read"][-1], stock["inner_read"][-1]
+    assert abs(pool_sum - inner_sum) > 0.1 * abs(inner_sum)
 
 
 def delta(counters, key, path):
