@@ -570,7 +570,8 @@ void teach_site(const void* site, Change change) {
 
 // `input` is the tensor a learned torch.cat of chains' results returned, untouched since:
 // each of those chains learns (`teach`) where its result goes after the cat, so that later
-// passes keep it in oneDNN's layout for that op. The record is used up either way.
+// passes keep it in oneDNN's layout for that op. That cat's record is used up (only the
+// first reader of the joined tensor teaches); the others stay for their own readers.
 template <class Teach>
 void teach_joined(ThreadState& st, const at::Tensor& input, Teach teach) {
   ThreadState::Joined* record = st.joined_by(input);
