@@ -199,9 +199,9 @@ at::Tensor avg_pool_values(const at::Tensor& input, const dnnl::memory::desc& la
   // lays them out): its fp32 average would not fit the result's bytes, so the bytes become
   // values in the program's layout and stock's kernel averages those (callers hold the
   // exclude guard).
-  const dnnl::memory::desc f32_like =
-      onednn::with_data_type(layout, dnnl::memory::data_type::f32);
-  if (f32_like.get_size() > static_cast<size_t>(input.numel()) * sizeof(float))
+  const size_t stored_elements =
+      layout.get_size() / dnnl::memory::data_type_size(onednn::data_type_of(layout));
+  if (stored_elements > static_cast<size_t>(input.numel()))
     return at::avg_pool2d(from_layout(input, layout, scale), kernel, stride, padding,
                           /*ceil_mode=*/false, count_include_pad);
   // oneDNN 2.6 pools only within one type, and an average rounded back to INT8 (or BF16)

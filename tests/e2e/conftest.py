@@ -71,6 +71,12 @@ def rel_max(got, ref):
     return ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
 
 
+def assert_like_stock(got, stock, least_cosine, most_rel, label):
+    """got is stock's result to a mode's accuracy: cosine and largest relative difference."""
+    assert cosine(got, stock) >= least_cosine, (label, cosine(got, stock))
+    assert rel_max(got, stock) <= most_rel, (label, rel_max(got, stock))
+
+
 def run_in_modes(shim, tmp, program, modes, grad_modes):
     """Runs `program OUT.pt [GRAD_MODE]` stock, for calibration (writing tmp/conf.json) and
     under the shim in each mode and grad mode (int8 with that config); returns the saved
