@@ -16,6 +16,7 @@ struct IpexShimCoreSettings {
   const char* int8_algorithm;
   const char* int8_granularity;
   double int8_min_sqnr_db;
+  const char* int8_fallback;
   long buffer_cache_mb;
   int num_threads;
   int threads_from_env;
@@ -40,7 +41,8 @@ namespace ipex_shim {
 inline IpexShimCoreSettings to_core_settings(const Settings& settings) {
   return {static_cast<int>(settings.mode), settings.config_path.c_str(), settings.verbose,
           settings.fusion ? 1 : 0, settings.strict ? 1 : 0, settings.int8_algorithm.c_str(),
-          settings.int8_granularity.c_str(), settings.int8_min_sqnr_db, settings.buffer_cache_mb,
+          settings.int8_granularity.c_str(), settings.int8_min_sqnr_db,
+          settings.int8_fallback.c_str(), settings.buffer_cache_mb,
           settings.num_threads,
           settings.threads_from_env ? 1 : 0,
           settings.bf16_emulation ? 1 : 0};
@@ -56,6 +58,7 @@ inline Settings from_core_settings(const IpexShimCoreSettings& core) {
   if (core.int8_algorithm) settings.int8_algorithm = core.int8_algorithm;
   if (core.int8_granularity) settings.int8_granularity = core.int8_granularity;
   settings.int8_min_sqnr_db = core.int8_min_sqnr_db;
+  if (core.int8_fallback) settings.int8_fallback = core.int8_fallback;
   settings.buffer_cache_mb = core.buffer_cache_mb;
   settings.num_threads = core.num_threads;
   settings.threads_from_env = core.threads_from_env != 0;

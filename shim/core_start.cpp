@@ -125,6 +125,13 @@ const Bf16Decision& bf16_decision() { return g_bf16_decision; }
 void set_bf16_decision(Bf16Decision decision) { g_bf16_decision = std::move(decision); }
 
 namespace {
+bool g_int8_fallback_bf16 = false;
+}  // namespace
+
+bool int8_fallback_bf16() { return g_int8_fallback_bf16; }
+void set_int8_fallback_bf16(bool bf16) { g_int8_fallback_bf16 = bf16; }
+
+namespace {
 
 // oneDNN's ISA values are sets of feature bits: one ISA includes another when it has all of
 // its bits.
@@ -225,6 +232,7 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
                "another CPU allocator outranks the shim's buffer pool; stock ops keep "
                "PyTorch's allocator");
     set_bf16_decision(decide_bf16(cpu_features(), onednn_reaches_bf16(), settings.bf16_emulation));
+    set_int8_fallback_bf16(settings.int8_fallback == "bf16" && bf16_decision().run_bf16);
     if (settings.mode == Mode::bf16 && !bf16_decision().native) {
       log_line(Severity::warning, std::string("IPEX_MODE=bf16 runs ") + bf16_decision().why);
     }

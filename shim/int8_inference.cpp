@@ -61,7 +61,7 @@ Resolved resolve(State& st, int64_t index) {
   ++st.summary.matched;
   if (!entry.quantized) {
     ++st.summary.not_quantized;
-    result.why = Fallback::policy_fp32;
+    result.why = Fallback::not_quantized;
     return result;
   }
   result.usable = true;

@@ -36,7 +36,7 @@ void forget_path(const std::string& path);
 bool in_use(const std::string& path);
 
 // The quantisation of op `index` when its entry is usable and quantized; otherwise false,
-// with *why = config_mismatch (no usable entry) or policy_fp32 (quantized: false).
+// with *why = config_mismatch (no usable entry) or not_quantized (quantized: false).
 bool spec_for(int64_t index, Int8Spec* spec, Fallback* why);
 
 // The calibrated quantisation of op `index`'s result (its entry's outputs_scale), when the

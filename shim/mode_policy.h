@@ -37,6 +37,16 @@ inline Precision lower_precision(const OpStats& op) {
              : Precision::fp32;
 }
 
+// The precision of a call without a gradient that does not run in INT8: lower_precision's,
+// except that in int8 mode an op its config leaves out of INT8 (`int8_why` not_quantized)
+// runs in BF16 where int8_fallback_bf16() says so (IPEX_INT8_FALLBACK): it costs that op far
+// less accuracy than INT8 would, and the fp32 kernels were what made such models slower in
+// int8 mode than in bf16 mode.
+inline Precision inference_precision(const OpStats& op, Fallback int8_why) {
+  if (int8_why == Fallback::not_quantized && int8_fallback_bf16()) return Precision::bf16;
+  return lower_precision(op);
+}
+
 // Why a call of bf16 mode counted on the fp32 kernels ran there (no native BF16; an op
 // IPEX_CONFIG keeps in fp32 needs no reason), or `other` when the caller has one of its own.
 inline Fallback precision_note(const OpStats& op, Fallback other = Fallback::none) {

@@ -40,6 +40,7 @@ const char* fallback_name(Fallback reason) {
     case Fallback::mode_off: return "mode off";
     case Fallback::special_values: return "NaN or -inf in the input";
     case Fallback::stock_faster: return "stock is faster here";
+    case Fallback::not_quantized: return "quantized: false in the INT8 config";
     case Fallback::count_: break;
   }
   return "?";

@@ -40,6 +40,7 @@ enum class Fallback : int {
   mode_off,            // the mode in effect is off (set at run time, or outside a scope)
   special_values,      // a NaN or -inf the kernel would answer differently from stock (max pooling)
   stock_faster,        // stock's own kernel is the faster one for this case (measured)
+  not_quantized,       // int8 mode: the op's config entry says quantized: false
   count_,
 };
 

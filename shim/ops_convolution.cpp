@@ -49,7 +49,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
     return output;
   }
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none) return stock(gate);
-  const Precision precision = lower_precision(Wrapped::stats());
+  Precision precision = lower_precision(Wrapped::stats());
   if (needs_grad(input, weight, bias)) {
     if (input_layout) fusion::settle(input);
     if (precision == Precision::fp32)
@@ -69,7 +69,8 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
                          dilation, groups);
   }
   ConvolutionArgs args{stride, padding, dilation, groups};
-  // INT8: the op's entry decides; an op without a usable one runs in fp32.
+  // INT8: the op's entry decides; an op without a usable one runs in fp32 (one its entry
+  // leaves out of INT8: inference_precision's).
   int64_t op = int8::kNoOp;
   Int8Spec spec;
   const Int8Spec* int8 = nullptr;
@@ -81,6 +82,7 @@ at::Tensor convolution_override(const at::Tensor& input, const at::Tensor& weigh
       int8_why = int8_convolution_support(input, args);
       if (int8_why == Fallback::none) int8 = &spec;
     }
+    if (!int8) precision = inference_precision(Wrapped::stats(), int8_why);
   }
   const Fallback why = convolution_support(input, weight, bias, args);
   if (why != Fallback::none) {
@@ -225,9 +227,10 @@ at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Te
   if (needs_grad(input, weight, bias))
     return Wrapped::stock_because(Fallback::needs_grad, input, weight, bias, stride, padding,
                                   output_padding, groups, dilation);
-  const Precision precision = lower_precision(Wrapped::stats());
+  Precision precision = lower_precision(Wrapped::stats());
   ConvolutionArgs args{stride, padding, dilation, groups, true, output_padding};
-  // INT8: the op's entry decides; an op without a usable one runs in fp32.
+  // INT8: the op's entry decides; an op without a usable one runs in fp32 (one its entry
+  // leaves out of INT8: inference_precision's).
   int64_t op = int8::kNoOp;
   Int8Spec spec;
   const Int8Spec* int8 = nullptr;
@@ -239,6 +242,7 @@ at::Tensor transposed_convolution_override(const at::Tensor& input, const at::Te
       int8_why = int8_convolution_support(input, args);
       if (int8_why == Fallback::none) int8 = &spec;
     }
+    if (!int8) precision = inference_precision(Wrapped::stats(), int8_why);
   }
   at::Tensor output = run_or_stock<Op>(
       convolution_support(input, weight, bias, args),

@@ -79,8 +79,8 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
     }
     return with_grad<Op>(to_bf16(input), to_bf16(weight), to_bf16(bias));
   }
-  const Precision precision = lower_precision(Intercept<Op>::stats());
-  // INT8: the op's entry decides; an op without a usable one runs in fp32.
+  // INT8: the op's entry decides; an op without a usable one runs in fp32 (one its entry
+  // leaves out of INT8: inference_precision's).
   int64_t op = int8::kNoOp;
   Int8Spec spec;
   const Int8Spec* int8 = nullptr;
@@ -89,6 +89,7 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
     op = int8::identify_linear(weight, bias && bias->defined());
     if (int8::spec_for(op, &spec, &int8_why)) int8 = &spec;
   }
+  const Precision precision = inference_precision(Intercept<Op>::stats(), int8_why);
   auto kernel = [&] {
     if (!fusion::enabled()) return linear_forward(input, weight, bias, precision,
                                                   MatmulActivation::none, int8);
@@ -107,7 +108,8 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
 }
 
 template <class Op>
-at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback shape_check);
+at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback shape_check,
+                           Fallback int8_why = Fallback::none);
 
 template <class Op>
 at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback shape_check) {
@@ -131,25 +133,28 @@ at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback s
         Path::onednn_int8, [&] { return batched_matmul_int8(a, b, spec); },
         [&] { return Intercept<Op>::stock(a, b); });
   } else {
-    output = product_compute<Op>(a, b, shape_check);
+    output = product_compute<Op>(a, b, shape_check, why);
   }
   int8::produced(op, output);
   return output;
 }
 
+// `int8_why`: why int8 mode did not run it in INT8 (inference_precision).
 template <class Op>
-at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback shape_check) {
+at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback shape_check,
+                           Fallback int8_why) {
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
     return Intercept<Op>::stock_because(gate, a, b);
   if (needs_grad(a, b)) {
     if (lower_precision(Intercept<Op>::stats()) == Precision::fp32) return with_grad<Op>(a, b);
     return with_grad<Op>(to_bf16(a), to_bf16(b));
   }
-  const Precision precision = lower_precision(Intercept<Op>::stats());
+  const Precision precision = inference_precision(Intercept<Op>::stats(), int8_why);
   Fallback why = shape_check != Fallback::none ? shape_check : batched_matmul_support(a, b);
   return run_or_stock<Op>(
       why, path_for(precision), [&] { return batched_matmul(a, b, precision); },
-      [&] { return Intercept<Op>::stock(a, b); });
+      [&] { return Intercept<Op>::stock(a, b); },
+      int8_why == Fallback::not_quantized ? int8_why : Fallback::none);
 }
 
 at::Tensor matmul_override(const at::Tensor& a, const at::Tensor& b) {

@@ -28,6 +28,12 @@ inline bool uses_float_kernels(Mode mode) {
 const Bf16Decision& bf16_decision();
 void set_bf16_decision(Bf16Decision decision);
 
+// Whether int8 mode runs an op its config leaves out of INT8 (`quantized: false`) in BF16:
+// IPEX_INT8_FALLBACK=bf16 (the default) where bf16 mode runs BF16 (bf16_decision), decided
+// once at start after it. Otherwise such an op runs in fp32.
+bool int8_fallback_bf16();
+void set_int8_fallback_bf16(bool bf16);
+
 // Whether oneDNN's effective ISA here (after ONEDNN_MAX_CPU_ISA) includes BF16 instructions,
 // and VNNI (or AMX) for INT8.
 bool onednn_reaches_bf16();

@@ -37,6 +37,9 @@ const std::vector<EnvVar>& environment_table() {
        "calibration: how convolution and linear weights are quantised"},
       {"IPEX_INT8_MIN_SQNR", "15", "a number of dB (0 to 100)",
        "calibration: ops whose estimated INT8 signal-to-noise is lower are written quantized: false"},
+      {"IPEX_INT8_FALLBACK", "bf16", "bf16, fp32",
+       "int8 mode: the precision of ops the config leaves out of INT8 (quantized: false); bf16 "
+       "runs them in BF16 where bf16 mode would (native BF16), else in fp32"},
       {"IPEX_BF16_EMULATION", "0", "0, 1",
        "bf16 mode on a CPU without native BF16: 0 runs the fp32 kernels (emulated BF16 is slower), "
        "1 runs BF16 anyway"},
@@ -176,6 +179,14 @@ Settings parse_settings(EnvLookup lookup, int cpus, std::vector<std::string>* pr
       settings.int8_min_sqnr_db = value;
     } else {
       problems->push_back(invalid("IPEX_INT8_MIN_SQNR", text, "a number of dB from 0 to 100", "15"));
+    }
+  }
+
+  if (const char* text = lookup("IPEX_INT8_FALLBACK")) {
+    if (std::strcmp(text, "bf16") == 0 || std::strcmp(text, "fp32") == 0) {
+      settings.int8_fallback = text;
+    } else {
+      problems->push_back(invalid("IPEX_INT8_FALLBACK", text, "bf16, fp32", "bf16"));
     }
   }
 

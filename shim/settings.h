@@ -31,6 +31,9 @@ struct Settings {
   std::string int8_algorithm = "min_max";        // IPEX_INT8_ALGORITHM
   std::string int8_granularity = "per_channel";  // IPEX_INT8_GRANULARITY
   double int8_min_sqnr_db = 15.0;                // IPEX_INT8_MIN_SQNR
+  // IPEX_INT8_FALLBACK: the precision int8 mode gives an op its config leaves out of INT8
+  // (`quantized: false`): "bf16" where bf16 mode runs BF16 on this CPU, else "fp32".
+  std::string int8_fallback = "bf16";
   bool bf16_emulation = false;  // IPEX_BF16_EMULATION: BF16 kernels even without native BF16
   long buffer_cache_mb = 1024;  // IPEX_BUFFER_CACHE_MB: freed kernel buffers kept for reuse
   int num_threads = 0;      // OMP_NUM_THREADS when set and valid, else CPUs in the affinity mask

@@ -42,6 +42,15 @@ std::string threads_origin(const Settings& settings) {
   return settings.threads_from_env ? "OMP_NUM_THREADS" : "affinity mask";
 }
 
+// Where int8 mode runs the ops its config leaves out of INT8, and why.
+std::string int8_fallback_text() {
+  const std::string what = "ops the config leaves out of INT8 (quantized: false) run in ";
+  if (int8_fallback_bf16())
+    return what + "BF16 (IPEX_INT8_FALLBACK=bf16): " + bf16_decision().why;
+  if (runtime_settings().int8_fallback == "fp32") return what + "fp32 (IPEX_INT8_FALLBACK=fp32)";
+  return what + "fp32, as bf16 mode runs " + bf16_decision().why;
+}
+
 // What each lower-precision mode runs on this CPU, and why.
 nlohmann::json cpu_plan() {
   return {{"bf16", bf16_decision().why},
@@ -50,6 +59,7 @@ nlohmann::json cpu_plan() {
                        : "INT8 kernels with 7-bit weights: no VNNI or AMX within oneDNN's ISA "
                          "here (" + onednn_isa() + "), whose 16-bit pair sums 8-bit weights "
                          "would overflow"},
+          {"int8_fallback", int8_fallback_text()},
           {"int8_weight_bound", int8_weight_bound()},
           {"int8_residual_addends",
            int8_sum_reads_addends_as_they_are()
@@ -166,6 +176,7 @@ std::string banner_text() {
   const nlohmann::json plan = cpu_plan();
   for (const char* mode : {"bf16", "int8"})
     text += std::string("; ") + mode + " mode: " + plan[mode].get<std::string>();
+  text += ", " + plan["int8_fallback"].get<std::string>();
   return text;
 }
 

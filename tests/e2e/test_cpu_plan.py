@@ -66,6 +66,37 @@ def test_int8_without_vnni_runs_int8_kernels_with_7_bit_weights(run_py, tmp_path
         describe(proc)
 
 
+@pytest.mark.parametrize("emulation", ["0", "1"])
+def test_int8_left_out_ops_follow_bf16_modes_choice(run_py, tmp_path, emulation):
+    # An op the config leaves out of INT8 runs in BF16 only where bf16 mode would: without
+    # native BF16, fp32 (no warning: int8 mode was asked for), unless BF16 is forced.
+    import json
+    config = tmp_path / "conf.json"
+    run(run_py, "calibration", IPEX_CONFIG=str(config))
+    entries = json.loads(config.read_text())
+    for entry in entries:
+        entry["quantized"] = entry["name"] != "Convolution"
+    config.write_text(json.dumps(entries))
+    proc, report = run(run_py, "int8", IPEX_CONFIG=str(config), IPEX_BF16_EMULATION=emulation)
+    fallback = report["plan"]["int8_fallback"]
+    reason = {"quantized: false in the INT8 config": 1}
+    if emulation == "0":
+        assert fallback.startswith("ops the config leaves out of INT8 (quantized: false) run "
+                                   "in fp32, as bf16 mode runs fp32 kernels"), fallback
+        assert report["conv2d"] == {"onednn_fp32": 1, "fallback_reasons": reason}, report
+        assert report["error"] < 0.05, report
+        assert not any(l.startswith("ipex_shim: warning") for l in proc.stderr.splitlines()), \
+            describe(proc)
+    else:
+        assert fallback.startswith("ops the config leaves out of INT8 (quantized: false) run "
+                                   "in BF16 (IPEX_INT8_FALLBACK=bf16): BF16 kernels, emulated"), \
+            fallback
+        # oneDNN 2.6 has no BF16 kernels below AVX-512 (stock answers, with the kernel's
+        # error); either way the call does not count as fp32.
+        assert "onednn_fp32" not in report["conv2d"], report
+    assert report["linear"].get("onednn_int8") == 1, report
+
+
 def test_fp32_mode_says_nothing_about_the_cpu(run_py):
     proc, report = run(run_py, "fp32")
     assert not any(l.startswith(CPU_PLAN_LINES) for l in proc.stderr.splitlines()), describe(proc)

@@ -359,11 +359,12 @@ FILE_PROBLEMS = {
 
 @pytest.fixture(scope="module")
 def first_conv_fp32(run_py, shim, workdir, config_a):
-    """Model "a" with its first conv's entry set to quantized: false (the conv runs in fp32,
-    everything else as configured): what a bad entry must give."""
+    """Model "a" with its first conv's entry set to quantized: false and such ops kept in fp32
+    (IPEX_INT8_FALLBACK=fp32; everything else as configured): what a bad entry must give."""
     path = edited(workdir, config_a, "first_conv_fp32",
                   _set_first_conv("quantized", False))
-    run = run_model(run_py, shim, workdir, "first_conv_fp32", mode="int8", config=path)
+    run = run_model(run_py, shim, workdir, "first_conv_fp32", mode="int8", config=path,
+                    env={"IPEX_INT8_FALLBACK": "fp32"})
     assert run.lines == [], describe(run.proc)
     assert run.int8["not_quantized"] == 1
     return run
@@ -432,22 +433,26 @@ def test_unusable_file_is_reported_and_every_op_runs_fp32(run_py, shim, workdir,
 
 # --- 7. editing the config takes effect ------------------------------------------------------
 
-def test_quantized_false_keeps_exactly_that_op_in_fp32(run_py, shim, workdir, config_a, int8_a):
+@pytest.mark.parametrize("fallback", ["fp32", "bf16"])
+def test_quantized_false_takes_exactly_that_op_out_of_int8(run_py, shim, workdir, config_a,
+                                                           int8_a, cpu_plan, fallback):
     path = edited(workdir, config_a, "conv2_fp32",
                   lambda entries: first(entries, "Convolution", 1).update(quantized=False))
-    run = run_model(run_py, shim, workdir, "conv2_fp32", mode="int8", config=path,
-                    args=("--passes", "2"))
+    run = run_model(run_py, shim, workdir, f"conv2_{fallback}", mode="int8", config=path,
+                    args=("--passes", "2"), env={"IPEX_INT8_FALLBACK": fallback})
     assert run.lines == [], describe(run.proc)
     assert run.int8["not_quantized"] == 1, run.int8
-    # The fp32 conv hands its result to the adaptive pool in fp32, so that pool's entry is not
-    # looked up; every other lookup is as before.
+    # The left-out conv hands its result to the adaptive pool in its own precision, so that
+    # pool's entry is not looked up; every other lookup is as before.
     assert run.int8["matched"] == MODEL_A_FUSED_LOOKUPS - 1, run.int8
     assert run.int8["mismatched"] == 0, run.int8
     conv_calls = first(config_a[1], "Convolution", 1)["calls"] * 2  # 2 passes
+    # IPEX_INT8_FALLBACK=bf16 runs it in BF16 where bf16 mode does (native BF16).
+    path_taken = "onednn_bf16" if fallback == "bf16" and cpu_plan["native_bf16"] else "onednn_fp32"
     assert run.op("conv2d") == {
         "onednn_int8": int8_a.op("conv2d")["onednn_int8"] - conv_calls,
-        "onednn_fp32": conv_calls,
-        "fallback_reasons": {"kept in fp32 by policy": conv_calls},
+        path_taken: conv_calls,
+        "fallback_reasons": {"quantized: false in the INT8 config": conv_calls},
     }, run.status
     assert run.op("linear") == int8_a.op("linear")
     assert not torch.equal(run.out, int8_a.out)

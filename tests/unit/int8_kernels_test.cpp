@@ -436,6 +436,80 @@ TEST(Int8ConvolutionHandoff, KeptU8OutputFeedsTheNextConvolutionLikeItsValues) {
                      conv_double(restored, next_weight, next_bias, args));
 }
 
+// int8 mode runs an op its config leaves out of INT8 in BF16 (IPEX_INT8_FALLBACK), between
+// INT8 ones: a BF16 convolution's kept bytes feed an INT8 convolution (quantised in the
+// reorder it makes anyway), and a BF16 convolution adds a handed-over INT8 addend (a
+// residual block's identity) through its sum. Each must equal the same call on the values.
+TEST(Int8ConvolutionHandoff, Bf16AndInt8ResultsCrossInBothDirectionsLikeTheirValues) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
+  at::manual_seed(46);
+  at::Tensor input = at::randn({2, 24, 10, 9});
+  at::Tensor weight = at::randn({32, 24, 3, 3}) * 0.2, bias = at::randn({32});
+  at::Tensor next_weight = at::randn({16, 32, 1, 1}) * 0.2, next_bias = at::randn({16});
+  ConvolutionArgs args{kOnes, kOnes, kOnes, 1};
+  const std::vector<int64_t> no_padding = {0, 0};
+  ConvolutionArgs pointwise{kOnes, no_padding, kOnes, 1};
+
+  // BF16 -> INT8.
+  ConvolutionHandoff keep;
+  keep.keep_output_layout = true;
+  dnnl::memory::desc kept;
+  keep.output_layout = &kept;
+  at::Tensor kept_bf16 =
+      convolution_forward(input, weight, bias, args, Precision::bf16, {}, keep, nullptr);
+  ASSERT_GT(kept.get_size(), 0u) << "the BF16 output was not kept";
+  ASSERT_EQ(onednn::data_type_of(kept), dnnl::memory::data_type::bf16);
+  at::Tensor values = from_layout(kept_bf16, kept, 1.f);
+  EXPECT_LE(testing::relative_error(values,
+                                    convolution_forward(input, weight, bias, args,
+                                                        Precision::bf16, {}, {}, nullptr)),
+            1e-6);
+  Int8Spec next = spec_for(values, false, true);
+  ConvolutionHandoff handed;
+  handed.input_layout = &kept;
+  handed.input_scale = 1.f;
+  at::Tensor from_kept =
+      int8_conv(kept_bf16, next_weight, next_bias, pointwise, next, {}, handed);
+  at::Tensor from_values = int8_conv(values, next_weight, next_bias, pointwise, next);
+  EXPECT_LE(testing::relative_error(from_kept, from_values), 1e-6);
+  expect_int8_result(from_kept, conv_reference(values, next_weight, next_bias, pointwise, next),
+                     conv_double(values, next_weight, next_bias, pointwise));
+
+  // INT8 -> BF16, as a residual addend: the identity kept as s8 bytes with its scale.
+  at::Tensor identity_input = at::randn({2, 24, 10, 9});
+  Int8Spec identity_spec = spec_for(identity_input, false, true);
+  const at::Tensor identity_values =
+      int8_conv(identity_input, weight, bias, args, identity_spec);
+  identity_spec.output_scale = 127.f / identity_values.abs().max().item<float>();
+  identity_spec.output_uint8 = false;
+  dnnl::memory::desc identity_layout;
+  ConvolutionHandoff keep_identity;
+  keep_identity.keep_output_layout = true;
+  keep_identity.output_layout = &identity_layout;
+  at::Tensor identity_bytes =
+      int8_conv(identity_input, weight, bias, args, identity_spec, {}, keep_identity);
+  ASSERT_GT(identity_layout.get_size(), 0u) << "the INT8 identity was not kept";
+  ASSERT_EQ(onednn::data_type_of(identity_layout), dnnl::memory::data_type::s8);
+  at::Tensor identity = from_layout(identity_bytes, identity_layout, identity_spec.output_scale);
+
+  at::Tensor second_weight = at::randn({32, 32, 3, 3}) * 0.2;
+  ConvolutionPostOps sum_bytes;
+  sum_bytes.sum = &identity_bytes;
+  sum_bytes.sum_layout = &identity_layout;
+  sum_bytes.sum_scale = identity_spec.output_scale;
+  ConvolutionPostOps sum_values;
+  sum_values.sum = &identity;
+  at::Tensor summed = convolution_forward(values, second_weight, c10::nullopt, args,
+                                          Precision::bf16, sum_bytes, {}, nullptr);
+  at::Tensor expected = convolution_forward(values, second_weight, c10::nullopt, args,
+                                            Precision::bf16, sum_values, {}, nullptr);
+  // The s8 addend is rescaled into BF16 (one rounding more than the values' own addend).
+  EXPECT_LE(testing::relative_error(summed, expected), 1e-2);
+  EXPECT_LE(testing::relative_error(summed, conv_double(values, second_weight, c10::nullopt,
+                                                        args) + identity.to(at::kDouble)),
+            2e-2);
+}
+
 // 8-bit weights with VNNI or AMX; below them 7-bit ones, so that oneDNN's 16-bit pair sums of
 // u8 x s8 products (2 * 255 * 63 = 32130) never saturate.
 TEST(Int8WeightBound, Is127WithVnniElse63) {

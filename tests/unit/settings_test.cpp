@@ -189,6 +189,21 @@ TEST_F(EnvTest, Int8CalibrationChoicesAreParsedStrictly) {
   }
 }
 
+TEST_F(EnvTest, Int8FallbackPrecisionIsParsedStrictly) {
+  EXPECT_EQ(parse(2).int8_fallback, "bf16");
+  fake_env()["IPEX_INT8_FALLBACK"] = "fp32";
+  EXPECT_EQ(parse(2).int8_fallback, "fp32");
+  EXPECT_TRUE(problems.empty());
+  for (const char* bad : {"BF16", "fp16", "int8", ""}) {
+    problems.clear();
+    fake_env()["IPEX_INT8_FALLBACK"] = bad;
+    EXPECT_EQ(parse(2).int8_fallback, "bf16") << bad;
+    ASSERT_EQ(problems.size(), 1u) << bad;
+    EXPECT_NE(problems[0].find("IPEX_INT8_FALLBACK"), std::string::npos) << bad;
+    EXPECT_NE(problems[0].find("bf16, fp32"), std::string::npos) << problems[0];
+  }
+}
+
 // A field missing from the C struct between bootstrap and core arrives as its default: the
 // core would silently ignore that variable.
 TEST_F(EnvTest, EverySettingCrossesToTheCore) {
@@ -200,6 +215,7 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   fake_env()["IPEX_INT8_ALGORITHM"] = "percentile";
   fake_env()["IPEX_INT8_GRANULARITY"] = "per_tensor";
   fake_env()["IPEX_INT8_MIN_SQNR"] = "31.5";
+  fake_env()["IPEX_INT8_FALLBACK"] = "fp32";
   fake_env()["IPEX_BUFFER_CACHE_MB"] = "7";
   fake_env()["IPEX_BF16_EMULATION"] = "1";
   fake_env()["OMP_NUM_THREADS"] = "3";
@@ -215,6 +231,7 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   EXPECT_EQ(got.int8_algorithm, "percentile");
   EXPECT_EQ(got.int8_granularity, "per_tensor");
   EXPECT_DOUBLE_EQ(got.int8_min_sqnr_db, 31.5);
+  EXPECT_EQ(got.int8_fallback, "fp32");
   EXPECT_EQ(got.buffer_cache_mb, 7);
   EXPECT_EQ(got.num_threads, 3);
   EXPECT_TRUE(got.threads_from_env);
@@ -224,6 +241,7 @@ TEST_F(EnvTest, EverySettingCrossesToTheCore) {
   EXPECT_NE(sent.int8_algorithm, defaults.int8_algorithm);
   EXPECT_NE(sent.int8_granularity, defaults.int8_granularity);
   EXPECT_NE(sent.int8_min_sqnr_db, defaults.int8_min_sqnr_db);
+  EXPECT_NE(sent.int8_fallback, defaults.int8_fallback);
   EXPECT_NE(sent.buffer_cache_mb, defaults.buffer_cache_mb);
 }
 
@@ -248,7 +266,8 @@ TEST(EnvTable, ListsEveryVariableTheParserReads) {
   const std::vector<std::string> expected = {
       "IPEX_MODE",           "IPEX_CONFIG",           "IPEX_VERBOSE",       "IPEX_FUSION",
       "IPEX_STRICT",         "IPEX_INT8_ALGORITHM",   "IPEX_INT8_GRANULARITY",
-      "IPEX_INT8_MIN_SQNR",  "IPEX_BF16_EMULATION", "IPEX_BUFFER_CACHE_MB",
+      "IPEX_INT8_MIN_SQNR",  "IPEX_INT8_FALLBACK",    "IPEX_BF16_EMULATION",
+      "IPEX_BUFFER_CACHE_MB",
       "OMP_NUM_THREADS"};
   EXPECT_EQ(names, expected);
 }

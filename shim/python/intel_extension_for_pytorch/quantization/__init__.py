@@ -46,7 +46,8 @@ _NOT_PROVIDED = {
     "get_weight_only_quant_qconfig_mapping": "weight-only quantization is not provided by "
                                              "ipex-shim: use static quantization",
     "autotune": "ipex.quantization.autotune is not provided: calibrate with prepare(), and "
-                "IPEX_INT8_MIN_SQNR keeps sensitive ops in fp32",
+                "IPEX_INT8_MIN_SQNR keeps sensitive ops out of INT8 (in BF16 where the CPU has "
+                "native BF16, else fp32: IPEX_INT8_FALLBACK)",
 }
 
 
