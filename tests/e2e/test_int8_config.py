@@ -436,7 +436,7 @@ def test_unusable_file_is_reported_and_every_op_runs_fp32(run_py, shim, workdir,
 @pytest.mark.parametrize("fallback", ["fp32", "bf16"])
 def test_quantized_false_takes_exactly_that_op_out_of_int8(run_py, shim, workdir, config_a,
                                                            int8_a, cpu_plan, fallback):
-    path = edited(workdir, config_a, "conv2_fp32",
+    path = edited(workdir, config_a, "conv2_left_out",
                   lambda entries: first(entries, "Convolution", 1).update(quantized=False))
     run = run_model(run_py, shim, workdir, f"conv2_{fallback}", mode="int8", config=path,
                     args=("--passes", "2"), env={"IPEX_INT8_FALLBACK": fallback})
