@@ -77,6 +77,19 @@ def assert_like_stock(got, stock, least_cosine, most_rel, label):
     assert rel_max(got, stock) <= most_rel, (label, rel_max(got, stock))
 
 
+def assert_scenario_like_stock(runs, mode, grad_mode, scenario, tolerance, read_rel=None):
+    """In run_in_modes' results, `scenario`'s result in (mode, grad_mode) is stock's to
+    `tolerance` (least cosine, largest relative difference); with `read_rel`, its last element
+    (a value the program read) is within that fraction of stock's."""
+    least_cosine, most_rel = tolerance
+    stock = runs["stock"]["results"][scenario]
+    got = runs[(mode, grad_mode)]["results"][scenario]
+    assert got.shape == stock.shape, (scenario, got.shape, stock.shape)
+    assert_like_stock(got, stock, least_cosine, most_rel, scenario)
+    if read_rel is not None:
+        assert abs(got[-1] - stock[-1]) <= read_rel * abs(stock[-1]), (scenario, got[-1], stock[-1])
+
+
 def run_in_modes(shim, tmp, program, modes, grad_modes):
     """Runs `program OUT.pt [GRAD_MODE]` stock, for calibration (writing tmp/conf.json) and
     under the shim in each mode and grad mode (int8 with that config); returns the saved

@@ -14,12 +14,13 @@ Saves {"results": {scenario: output of pass 4 (with what was read)}, "counters":
 [after pass 2, after pass 4] of status()["fusion"] and the cat/avg_pool2d/max_pool2d paths}}
 (counters only under the shim).
 """
-import json
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from e2e_util import shim_status
 
 
 def chain(cin, cout, kernel, stride=1, padding=0):
@@ -100,13 +101,10 @@ def main():
     out_path = sys.argv[1]
     grad_mode = torch.inference_mode if sys.argv[2:] == ["inference_mode"] else torch.no_grad
     x = torch.rand(2, 3, 19, 19, generator=torch.Generator().manual_seed(1))
-    try:
-        status = torch.ops.ipex_shim.status
-    except (RuntimeError, AttributeError):
-        status = None  # stock PyTorch, no preload
-
     def counters():
-        report = json.loads(status())
+        report = shim_status()
+        if report is None:  # stock PyTorch, no preload
+            return None
         return dict(report["fusion"], **{op: report["ops"].get(op, {}) for op in WATCHED})
 
     results, seen = {}, {}
@@ -122,7 +120,7 @@ def main():
         with grad_mode():
             for _ in range(2):
                 net(x)
-            before = counters() if status else None
+            before = counters()
             net(x)
             net.b.twist = net.e.twist = scenario
             result = net(x).flatten()
@@ -130,7 +128,7 @@ def main():
             if extra:
                 result = torch.cat([result, torch.tensor(extra)])
             results[scenario] = result.clone()
-        if status is not None:
+        if before is not None:
             seen[scenario] = [before, counters()]
     torch.save({"results": results, "counters": seen}, out_path)
 
