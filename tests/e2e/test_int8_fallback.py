@@ -28,11 +28,13 @@ TOLERANCE = {"mixed": (0.99, 0.1), "none": (0.9995, 0.03)}
 STOCK_CASES = {"mha_cross", "mha_grad", "empty"}
 NOT_QUANTIZED = "quantized: false in the INT8 config"
 
-# Runs the program as its own __main__, then reports the shim's op counters.
+# Runs the program as its own __main__ (its folder first on sys.path, as `python program.py`
+# would have it, so its shared helpers import), then reports the shim's op counters.
 DRIVER = """
-import json, runpy, sys
+import json, os, runpy, sys
 import torch
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 runpy.run_path(sys.argv[0], run_name="__main__")
 status = json.loads(torch.ops.ipex_shim.status())
 print("E2E-REPORT:" + json.dumps({"ops": status["ops"], "plan": status["on_this_cpu"]}))
