@@ -85,7 +85,7 @@ def test_quick_fills_only_the_options_not_given():
     quick = bench_args(["--quick"])
     # Four warm-up calls: the shim learns its fusions over its first four passes.
     assert (quick.rounds, quick.iters, quick.warmup, quick.round_warmup) == (2, 2, 4, 1)
-    assert quick.batch == 2 and quick.setup_timeout == 240 and quick.timeout == 900
+    assert quick.batch == 2 and quick.setup_timeout == 120 and quick.timeout == 900
     # An option given with its default value is kept (it used to be replaced by --quick's).
     given = bench_args(["--quick", "--rounds", "5", "--warmup", "3", "--setup-timeout", "900"])
     assert (given.rounds, given.warmup, given.setup_timeout) == (5, 3, 900)
