@@ -34,17 +34,22 @@ struct MatmulPrimitive {
   dnnl::memory::desc src, weights, bias, dst, scratchpad;
 };
 
-dnnl::primitive_attr attr_for(MatmulActivation activation, float alpha) {
+// `result_scale`: the INT8 scale the result is written in (0: values). relu reads the same in
+// quantised units; gelu does not, and goes through the scale-sensitive post-ops.
+dnnl::primitive_attr attr_for(MatmulActivation activation, float alpha, float result_scale = 0.f) {
   dnnl::primitive_attr attr = base_attr();
   onednn::set_result_scale(attr, alpha);
   if (activation != MatmulActivation::none) {
     dnnl::post_ops ops;
-    dnnl::algorithm algorithm = activation == MatmulActivation::relu
-                                    ? dnnl::algorithm::eltwise_relu
-                                : activation == MatmulActivation::gelu_erf
-                                    ? dnnl::algorithm::eltwise_gelu_erf
-                                    : dnnl::algorithm::eltwise_gelu_tanh;
-    onednn::append_eltwise(ops, algorithm, 0.f, 0.f);
+    if (activation == MatmulActivation::relu) {
+      onednn::append_eltwise(ops, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    } else {
+      onednn::append_scale_sensitive(ops,
+                                     activation == MatmulActivation::gelu_erf
+                                         ? onednn::ScaleSensitiveActivation::gelu_erf
+                                         : onednn::ScaleSensitiveActivation::gelu_tanh,
+                                     result_scale);
+    }
     attr.set_post_ops(ops);
   }
   return attr;
@@ -81,21 +86,43 @@ Fallback linear_support(const at::Tensor& input, const at::Tensor& weight,
 at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                           const c10::optional<at::Tensor>& bias, Precision precision,
                           MatmulActivation activation, const Int8Spec* int8,
-                          bool bf16_result) {
+                          bool bf16_result, const LinearHandoff& handoff) {
   static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
   const int64_t in_features = weight.size(1);
   const int64_t out_features = weight.size(0);
   const bool has_bias = bias && bias->defined();
+  const bool handed_in = handoff.input_layout != nullptr;
+  // The result kept for the next linear: INT8 in its scale, or BF16 bytes in the fp32 tensor.
+  const float kept_scale = int8 && handoff.keep_result ? int8->output_scale : 0.f;
+  const bool keep_bf16 = !int8 && handoff.keep_result && precision == Precision::bf16;
+  if (handoff.keep_result && bf16_result)
+    throw std::invalid_argument("a linear's result is kept in the program's tensor or returned "
+                                "as BF16, not both");
 
-  // src: x viewed as (M, K), in the compute precision (INT8: quantised below).
-  at::Tensor src_tensor = input.reshape({-1, in_features}).contiguous();
-  if (!int8) src_tensor = in_precision(src_tensor, precision);
+  // src: x viewed as (M, K), in the compute precision (INT8: quantised below). Handed-over
+  // bytes are read where they lie: the view only, no op that would read them as values.
+  at::Tensor src_tensor = input.reshape({-1, in_features});
+  if (!handed_in) {
+    src_tensor = src_tensor.contiguous();
+    if (!int8) src_tensor = in_precision(src_tensor, precision);
+  } else {
+    const dt expected = int8 ? activation_type(int8->input_uint8) : dt::bf16;
+    const dnnl::memory::desc plain({src_tensor.size(0), in_features}, expected, tag::ab);
+    if (!src_tensor.is_contiguous() || *handoff.input_layout != plain ||
+        (!int8 && precision != Precision::bf16) ||
+        (int8 && handoff.input_scale != int8->input_scale))
+      throw std::invalid_argument("a handed-over linear input is not in the layout, type or "
+                                  "scale this linear reads");
+  }
   const int64_t rows = src_tensor.size(0);
 
   KeyBuilder shape_key;
   shape_key.add(rows).add(in_features).add(out_features).add(has_bias).add(precision);
-  const dt output_type = result_type(int8 ? Precision::fp32 : precision, bf16_result);
-  shape_key.add(activation).add(int8 != nullptr).add(bf16_result);
+  const dt output_type = kept_scale > 0.f ? activation_type(int8->output_uint8)
+                         : keep_bf16      ? dt::bf16
+                                          : result_type(int8 ? Precision::fp32 : precision,
+                                                        bf16_result);
+  shape_key.add(activation).add(int8 != nullptr).add(bf16_result).add(output_type);
   if (int8) shape_key.add(int8->input_uint8);
   std::string key = shape_key.take();
   // INT8 scales: the weights' are known once they are packed (empty before: the layout query).
@@ -107,6 +134,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
       scales.weights.assign(values, values + weight_scales.numel());
     }
     scales.weights_mask = 1 << 1;  // W^T is (K, N): output channels along dimension 1
+    scales.dst = kept_scale;
     return scales;
   };
   auto make = [&](const onednn::ProductScales* scales) {
@@ -116,7 +144,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
     auto weights_md = dnnl::memory::desc({in_features, out_features}, weights_type, tag::any);
     auto bias_md = dnnl::memory::desc({1, out_features}, dt::f32, tag::ab);
     auto dst_md = dnnl::memory::desc({rows, out_features}, output_type, tag::ab);
-    dnnl::primitive_attr attr = attr_for(activation, 1.f);
+    dnnl::primitive_attr attr = attr_for(activation, 1.f, kept_scale);
     if (scales) onednn::set_product_scales(attr, *scales);
     auto pd = onednn::matmul_primitive_desc(src_md, weights_md, has_bias ? &bias_md : nullptr,
                                             dst_md, attr);
@@ -179,24 +207,31 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
       if (matmul->weights != weights_desc)
         throw std::runtime_error("INT8 linear: weights layout differs with scales");
     }
-    quantised = allocate(matmul->src);
-    const dnnl::memory::desc from_desc = strided_desc(src_tensor);
-    dnnl::memory from = wrap(src_tensor, from_desc);
-    cached_scaled_reorder(from_desc, matmul->src, int8->input_scale)
-        ->execute(thread_stream(), from, quantised.memory);
+    if (handed_in) {
+      quantised.memory = wrap(src_tensor, matmul->src);
+    } else {
+      quantised = allocate(matmul->src);
+      const dnnl::memory::desc from_desc = strided_desc(src_tensor);
+      dnnl::memory from = wrap(src_tensor, from_desc);
+      cached_scaled_reorder(from_desc, matmul->src, int8->input_scale)
+          ->execute(thread_stream(), from, quantised.memory);
+    }
   }
 
   std::vector<int64_t> output_sizes = input.sizes().vec();
   output_sizes.back() = out_features;
+  // A kept result's bytes (8 or 16 bits a value) fit in the fp32 tensor the program gets.
   at::Tensor output = pooled_empty(output_sizes, bf16_result ? at::kBFloat16 : at::kFloat);
+  if (handoff.keep_result && handoff.kept != nullptr)
+    *handoff.kept = kept_scale > 0.f || keep_bf16 ? matmul->dst : dnnl::memory::desc();
 
   onednn::Arguments arguments = {
       {DNNL_ARG_SRC, int8 ? quantised.memory : wrap(src_tensor, matmul->src)},
       {DNNL_ARG_WEIGHTS, packed.memory},
       {DNNL_ARG_DST, wrap(output, matmul->dst)}};
   if (int8) {
-    arguments.merge(
-        onednn::product_scale_arguments(int8->input_scale, packed.scales_argument, 0.f));
+    arguments.merge(onednn::product_scale_arguments(int8->input_scale, packed.scales_argument,
+                                                    kept_scale));
   }
   at::Tensor bias_contiguous;
   if (has_bias) {

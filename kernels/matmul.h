@@ -20,10 +20,25 @@ enum class MatmulActivation { none, relu, gelu_erf, gelu_tanh };
 Fallback linear_support(const at::Tensor& input, const at::Tensor& weight,
                         const c10::optional<at::Tensor>& bias);
 
+// A linear's result handed straight to the next linear (a feed-forward block's two layers),
+// its bytes left in that linear's input type inside the program's fp32 tensor.
+//   input_layout: the input's bytes are already in this layout (rows x in_features, plain),
+//                 s8/u8 quantised with the call's Int8Spec input_scale, or BF16: read as
+//                 they are, no conversion.
+//   keep_result:  write the result as the next linear reads it: INT8 (int8->output_scale,
+//                 output_uint8) or BF16 (a BF16 product); `kept` receives its layout.
+struct LinearHandoff {
+  const dnnl::memory::desc* input_layout = nullptr;
+  float input_scale = 1.f;  // INT8 bytes: the scale they were written in (must be the spec's)
+  bool keep_result = false;
+  dnnl::memory::desc* kept = nullptr;
+};
+
 at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                           const c10::optional<at::Tensor>& bias, Precision precision,
                           MatmulActivation activation = MatmulActivation::none,
-                          const Int8Spec* int8 = nullptr, bool bf16_result = false);
+                          const Int8Spec* int8 = nullptr, bool bf16_result = false,
+                          const LinearHandoff& handoff = {});
 
 Fallback batched_matmul_support(const at::Tensor& a, const at::Tensor& b);
 

@@ -336,8 +336,13 @@ void append_scale_sensitive(dnnl::post_ops& ops, ScaleSensitiveActivation activa
                             float /*result_scale*/) {
   if (activation == ScaleSensitiveActivation::silu) {
     ops.append_eltwise(dnnl::algorithm::eltwise_swish, 1.f, 0.f);
-  } else {
+  } else if (activation == ScaleSensitiveActivation::hardswish) {
     ops.append_eltwise(dnnl::algorithm::eltwise_hardswish, 1.f / 6.f, 0.5f);
+  } else {
+    ops.append_eltwise(activation == ScaleSensitiveActivation::gelu_erf
+                           ? dnnl::algorithm::eltwise_gelu_erf
+                           : dnnl::algorithm::eltwise_gelu_tanh,
+                       0.f, 0.f);
   }
 }
 
@@ -367,7 +372,11 @@ void append_scale_sensitive(dnnl::post_ops& ops, ScaleSensitiveActivation activa
     return;
   }
   if (s != 1.f) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / s, 0.f);
-  ops.append_eltwise(s, dnnl::algorithm::eltwise_hardswish, 0.f, 0.f);
+  const dnnl::algorithm algorithm =
+      activation == ScaleSensitiveActivation::hardswish ? dnnl::algorithm::eltwise_hardswish
+      : activation == ScaleSensitiveActivation::gelu_erf ? dnnl::algorithm::eltwise_gelu_erf
+                                                          : dnnl::algorithm::eltwise_gelu_tanh;
+  ops.append_eltwise(s, algorithm, 0.f, 0.f);
 }
 
 #endif

@@ -143,8 +143,9 @@ float clip_bound_in_primitive(float bound, float result_scale);
 // runs post-ops on values (the destination's scale divides after them); oneDNN 2 runs them in
 // the quantised units, so there the scale is taken out first (swish's alpha for silu, a
 // linear post-op before hardswish, whose own alpha and beta oneDNN 2 ignores) and put back
-// after (the eltwise post-op's scale).
-enum class ScaleSensitiveActivation { silu, hardswish };
+// after (the eltwise post-op's scale). gelu (exact or tanh) goes the hardswish way: a linear
+// post-op takes the scale out, gelu's eltwise scale puts it back.
+enum class ScaleSensitiveActivation { silu, hardswish, gelu_erf, gelu_tanh };
 void append_scale_sensitive(dnnl::post_ops& ops, ScaleSensitiveActivation activation,
                             float result_scale);
 

@@ -60,12 +60,14 @@ struct Site {
   Relu relu = Relu::none;
   float relu_upper = 0.f;  // a clamp's upper bound
   MatmulActivation activation = MatmulActivation::none;  // linear sites
+  // A linear site: its chain's result goes straight into the linear of next_weight.
+  bool feeds_linear = false;
   bool feeds_convolution = false;  // the chain's result goes straight into a conv2d
   int64_t feeds_pool = -1;  // ... or into this max pool op, which hands it on
   // The chain's result is the addend of a downsample's fused add (and then add_'s self):
   // kept in oneDNN's layout (INT8: as s8 with the output scale of this op, its batch norm).
   int64_t keeps_for_sum = -1;
-  WeakTensor next_weight = nothing();  // that conv2d's weight
+  WeakTensor next_weight = nothing();  // that conv2d's (or linear's) weight
   // `out += identity` after the batch norm, the identity being the input of the
   // convolution `sum_from` (in the same pass); `relu` is then the relu after the add.
   bool has_sum = false;
@@ -188,6 +190,7 @@ struct ChainEnds : Produced {
 struct ThreadState {
   std::vector<Taint> taints;
   Produced convolution, batch_norm, linear;
+  Produced linear_end;  // the end of a linear's chain (its result or its activation's)
   ChainEnds chain_end;  // the last results of convolutions' chains (for the handoff)
   // torch.cat calls of chains' results (learning): what each returned, and the chains'
   // sites, until an op reads the result (inception's last blocks join two cats' results in
@@ -265,6 +268,7 @@ void stop_handing_over(const void* site) {
   if (it != reg.sites.end() && !it->second.hand_over_never) {
     it->second.hand_over_never = true;
     it->second.feeds_convolution = false;
+    it->second.feeds_linear = false;
     it->second.feeds_pool = -1;
     it->second.keeps_for_sum = -1;
     // The values were right, only their layout was not what the reader takes: told only
@@ -347,7 +351,8 @@ bool pools_handed_over_bytes(const std::string& op) {
 // tensor is repaired.
 void misread(ThreadState& st, Taint* taint) {
   g_mispredictions.fetch_add(1, std::memory_order_relaxed);
-  if (taint->layout && taint->allowed_op == "aten::conv2d") {
+  if (taint->layout &&
+      (taint->allowed_op == "aten::conv2d" || taint->allowed_op == "aten::linear")) {
     stop_handing_over(taint->site);
   } else {
     switch_off(taint->site);
@@ -425,6 +430,16 @@ void observe(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit
             same(other->sum_other, args[0].toTensor()) &&
             version_of(args[0].toTensor()) == other->sum_version && !other->sum_written)
           skip = &args[0].toTensor();
+      }
+    }
+    // dropout outside training returns its input itself: not a read of the bytes (the
+    // feed-forward block's dropout between its activation and its second linear).
+    if (name == "aten::dropout" && count == 3) {
+      const c10::IValue& train = torch::jit::last(*stack, count)[2];
+      if (train.isBool() && !train.toBool()) {
+        op.redispatchBoxed(
+            keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, observer_key()), stack);
+        return;
       }
     }
     // A traced module calls aten::_convolution where eager code calls conv2d: a direct one
@@ -1291,25 +1306,99 @@ LinearPlan plan_linear(const at::Tensor& weight) {
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   const Site* site = live_site(reg, weight);
-  if (site == nullptr || site->activation == MatmulActivation::none) return plan;
-  plan.fuse = true;
+  if (site == nullptr) return plan;
+  plan.fuse = site->activation != MatmulActivation::none;
   plan.activation = site->activation;
   plan.relu = site->relu;
+  // Handed on only after no activation or a gelu: a fused relu's result is answered by the
+  // relu ops' own path, which does not hand bytes over.
+  if (site->feeds_linear && !site->hand_over_never && site->relu == Relu::none) {
+    if (auto next = site->next_weight.lock()) {
+      plan.keep = true;
+      plan.next_weight = at::Tensor(std::move(next));
+    }
+  }
   return plan;
 }
 
+namespace {
+
+// `tensor` ends a linear's chain: remember it (for learning its reader), and when its
+// storage holds bytes kept for the next linear, taint it so that only a linear reads them
+// as they are.
+void linear_chain_ends(ThreadState& st, const at::Tensor& tensor, const WeakTensor& weight,
+                       const void* site) {
+  st.linear_end.record(tensor, weight, site);
+  const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
+  for (size_t i = 0; i < st.kept.size(); ++i) {
+    if (st.kept[i].storage.lock().get() != storage) continue;
+    // The bytes as the tensor's own shape sees them (the kernel wrote them as rows x
+    // features): what a repair reorders from.
+    const dnnl::memory::data_type type = onednn::data_type_of(st.kept[i].layout);
+    dnnl::memory::dims dims(tensor.sizes().begin(), tensor.sizes().end());
+    dnnl::memory::dims strides(tensor.strides().begin(), tensor.strides().end());
+    auto layout = std::make_shared<const dnnl::memory::desc>(dims, type, strides);
+    const float scale = st.kept[i].scale;
+    st.kept.erase(st.kept.begin() + static_cast<long>(i));
+    WeakTensor self = weak(tensor);
+    st.taints.push_back(Taint{self, tensor.unsafeGetTensorImpl(), nothing(), nothing(),
+                              [self, layout, scale] {
+                                auto locked = self.lock();
+                                return from_layout(at::Tensor(locked), *layout, scale);
+                              },
+                              "aten::linear", Relu::none, site, layout, scale, nothing(), 0,
+                              false, nullptr, false, nullptr, false});
+    set_observing(true);
+    return;
+  }
+}
+
+}  // namespace
+
 void after_linear(const at::Tensor& input, const at::Tensor& output, const LinearPlan& plan,
-                  RecomputeLinear recompute) {
+                  RecomputeLinear recompute, const dnnl::memory::desc* kept_layout,
+                  float kept_scale) {
   ThreadState& st = state();
   const void* site = plan.weight.unsafeGetTensorImpl();
+  drop_dead_taints(st);
+  if (kept_layout != nullptr) {
+    st.kept.push_back({output.storage().getWeakStorageImpl(), *kept_layout, kept_scale});
+    if (st.kept.size() > 64) st.kept.erase(st.kept.begin());  // chains that never ended
+  }
   if (!plan.fuse) {
     st.linear.record(output, weak(plan.weight), site);
+    // No activation: the result itself ends the chain.
+    linear_chain_ends(st, output, weak(plan.weight), site);
     return;
   }
   g_fused_linears.fetch_add(1, std::memory_order_relaxed);
-  drop_dead_taints(st);
   add_taint(st, output, weak(input), weak(plan.weight), std::move(recompute),
             plan.relu != Relu::none ? relu_op_name(plan.relu) : "aten::gelu", plan.relu, site);
+}
+
+const dnnl::memory::desc* linear_reads(const at::Tensor& input, const at::Tensor& weight,
+                                       float* scale) {
+  *scale = 1.f;
+  if (!enabled()) return nullptr;
+  ThreadState& st = state();
+  // Learning: the untouched end of a linear's chain read by this linear.
+  const Produced& end = st.linear_end;
+  if (end.site && end.site != weight.unsafeGetTensorImpl() && same(end.output, input) &&
+      version_of(input) == end.version) {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    Site& site = site_for(reg, end.site);
+    if (!site.off && !site.hand_over_never) {
+      site.weight = end.weight;
+      site.feeds_linear = true;
+      site.next_weight = weak(weight);
+    }
+  }
+  if (st.taints.empty()) return nullptr;
+  Taint* taint = find_taint(st, input);
+  if (taint == nullptr || !taint->layout || taint->allowed_op != "aten::linear") return nullptr;
+  *scale = taint->layout_scale;
+  return taint->layout.get();
 }
 
 MatmulActivation gelu_activation(c10::string_view approximate) {
@@ -1333,14 +1422,24 @@ c10::optional<at::Tensor> answer_gelu(const at::Tensor& input, c10::string_view 
     return c10::nullopt;
   }
   taint->allowed_op.clear();
-  return share_storage(input);
+  const void* site = taint->site;
+  const WeakTensor weight = taint->weight;
+  at::Tensor output = share_storage(input);
+  linear_chain_ends(st, output, weight, site);
+  return output;
 }
 
-void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t version_before) {
+void after_gelu(const at::Tensor& input, const at::Tensor& output, c10::string_view approximate,
+                uint32_t version_before) {
   if (!enabled()) return;
   ThreadState& st = state();
   if (approximate != "none" && approximate != "tanh") return;
+  const WeakTensor linear_weight = st.linear.weight;
+  const void* site = st.linear.site;
+  const bool follows = site != nullptr && same(st.linear.output, input) &&
+                       version_before == st.linear.version;
   learn_linear_activation(st, input, version_before, gelu_activation(approximate), Relu::none);
+  if (follows) st.linear_end.record(output, linear_weight, site);
 }
 
 void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,

@@ -177,16 +177,32 @@ struct LinearPlan {
   MatmulActivation activation = MatmulActivation::none;
   Relu relu = Relu::none;  // which relu op the activation stands for, when it is a relu
   at::Tensor weight;
+  // The result (after the activation, none or gelu) goes straight to the linear of
+  // `next_weight` (a feed-forward block's second layer): keep it as that linear reads it.
+  bool keep = false;
+  at::Tensor next_weight;
 };
 
-// The linear wrapper, no-gradient path, before and after computing.
+// The linear wrapper, no-gradient path, before and after computing. `kept_layout`: the
+// layout of the result's bytes when the kernel kept them for the next linear (INT8 with
+// `kept_scale`, or BF16), else nullptr.
 LinearPlan plan_linear(const at::Tensor& weight);
 using RecomputeLinear = std::function<at::Tensor()>;  // the plain linear, for repairs
 void after_linear(const at::Tensor& input, const at::Tensor& output, const LinearPlan& plan,
-                  RecomputeLinear recompute);
+                  RecomputeLinear recompute, const dnnl::memory::desc* kept_layout = nullptr,
+                  float kept_scale = 1.f);
+
+// The linear of `weight` is about to read `input`. When input is the untouched end of
+// another linear's chain (its result, or its activation's), that linear learns to hand its
+// result to this one. Returns the layout of input's bytes when they were handed over for a
+// linear (`*scale`: their INT8 scale, 1 for BF16), else nullptr; the caller reads them as
+// they are (then calls consumed) or settles them.
+const dnnl::memory::desc* linear_reads(const at::Tensor& input, const at::Tensor& weight,
+                                       float* scale);
 
 c10::optional<at::Tensor> answer_gelu(const at::Tensor& input, c10::string_view approximate);
-void after_gelu(const at::Tensor& input, c10::string_view approximate, uint32_t version_before);
+void after_gelu(const at::Tensor& input, const at::Tensor& output, c10::string_view approximate,
+                uint32_t version_before);
 
 // add_ wrapper: `self += other` answered by a convolution that already added
 // `other`; else nullopt, and after_add learns (version_before: self's before the add).

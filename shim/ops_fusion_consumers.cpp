@@ -163,7 +163,7 @@ at::Tensor gelu_override(const at::Tensor& input, c10::string_view approximate) 
   }
   const uint32_t version_before = learn ? version_of(input) : 0;
   at::Tensor output = Wrapped::pass_through(input, approximate);
-  if (learn) fusion::after_gelu(input, approximate, version_before);
+  if (learn) fusion::after_gelu(input, output, approximate, version_before);
   return output;
 }
 

@@ -13,6 +13,7 @@
 
 #include "kernels/linear_training.h"
 #include "kernels/matmul.h"
+#include "kernels/onednn_compat.h"
 #include "shim/autograd_kernels.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
@@ -63,9 +64,14 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
     int8::produced(op, output);
     return output;
   }
-  if (Fallback gate = float_kernel_gate(); gate != Fallback::none)
+  // An input handed over by the linear before it is only for the shim's kernel below: every
+  // other path gets it as values first (settle does nothing for any other tensor).
+  if (Fallback gate = float_kernel_gate(); gate != Fallback::none) {
+    fusion::settle(input);
     return Intercept<Op>::stock_because(gate, input, weight, bias);
+  }
   if (needs_grad(input, weight, bias)) {
+    fusion::settle(input);
     if (lower_precision(Intercept<Op>::stats()) == Precision::fp32)
       return with_grad<Op>(input, weight, bias);
     if (linear_training_support(input, weight, bias) == Fallback::none) {
@@ -93,16 +99,70 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
   auto kernel = [&] {
     if (!fusion::enabled()) return linear_forward(input, weight, bias, precision,
                                                   MatmulActivation::none, int8);
+    // An input handed over by the linear before (a feed-forward block): its bytes are read as
+    // they are when they are what this linear reads (INT8 in its input scale, or BF16 for a
+    // BF16 product), else settled into values first.
+    float handed_scale = 1.f;
+    const dnnl::memory::desc* handed = fusion::linear_reads(input, weight, &handed_scale);
+    LinearHandoff handoff;
+    dnnl::memory::desc handed_rows;
+    if (handed) {
+      const auto type = onednn::data_type_of(*handed);
+      const bool readable = int8 ? type == activation_type(int8->input_uint8) &&
+                                       handed_scale == int8->input_scale
+                                 : type == dnnl::memory::data_type::bf16 &&
+                                       precision == Precision::bf16;
+      if (readable && input.is_contiguous()) {
+        const int64_t features = weight.size(1);
+        handed_rows = dnnl::memory::desc({input.numel() / features, features}, type,
+                                         dnnl::memory::format_tag::ab);
+        handoff.input_layout = &handed_rows;
+        handoff.input_scale = handed_scale;
+      } else {
+        fusion::settle(input);
+      }
+    }
     fusion::LinearPlan plan = fusion::plan_linear(weight);
-    at::Tensor output = linear_forward(input, weight, bias, precision, plan.activation, int8);
-    fusion::after_linear(input, output, plan, [input, weight, bias, precision] {
-      return linear_forward(input, weight, bias, precision);
-    });
+    // The result kept for the next linear: INT8 in its input scale when both run INT8, BF16
+    // when both run BF16 (bf16 mode); anything else is written as values.
+    Int8Spec kept_spec = int8 ? *int8 : Int8Spec();
+    dnnl::memory::desc kept;
+    if (plan.keep) {
+      if (int8) {
+        Int8Spec next;
+        Fallback next_why = Fallback::none;
+        if (int8::spec_for(int8::known_weighted(plan.next_weight), &next, &next_why)) {
+          kept_spec.output_scale = next.input_scale;
+          kept_spec.output_uint8 = next.input_uint8;
+          handoff.keep_result = true;
+        }
+      } else if (!int8::tracking() && precision == Precision::bf16) {
+        handoff.keep_result = true;
+      }
+      handoff.kept = &kept;
+    }
+    at::Tensor output = linear_forward(input, weight, bias, precision, plan.activation,
+                                       int8 ? &kept_spec : nullptr, false, handoff);
+    if (handed && handoff.input_layout) fusion::consumed(input);
+    const bool was_handed = handoff.input_layout != nullptr;
+    fusion::after_linear(
+        input, output, plan,
+        [input, weight, bias, precision, was_handed] {
+          if (was_handed) fusion::settle(input);  // bytes back into values first
+          return linear_forward(input, weight, bias, precision);
+        },
+        kept.get_size() > 0 ? &kept : nullptr,
+        kept.get_size() > 0 && int8 ? kept_spec.output_scale : 1.f);
     return output;
   };
   at::Tensor output = run_or_stock<Op>(
       linear_support(input, weight, bias), int8 ? Path::onednn_int8 : path_for(precision),
-      kernel, [&] { return Intercept<Op>::stock(input, weight, bias); }, int8_why);
+      kernel,
+      [&] {
+        fusion::settle(input);  // handed-over bytes, if any, into values
+        return Intercept<Op>::stock(input, weight, bias);
+      },
+      int8_why);
   int8::produced(op, output);
   return output;
 }

@@ -930,5 +930,66 @@ TEST(Int8WeightsReorderFactor, IsHalfOnlyWhereOneDnnHalvesTheWeights) {
   }
 }
 
+// A feed-forward block's first linear keeps its result for the second (kernels/matmul.h
+// LinearHandoff): the kept bytes are the second linear's quantised input (the activation
+// applied to the result's values, then rounded in that input's scale), and the second linear
+// reading them where they lie gives what it gives on their values.
+TEST(Int8LinearHandoff, KeptResultIsTheNextInputQuantisedAndReadsLikeItsValues) {
+  at::manual_seed(52);
+  const at::Tensor input = at::randn({3, 6, 24});
+  const at::Tensor first = at::randn({40, 24}) / 4, first_bias = at::randn({40});
+  const at::Tensor second = at::randn({12, 40}) / 6, second_bias = at::randn({12});
+  for (MatmulActivation activation :
+       {MatmulActivation::none, MatmulActivation::relu, MatmulActivation::gelu_erf,
+        MatmulActivation::gelu_tanh}) {
+    SCOPED_TRACE(::testing::Message() << "activation " << static_cast<int>(activation));
+    Int8Spec spec = spec_for(input, false, true);
+    at::Tensor values = linear_reference(input, first, first_bias, spec);
+    if (activation == MatmulActivation::relu) values = at::relu(values);
+    if (activation == MatmulActivation::gelu_erf) values = at::gelu(values);
+    if (activation == MatmulActivation::gelu_tanh) values = at::gelu(values, "tanh");
+    // The second linear's calibrated input: u8 after relu (never negative), s8 otherwise.
+    const bool uint8 = activation == MatmulActivation::relu;
+    const Int8Spec next = spec_for(values, uint8, true);
+    spec.output_scale = next.input_scale;
+    spec.output_uint8 = next.input_uint8;
+
+    dnnl::memory::desc kept;
+    LinearHandoff keep;
+    keep.keep_result = true;
+    keep.kept = &kept;
+    at::Tensor handed = linear_forward(input, first, first_bias, Precision::fp32, activation,
+                                       &spec, false, keep);
+    ASSERT_EQ(handed.scalar_type(), at::kFloat);
+    ASSERT_EQ(handed.sizes(), values.sizes());
+    ASSERT_EQ(onednn::dims_of(kept), (dnnl::memory::dims{18, 40}));
+    ASSERT_EQ(onednn::data_type_of(kept), activation_type(uint8));
+    const at::Tensor bytes =
+        at::from_blob(handed.data_ptr(), {18, 40}, uint8 ? at::kByte : at::kChar).to(at::kFloat);
+    const at::Tensor expected =
+        (values.reshape({18, 40}) * next.input_scale).round().clamp(uint8 ? 0 : -128, uint8 ? 255 : 127);
+    // One step at most where a value lies on a rounding boundary (float against double).
+    const at::Tensor steps = (bytes - expected).abs();
+    EXPECT_LE(steps.max().item<float>(), 1.f);
+    EXPECT_LT(steps.mean().item<float>(), 0.02f);
+    EXPECT_GT(expected.abs().max().item<float>(), 100.f);  // the scale spans the range
+
+    LinearHandoff read;
+    read.input_layout = &kept;
+    read.input_scale = next.input_scale;
+    const at::Tensor as_kept = linear_forward(handed, second, second_bias, Precision::fp32,
+                                              MatmulActivation::none, &next, false, read);
+    const at::Tensor as_values =
+        linear_forward((bytes / next.input_scale).reshape({3, 6, 40}), second, second_bias,
+                       Precision::fp32, MatmulActivation::none, &next);
+    EXPECT_LE(testing::relative_error(as_kept, as_values), kReferenceTolerance);
+    // Bytes in another scale than the reader's are refused, not misread.
+    read.input_scale = next.input_scale * 2;
+    EXPECT_THROW(linear_forward(handed, second, second_bias, Precision::fp32,
+                                MatmulActivation::none, &next, false, read),
+                 std::invalid_argument);
+  }
+}
+
 }  // namespace
 }  // namespace ipex_shim

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "kernels/matmul.h"
+#include "kernels/onednn_compat.h"
 #include "kernels/softmax.h"
 #include "reference.h"
 
@@ -150,6 +151,46 @@ TEST(Bf16Handoff, LinearWritesAndReadsBf16) {
   EXPECT_THROW(linear_forward(input, weight, bias, Precision::fp32, MatmulActivation::none,
                               nullptr, true),
                std::invalid_argument);
+}
+
+// The same handoff into the program's fp32 tensor (kernels/matmul.h LinearHandoff): its bytes
+// are exactly the BF16 result above, and the next linear reading them where they lie gives
+// what it gives on that BF16 tensor. fp32 products keep nothing.
+TEST(Bf16Handoff, LinearKeepsBf16BytesInTheProgramsTensorForTheNextLinear) {
+  IPEX_SKIP_UNLESS_BF16_KERNELS();
+  at::manual_seed(33);
+  at::Tensor input = at::randn({4, 6, 40});
+  at::Tensor weight = at::randn({24, 40}), bias = at::randn({24});
+  at::Tensor next_weight = at::randn({8, 24}), next_bias = at::randn({8});
+  at::Tensor as_bf16 = linear_forward(input, weight, bias, Precision::bf16,
+                                      MatmulActivation::gelu_erf, nullptr, true);
+  dnnl::memory::desc kept;
+  LinearHandoff keep;
+  keep.keep_result = true;
+  keep.kept = &kept;
+  at::Tensor handed = linear_forward(input, weight, bias, Precision::bf16,
+                                     MatmulActivation::gelu_erf, nullptr, false, keep);
+  ASSERT_EQ(handed.scalar_type(), at::kFloat);
+  ASSERT_EQ(handed.sizes(), as_bf16.sizes());
+  ASSERT_EQ(onednn::data_type_of(kept), dnnl::memory::data_type::bf16);
+  ASSERT_EQ(onednn::dims_of(kept), (dnnl::memory::dims{24, 24}));
+  const at::Tensor bytes = at::from_blob(handed.data_ptr(), {4, 6, 24}, at::kBFloat16);
+  EXPECT_TRUE(at::equal(bytes, as_bf16));
+
+  LinearHandoff read;
+  read.input_layout = &kept;
+  EXPECT_TRUE(at::equal(
+      linear_forward(handed, next_weight, next_bias, Precision::bf16, MatmulActivation::none,
+                     nullptr, false, read),
+      linear_forward(as_bf16, next_weight, next_bias, Precision::bf16)));
+
+  dnnl::memory::desc not_kept;
+  keep.kept = &not_kept;
+  at::Tensor fp32 = linear_forward(input, weight, bias, Precision::fp32, MatmulActivation::none,
+                                   nullptr, false, keep);
+  EXPECT_EQ(not_kept.get_size(), 0u);
+  testing::expect_close(fp32, linear_forward(input, weight, bias, Precision::fp32),
+                        Precision::fp32);
 }
 
 // The attention's products on strided BF16 views of one projection, scaled, BF16 out.
