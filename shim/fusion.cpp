@@ -496,17 +496,22 @@ at::Tensor share_storage(const at::Tensor& tensor) {
   return shared;
 }
 
-// `tensor` ends a convolution chain: remember it for learning, and if its storage holds
-// oneDNN's layout, taint it so that only the next convolution reads it as it is.
-// `recomputed`: its value from the chain's inputs, if known (then a downsample's fused add
-// may sum over its bytes).
-void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site,
-                std::function<at::Tensor()> recomputed = nullptr) {
-  st.chain_end.record(tensor, nothing(), site);
+// When `tensor`'s storage holds bytes a kernel kept for the next op (st.kept), taints it so
+// that only `reader` reads them as they are; any other read repairs it from them. `rows`:
+// the kernel wrote them as a plain matrix (a linear's rows x features), which the tensor's
+// own shape and strides then describe.
+void taint_kept(ThreadState& st, const at::Tensor& tensor, const void* site, const char* reader,
+                bool rows, std::function<at::Tensor()> recomputed = nullptr) {
   const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
   for (size_t i = 0; i < st.kept.size(); ++i) {
     if (st.kept[i].storage.lock().get() != storage) continue;
-    auto layout = std::make_shared<const dnnl::memory::desc>(st.kept[i].layout);
+    const dnnl::memory::desc& kept = st.kept[i].layout;
+    auto layout = std::make_shared<const dnnl::memory::desc>(
+        rows ? dnnl::memory::desc(
+                   dnnl::memory::dims(tensor.sizes().begin(), tensor.sizes().end()),
+                   onednn::data_type_of(kept),
+                   dnnl::memory::dims(tensor.strides().begin(), tensor.strides().end()))
+             : kept);
     const float scale = st.kept[i].scale;
     st.kept.erase(st.kept.begin() + static_cast<long>(i));
     WeakTensor self = weak(tensor);
@@ -515,11 +520,21 @@ void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site,
                                 auto locked = self.lock();
                                 return from_layout(at::Tensor(locked), *layout, scale);
                               },
-                              "aten::conv2d", Relu::none, site, layout, scale, nothing(), 0,
-                              false, nullptr, false, std::move(recomputed), false});
+                              reader, Relu::none, site, layout, scale, nothing(), 0, false,
+                              nullptr, false, std::move(recomputed), false});
     set_observing(true);
     return;
   }
+}
+
+// `tensor` ends a convolution chain: remember it for learning, and if its storage holds
+// oneDNN's layout, taint it so that only the next convolution reads it as it is.
+// `recomputed`: its value from the chain's inputs, if known (then a downsample's fused add
+// may sum over its bytes).
+void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site,
+                std::function<at::Tensor()> recomputed = nullptr) {
+  st.chain_end.record(tensor, nothing(), site);
+  taint_kept(st, tensor, site, "aten::conv2d", false, std::move(recomputed));
 }
 
 // A sum went (or may have gone) over `addend`'s bytes: its value comes from recomputing it
@@ -1329,28 +1344,7 @@ namespace {
 void linear_chain_ends(ThreadState& st, const at::Tensor& tensor, const WeakTensor& weight,
                        const void* site) {
   st.linear_end.record(tensor, weight, site);
-  const c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
-  for (size_t i = 0; i < st.kept.size(); ++i) {
-    if (st.kept[i].storage.lock().get() != storage) continue;
-    // The bytes as the tensor's own shape sees them (the kernel wrote them as rows x
-    // features): what a repair reorders from.
-    const dnnl::memory::data_type type = onednn::data_type_of(st.kept[i].layout);
-    dnnl::memory::dims dims(tensor.sizes().begin(), tensor.sizes().end());
-    dnnl::memory::dims strides(tensor.strides().begin(), tensor.strides().end());
-    auto layout = std::make_shared<const dnnl::memory::desc>(dims, type, strides);
-    const float scale = st.kept[i].scale;
-    st.kept.erase(st.kept.begin() + static_cast<long>(i));
-    WeakTensor self = weak(tensor);
-    st.taints.push_back(Taint{self, tensor.unsafeGetTensorImpl(), nothing(), nothing(),
-                              [self, layout, scale] {
-                                auto locked = self.lock();
-                                return from_layout(at::Tensor(locked), *layout, scale);
-                              },
-                              "aten::linear", Relu::none, site, layout, scale, nothing(), 0,
-                              false, nullptr, false, nullptr, false});
-    set_observing(true);
-    return;
-  }
+  taint_kept(st, tensor, site, "aten::linear", true);
 }
 
 }  // namespace
