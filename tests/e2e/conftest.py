@@ -90,10 +90,11 @@ def assert_scenario_like_stock(runs, mode, grad_mode, scenario, tolerance, read_
         assert abs(got[-1] - stock[-1]) <= read_rel * abs(stock[-1]), (scenario, got[-1], stock[-1])
 
 
-def run_in_modes(shim, tmp, program, modes, grad_modes):
+def run_in_modes(shim, tmp, program, modes, grad_modes, unfused=False):
     """Runs `program OUT.pt [GRAD_MODE]` stock, for calibration (writing tmp/conf.json) and
     under the shim in each mode and grad mode (int8 with that config); returns the saved
-    results: {"stock": ..., (mode, grad_mode): ...}. Each shim run must exit 0 without a
+    results: {"stock": ..., (mode, grad_mode): ...}, with `unfused` also each shim run with
+    IPEX_FUSION=0 as (mode, grad_mode, "unfused"). Each shim run must exit 0 without a
     kernel failure."""
     import torch  # collection must not need torch
     conf = tmp / "conf.json"
@@ -103,14 +104,17 @@ def run_in_modes(shim, tmp, program, modes, grad_modes):
     proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
                        args=(str(tmp / "calibration.pt"),))
     assert proc.returncode == 0 and conf.exists(), describe(proc)
+    variants = [((), {})] + ([(("unfused",), {"IPEX_FUSION": "0"})] if unfused else [])
     for mode in modes:
         for grad_mode in grad_modes:
-            env = {"IPEX_CONFIG": str(conf)} if mode == "int8" else None
-            path = tmp / f"{mode}_{grad_mode}.pt"
-            proc = shim.run_py(program, mode=mode, env=env, args=(str(path), grad_mode))
-            assert proc.returncode == 0, describe(proc)
-            assert "kernel failed" not in proc.stderr, proc.stderr
-            out[(mode, grad_mode)] = torch.load(path)
+            for tag, extra in variants:
+                env = dict(extra, IPEX_CONFIG=str(conf)) if mode == "int8" else dict(extra)
+                path = tmp / ("_".join((mode, grad_mode) + tag) + ".pt")
+                proc = shim.run_py(program, mode=mode, env=env or None,
+                                   args=(str(path), grad_mode))
+                assert proc.returncode == 0, describe(proc)
+                assert "kernel failed" not in proc.stderr, proc.stderr
+                out[(mode, grad_mode) + tag] = torch.load(path)
     return out
 
 

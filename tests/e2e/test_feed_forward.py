@@ -9,7 +9,7 @@ read as its kept bytes (8 or 16 bits where 32 are expected) would be off by far 
 """
 import pytest
 
-from conftest import cosine, describe
+from conftest import cosine, run_in_modes
 
 MODES = ["int8", "bf16"]
 GRAD_MODES = ["no_grad", "inference_mode"]
@@ -25,26 +25,9 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shim, torch_available):
-    import torch
     tmp = tmp_path_factory.mktemp("feed_forward")
-    program = shim.program("feed_forward.py")
-    conf = tmp / "conf.json"
-    out = {}
-    proc = shim.run_py(program, preload=False, args=(str(tmp / "stock.pt"),))
-    assert proc.returncode == 0, describe(proc)
-    out["stock"] = torch.load(tmp / "stock.pt")
-    proc = shim.run_py(program, mode="calibration", env={"IPEX_CONFIG": str(conf)},
-                       args=(str(tmp / "calibration.pt"),))
-    assert proc.returncode == 0 and conf.exists(), describe(proc)
-    for mode in MODES:
-        for grad_mode in GRAD_MODES:
-            for tag, extra in [("fused", {}), ("unfused", {"IPEX_FUSION": "0"})]:
-                env = dict(extra, IPEX_CONFIG=str(conf)) if mode == "int8" else dict(extra)
-                path = tmp / f"{mode}_{grad_mode}_{tag}.pt"
-                proc = shim.run_py(program, mode=mode, env=env, args=(str(path), grad_mode))
-                assert proc.returncode == 0, describe(proc)
-                out[(mode, grad_mode, tag)] = torch.load(path)
-    return out
+    return run_in_modes(shim, tmp, shim.program("feed_forward.py"), MODES, GRAD_MODES,
+                        unfused=True)
 
 
 def deltas(counters, key):
@@ -62,8 +45,8 @@ def deltas(counters, key):
 def test_results_follow_the_program(runs, mode, grad_mode, scenario):
     least_cosine, most_rel = TOLERANCE[mode]
     stock_y, stock_seen = runs["stock"]["results"][scenario]
-    for tag in ("fused", "unfused"):
-        y, seen = runs[(mode, grad_mode, tag)]["results"][scenario]
+    for tag in ((), ("unfused",)):
+        y, seen = runs[(mode, grad_mode) + tag]["results"][scenario]
         assert y.shape == stock_y.shape and y.dtype == stock_y.dtype
         assert cosine(y, stock_y) >= least_cosine, (tag, cosine(y, stock_y))
         assert rel(y, stock_y) <= most_rel, (tag, rel(y, stock_y))
@@ -75,7 +58,7 @@ def test_results_follow_the_program(runs, mode, grad_mode, scenario):
 @pytest.mark.parametrize("grad_mode", GRAD_MODES)
 @pytest.mark.parametrize("mode", MODES)
 def test_hidden_results_are_handed_over_and_a_changed_use_is_caught(runs, mode, grad_mode):
-    counters = runs[(mode, grad_mode, "fused")]["counters"]
+    counters = runs[(mode, grad_mode)]["counters"]
     handoffs = deltas(counters, "handoffs")
     mispredictions = deltas(counters, "mispredictions")
     # Passes 2 to 4 of every block that keeps its shape hand the hidden result over.
