@@ -65,7 +65,8 @@ at::Tensor linear_override(const at::Tensor& input, const at::Tensor& weight,
     return output;
   }
   // An input handed over by the linear before it is only for the shim's kernel below: every
-  // other path gets it as values first (settle does nothing for any other tensor).
+  // other path gets it as values first (the observer has repaired any other tainted input
+  // before a linear runs, so settle changes only such an input).
   if (Fallback gate = float_kernel_gate(); gate != Fallback::none) {
     fusion::settle(input);
     return Intercept<Op>::stock_because(gate, input, weight, bias);
