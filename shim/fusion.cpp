@@ -1361,8 +1361,10 @@ void after_linear(const at::Tensor& input, const at::Tensor& output, const Linea
   }
   if (!plan.fuse) {
     st.linear.record(output, weak(plan.weight), site);
-    // No activation: the result itself ends the chain.
-    linear_chain_ends(st, output, weak(plan.weight), site);
+    // No activation: the result itself ends the chain (its bytes are kept only when this
+    // call kept them, so the kept list is searched only then).
+    st.linear_end.record(output, weak(plan.weight), site);
+    if (kept_layout != nullptr) taint_kept(st, output, site, "aten::linear", true);
     return;
   }
   g_fused_linears.fetch_add(1, std::memory_order_relaxed);
@@ -1375,6 +1377,15 @@ const dnnl::memory::desc* linear_reads(const at::Tensor& input, const at::Tensor
   *scale = 1.f;
   if (!enabled()) return nullptr;
   ThreadState& st = state();
+  if (!st.taints.empty()) {
+    // Bytes handed over: their chain has learned its reader already (and a second linear
+    // reading them must not become the prediction), so no learning, and no lock.
+    Taint* taint = find_taint(st, input);
+    if (taint != nullptr && taint->layout && taint->allowed_op == "aten::linear") {
+      *scale = taint->layout_scale;
+      return taint->layout.get();
+    }
+  }
   // Learning: the untouched end of a linear's chain read by this linear.
   const Produced& end = st.linear_end;
   if (end.site && end.site != weight.unsafeGetTensorImpl() && same(end.output, input) &&
@@ -1388,11 +1399,7 @@ const dnnl::memory::desc* linear_reads(const at::Tensor& input, const at::Tensor
       site.next_weight = weak(weight);
     }
   }
-  if (st.taints.empty()) return nullptr;
-  Taint* taint = find_taint(st, input);
-  if (taint == nullptr || !taint->layout || taint->allowed_op != "aten::linear") return nullptr;
-  *scale = taint->layout_scale;
-  return taint->layout.get();
+  return nullptr;
 }
 
 MatmulActivation gelu_activation(c10::string_view approximate) {
