@@ -142,6 +142,8 @@ struct Taint {
   // change), so it can stand as the value of the relu's result when a sum goes over that
   // result's bytes (a plain residual block's output, which the next block adds).
   bool value_holds = false;
+  // A linear's fused result (its relu's): the relu ends a linear's chain, not a convolution's.
+  bool from_linear = false;
 };
 
 // What an unfused op of a site last produced, for learning who consumes it.
@@ -535,6 +537,15 @@ void chain_ends(ThreadState& st, const at::Tensor& tensor, const void* site,
                 std::function<at::Tensor()> recomputed = nullptr) {
   st.chain_end.record(tensor, nothing(), site);
   taint_kept(st, tensor, site, "aten::conv2d", false, std::move(recomputed));
+}
+
+// `tensor` ends a linear's chain: remember it (for learning its reader), and when its
+// storage holds bytes kept for the next linear, taint it so that only a linear reads them
+// as they are.
+void linear_chain_ends(ThreadState& st, const at::Tensor& tensor, const WeakTensor& weight,
+                       const void* site) {
+  st.linear_end.record(tensor, weight, site);
+  taint_kept(st, tensor, site, "aten::linear", true);
 }
 
 // A sum went (or may have gone) over `addend`'s bytes: its value comes from recomputing it
@@ -1286,15 +1297,23 @@ c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind, float 
   // A residual block's output (its value held): the next block may sum over its bytes.
   std::function<at::Tensor()> recomputed =
       taint->value_holds ? relu_of(taint->correct_value, kind, upper) : nullptr;
+  const bool from_linear = taint->from_linear;
+  const WeakTensor weight = taint->weight;
   if (is_in_place(kind)) {
     erase_taint(st, taint);  // relu_ makes its values right
-    chain_ends(st, input, site, std::move(recomputed));
+    if (from_linear)
+      linear_chain_ends(st, input, weight, site);
+    else
+      chain_ends(st, input, site, std::move(recomputed));
     return input;
   }
   taint->allowed_op.clear();
   taint->allowed_relu = Relu::none;
   at::Tensor output = share_storage(input);
-  chain_ends(st, output, site, std::move(recomputed));
+  if (from_linear)
+    linear_chain_ends(st, output, weight, site);
+  else
+    chain_ends(st, output, site, std::move(recomputed));
   return output;
 }
 
@@ -1325,9 +1344,8 @@ LinearPlan plan_linear(const at::Tensor& weight) {
   plan.fuse = site->activation != MatmulActivation::none;
   plan.activation = site->activation;
   plan.relu = site->relu;
-  // Handed on only after no activation or a gelu: a fused relu's result is answered by the
-  // relu ops' own path, which does not hand bytes over.
-  if (site->feeds_linear && !site->hand_over_never && site->relu == Relu::none) {
+  // Handed on after no activation, a gelu or a relu (whose answer ends the linear's chain).
+  if (site->feeds_linear && !site->hand_over_never) {
     if (auto next = site->next_weight.lock()) {
       plan.keep = true;
       plan.next_weight = at::Tensor(std::move(next));
@@ -1335,19 +1353,6 @@ LinearPlan plan_linear(const at::Tensor& weight) {
   }
   return plan;
 }
-
-namespace {
-
-// `tensor` ends a linear's chain: remember it (for learning its reader), and when its
-// storage holds bytes kept for the next linear, taint it so that only a linear reads them
-// as they are.
-void linear_chain_ends(ThreadState& st, const at::Tensor& tensor, const WeakTensor& weight,
-                       const void* site) {
-  st.linear_end.record(tensor, weight, site);
-  taint_kept(st, tensor, site, "aten::linear", true);
-}
-
-}  // namespace
 
 void after_linear(const at::Tensor& input, const at::Tensor& output, const LinearPlan& plan,
                   RecomputeLinear recompute, const dnnl::memory::desc* kept_layout,
@@ -1370,6 +1375,7 @@ void after_linear(const at::Tensor& input, const at::Tensor& output, const Linea
   g_fused_linears.fetch_add(1, std::memory_order_relaxed);
   add_taint(st, output, weak(input), weak(plan.weight), std::move(recompute),
             plan.relu != Relu::none ? relu_op_name(plan.relu) : "aten::gelu", plan.relu, site);
+  st.taints.back().from_linear = true;
 }
 
 const dnnl::memory::desc* linear_reads(const at::Tensor& input, const at::Tensor& weight,
@@ -1447,9 +1453,18 @@ void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
                 uint32_t version_before, float upper) {
   if (!enabled()) return;
   ThreadState& st = state();
-  // A linear layer's matmul fuses relu only.
-  if (is_plain_relu(kind))
+  // A linear layer's matmul fuses relu only; its result then ends the linear's chain.
+  if (is_plain_relu(kind)) {
+    const WeakTensor linear_weight = st.linear.weight;
+    const void* linear_site = st.linear.site;
+    const bool follows = linear_site != nullptr && same(st.linear.output, input) &&
+                         version_before == st.linear.version;
     learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
+    if (follows) {
+      st.linear_end.record(output, linear_weight, linear_site);
+      return;
+    }
+  }
   // conv -> relu, with no batch norm between.
   const WeakTensor conv_weight = st.convolution.weight;
   if (const void* conv_site = st.convolution.take_if_consumed_by(input, version_before)) {

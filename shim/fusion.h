@@ -177,7 +177,7 @@ struct LinearPlan {
   MatmulActivation activation = MatmulActivation::none;
   Relu relu = Relu::none;  // which relu op the activation stands for, when it is a relu
   at::Tensor weight;
-  // The result (after the activation, none or gelu) goes straight to the linear of
+  // The result (after the activation, if any) goes straight to the linear of
   // `next_weight` (a feed-forward block's second layer): keep it as that linear reads it.
   bool keep = false;
   at::Tensor next_weight;

@@ -1,4 +1,4 @@
-"""Feed-forward blocks: a linear's result (after its gelu, and through an eval dropout) handed
+"""Feed-forward blocks: a linear's result (after its gelu or relu, and through an eval dropout) handed
 straight to the next linear, INT8 in that linear's input scale in int8 mode, BF16 in bf16 mode
 (shim/fusion.h). The scenarios of programs/feed_forward.py change, on their last pass, what
 the program does with the hidden result: read it after the second linear ran, give it to a
@@ -15,8 +15,8 @@ MODES = ["int8", "bf16"]
 GRAD_MODES = ["no_grad", "inference_mode"]
 # Per mode: least cosine to stock, largest max-abs error relative to stock's largest value.
 TOLERANCE = {"int8": (0.995, 0.1), "bf16": (0.9995, 0.03)}
-HANDED = ["vit", "bert", "plain", "tanh"]
-TWISTED = ["read", "second", "changed"]
+HANDED = ["vit", "bert", "plain", "tanh", "relu", "relu_"]
+TWISTED = ["read", "second", "changed", "relu_read", "relu_changed"]
 
 
 def rel(a, b):
@@ -50,7 +50,7 @@ def test_results_follow_the_program(runs, mode, grad_mode, scenario):
         assert y.shape == stock_y.shape and y.dtype == stock_y.dtype
         assert cosine(y, stock_y) >= least_cosine, (tag, cosine(y, stock_y))
         assert rel(y, stock_y) <= most_rel, (tag, rel(y, stock_y))
-        if scenario in ("read", "second"):
+        if scenario in ("read", "second", "relu_read"):
             assert cosine(seen, stock_seen) >= least_cosine, (tag, cosine(seen, stock_seen))
             assert rel(seen, stock_seen) <= most_rel, (tag, rel(seen, stock_seen))
 
@@ -66,7 +66,7 @@ def test_hidden_results_are_handed_over_and_a_changed_use_is_caught(runs, mode, 
         assert handoffs[name] >= 3, (name, handoffs)
         assert mispredictions[name] == 0, (name, mispredictions)
     # The last pass reads the handed-over result some other way: caught, repaired.
-    for name in ("read", "changed"):
+    for name in ("read", "changed", "relu_read", "relu_changed"):
         assert mispredictions[name] >= 1, (name, mispredictions)
     # A third linear reading it too is a linear: it reads the bytes as they are where they are
     # what it reads (bf16 mode), else settles them first (int8 mode here: calibration saw

@@ -9,9 +9,13 @@ taught:
   bert        gelu(fc1(x)) -> fc2, then x + that (BERT's intermediate and output)
   plain       fc1 -> fc2 with nothing between
   tanh        gelu(approximate="tanh") between
+  relu        relu(fc1(x)) -> fc2
+  relu_       nn.Sequential(Linear, ReLU(inplace=True), Linear)
   read        as bert, with the hidden result also summed by the program after fc2 ran
   second      as bert, with the hidden result read by a third linear too
   changed     as bert, with the hidden result scaled in place before fc2 reads it
+  relu_read   as relu, with the hidden result also summed by the program after fc2 ran
+  relu_changed as relu, with the hidden result shifted in place before fc2 reads it
 Saves {"results": {scenario: [output of pass 4, what the program read]}, "counters":
 {scenario: status()["fusion"] after pass 4}} (counters only under the shim).
 """
@@ -32,6 +36,7 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(192, 48)
         self.fc3 = nn.Linear(192, 16)
         self.mlp = nn.Sequential(self.fc1, nn.GELU(), nn.Dropout(0.1), self.fc2, nn.Dropout(0.1))
+        self.relu_mlp = nn.Sequential(self.fc1, nn.ReLU(inplace=True), self.fc2)
         self.twist = twist
         self.last = False  # pass 4
         self.seen = torch.zeros(())
@@ -43,18 +48,26 @@ class Block(nn.Module):
             return self.fc2(self.fc1(x))
         if self.twist == "tanh":
             return x + self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
-        h = F.gelu(self.fc1(x))
+        if self.twist == "relu_":
+            return self.relu_mlp(x)
+        if self.twist.startswith("relu"):
+            h = F.relu(self.fc1(x))
+        else:
+            h = F.gelu(self.fc1(x))
+        if self.last and self.twist == "relu_changed":
+            h.sub_(0.25)
         if self.last and self.twist == "changed":
             h.mul_(-0.5)
         y = self.fc2(h)
-        if self.last and self.twist == "read":
+        if self.last and self.twist in ("read", "relu_read"):
             self.seen = h.sum(-1)
         if self.last and self.twist == "second":
             self.seen = self.fc3(h)
         return x + y
 
 
-SCENARIOS = ["vit", "bert", "plain", "tanh", "read", "second", "changed"]
+SCENARIOS = ["vit", "bert", "plain", "tanh", "relu", "relu_", "read", "second", "changed",
+             "relu_read", "relu_changed"]
 
 
 def main():
