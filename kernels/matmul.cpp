@@ -324,9 +324,12 @@ at::Tensor quantise(const at::Tensor& tensor, float scale, bool uint8) {
 }  // namespace
 
 at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
-                               const Int8MatmulSpec& spec) {
+                               const Int8MatmulSpec& spec, float a_factor) {
   static PrimitiveCache<MatmulPrimitive>* primitives = new PrimitiveCache<MatmulPrimitive>();
-  at::Tensor qa = quantise(a, spec.a_scale, spec.a_uint8);
+  const bool a_quantised = a.scalar_type() == at::kByte || a.scalar_type() == at::kChar;
+  if (a_quantised && (a_factor != 1.f || (a.scalar_type() == at::kByte) != spec.a_uint8))
+    throw std::invalid_argument("INT8 matmul: A's bytes are not in the spec's type");
+  at::Tensor qa = a_quantised ? a : quantise(a, spec.a_scale * a_factor, spec.a_uint8);
   // B takes the weights' place: within int8_weight_bound() (spec.b_scale maps B's calibrated
   // range onto 127), values beyond the calibrated range clipped there too.
   const int bound = int8_weight_bound();

@@ -50,7 +50,10 @@ at::Tensor batched_matmul(const at::Tensor& a, const at::Tensor& b, Precision pr
 
 // C = A B in INT8: A and B quantised with the spec's scales (any strides), s32 products,
 // fp32 result. Same shapes as batched_matmul (without alpha and bias).
+//   a_factor: C = (a_factor A) B, the factor applied as A is quantised (the spec's A scale is
+//             that of a_factor A): no pass of its own.
+//   A may also come quantised already, as a u8/s8 tensor in the spec's A scale and type.
 at::Tensor batched_matmul_int8(const at::Tensor& a, const at::Tensor& b,
-                               const Int8MatmulSpec& spec);
+                               const Int8MatmulSpec& spec, float a_factor = 1.f);
 
 }  // namespace ipex_shim

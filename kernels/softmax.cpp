@@ -1,5 +1,6 @@
 #include "kernels/softmax.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "kernels/buffer_pool.h"
@@ -43,6 +44,28 @@ at::Tensor softmax_last_dim(const at::Tensor& input, bool bf16_result, bool in_p
   });
   execute(softmax->primitive, softmax->scratchpad,
           {{DNNL_ARG_SRC, wrap(input, softmax->src)}, {DNNL_ARG_DST, wrap(output, softmax->dst)}});
+  return output;
+}
+
+at::Tensor softmax_last_dim_u8(const at::Tensor& input, float scale) {
+  static PrimitiveCache<SoftmaxPrimitive>* primitives = new PrimitiveCache<SoftmaxPrimitive>();
+  if (!(scale > 0.f) || !std::isfinite(scale))
+    throw std::invalid_argument("softmax: the u8 result's scale must be positive and finite");
+  at::Tensor output = pooled_empty(input.sizes(), at::kByte);
+  const dnnl::memory::desc src_md = strided_desc(input);
+  const dnnl::memory::desc dst_md = strided_desc(output);
+  KeyBuilder key;
+  key.add(src_md).add(dst_md).add(scale);
+  auto softmax = primitives->get(key.take(), [&] {
+    dnnl::primitive_attr attr = base_attr();
+    onednn::set_result_scale(attr, scale);
+    return SoftmaxPrimitive(onednn::softmax_forward_primitive_desc(
+        src_md, dst_md, static_cast<int>(input.dim() - 1), attr));
+  });
+  onednn::Arguments arguments = onednn::result_scale_arguments(scale);
+  arguments.emplace(DNNL_ARG_SRC, wrap(input, softmax->src));
+  arguments.emplace(DNNL_ARG_DST, wrap(output, softmax->dst));
+  execute(softmax->primitive, softmax->scratchpad, std::move(arguments));
   return output;
 }
 

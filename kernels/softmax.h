@@ -15,4 +15,8 @@ bool softmax_last_dim_supported(const at::Tensor& input);
 // tensor, fp32 or (`bf16_result`) BF16.
 at::Tensor softmax_last_dim(const at::Tensor& input, bool bf16_result, bool in_place = false);
 
+// softmax(input, dim=-1) quantised for the INT8 product that reads it: a new contiguous u8
+// tensor, round(p * scale) saturated to [0, 255], with no fp32 result written in between.
+at::Tensor softmax_last_dim_u8(const at::Tensor& input, float scale);
+
 }  // namespace ipex_shim

@@ -19,7 +19,9 @@
 // feed-forward's first linear from the first call, and q's 1/sqrt(head size) is the score
 // product's scale. Scores, residuals and layer norms stay fp32; an unmasked softmax runs on
 // oneDNN's kernel (Parts::softmax). Calibration and int8 mode keep the dispatcher's parts:
-// the INT8 entries are the parts' own.
+// the INT8 entries are the parts' own. In int8 mode (fusion on) the two attention products
+// are made on those same entries with their first step folded in (attention_product_int8):
+// q's 1/sqrt(head size) in q's quantisation, the softmax writing the probabilities' u8 bytes.
 #include "shim/ops_attention.h"
 
 #include <ATen/ops/_masked_softmax.h>
@@ -46,6 +48,7 @@
 #include "shim/int8_modes.h"
 #include "shim/intercept.h"
 #include "shim/mode_policy.h"
+#include "shim/ops_matmul.h"
 
 namespace ipex_shim {
 namespace {
@@ -120,6 +123,7 @@ class Parts {
 
   Parts()
       : direct_(!int8::tracking() && fusion::enabled()),
+        int8_folds_(int8::quantising() && fusion::enabled()),
         calibrating_(int8::calibrating()),
         linear_(lower_precision(Intercept<at::_ops::linear>::stats())),
         matmul_(lower_precision(Intercept<at::_ops::matmul>::stats())) {
@@ -150,6 +154,8 @@ class Parts {
   // scale * (a b), a and b strided views.
   at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, double scale = 1.0,
                     Reader reader = Reader::program) const {
+    if (!direct_ && int8_folds_ && scale != 1.0)
+      return attention_product_int8(a, b, static_cast<float>(scale), false);
     if (!direct_) return at::matmul(scale == 1.0 ? a : a.mul_(scale), b);
     at::Tensor c = batched_matmul(a, b, matmul_, static_cast<float>(scale), at::Tensor(),
                                   bf16_between(matmul_, reader));
@@ -171,6 +177,13 @@ class Parts {
     return softmax_last_dim(scores, bf16, !bf16);
   }
 
+  // softmax(scores) v, for probabilities only that product reads. In int8 mode (fusion on)
+  // the softmax writes the product's u8 input itself where its entry is INT8.
+  at::Tensor probabilities_times(at::Tensor scores, const at::Tensor& v) const {
+    if (!direct_ && int8_folds_) return attention_product_int8(scores, v, 1.f, true);
+    return matmul(softmax(std::move(scores), Reader::matmul), v, 1.0, Reader::linear);
+  }
+
  private:
   bool bf16_between(Precision producer, Reader reader) const {
     const Precision consumer = reader == Reader::linear   ? linear_
@@ -179,7 +192,7 @@ class Parts {
     return producer == Precision::bf16 && consumer == Precision::bf16;
   }
 
-  bool direct_, calibrating_;
+  bool direct_, int8_folds_, calibrating_;
   Precision linear_, matmul_;
   std::optional<c10::impl::ExcludeDispatchKeyGuard> stock_between_;
 };
@@ -201,7 +214,8 @@ at::Tensor self_attention(const Parts& parts, const at::Tensor& x, int64_t embed
   at::Tensor q = qkv.select(2, 0).permute({0, 2, 1, 3});   // (B, H, T, head)
   at::Tensor k_t = qkv.select(2, 1).permute({0, 2, 3, 1});  // (B, H, head, T)
   at::Tensor v = qkv.select(2, 2).permute({0, 2, 1, 3});   // (B, H, T, head)
-  // q / sqrt(head) (in place on our own buffer where the dispatcher's matmul takes it).
+  // q / sqrt(head) (in place on our own buffer where the dispatcher's matmul takes it, in
+  // q's quantisation where int8 mode folds it).
   at::Tensor scores = parts.matmul(q, k_t, 1.0 / std::sqrt(static_cast<double>(head)));
   if (mask && mask->defined()) {
     // The mask as one bool per score (true: left out), which stock's masked softmax takes
@@ -210,11 +224,14 @@ at::Tensor self_attention(const Parts& parts, const at::Tensor& x, int64_t embed
     if (*mask_type == 0) full = full.view({1, 1, T, T});
     if (*mask_type == 1) full = full.view({B, 1, 1, T});
     scores = at::_masked_softmax(scores, full.expand({B, H, T, T}), 3, 2);
-  } else {
-    // Probabilities read by the program (need_weights) stay fp32.
-    scores = parts.softmax(scores, need_weights ? Parts::Reader::program : Parts::Reader::matmul);
+  } else if (need_weights) {
+    // Probabilities read by the program stay fp32.
+    scores = parts.softmax(scores, Parts::Reader::program);
   }
-  at::Tensor context = parts.matmul(scores, v, 1.0, Parts::Reader::linear);  // (B, H, T, head)
+  const bool probabilities_made = (mask && mask->defined()) || need_weights;
+  at::Tensor context = probabilities_made  // (B, H, T, head)
+                           ? parts.matmul(scores, v, 1.0, Parts::Reader::linear)
+                           : parts.probabilities_times(scores, v);
   at::Tensor merged = context.transpose(1, 2).reshape({B, T, D});
   at::Tensor output = parts.linear(merged, proj_weight, proj_bias);
   if (need_weights) *weights = average_weights ? scores.sum(1).div_(H) : scores;

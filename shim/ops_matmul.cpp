@@ -4,6 +4,7 @@
 // with the reason.
 #include "shim/ops_matmul.h"
 
+#include <ATen/ops/_softmax.h>
 #include <ATen/ops/addmm_ops.h>
 #include <ATen/ops/baddbmm_ops.h>
 #include <ATen/ops/bmm_ops.h>
@@ -14,6 +15,7 @@
 #include "kernels/linear_training.h"
 #include "kernels/matmul.h"
 #include "kernels/onednn_compat.h"
+#include "kernels/softmax.h"
 #include "shim/autograd_kernels.h"
 #include "shim/fusion.h"
 #include "shim/int8_modes.h"
@@ -220,6 +222,50 @@ at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback sh
 
 at::Tensor matmul_override(const at::Tensor& a, const at::Tensor& b) {
   return product_override<at::_ops::matmul>(a, b, Fallback::none);
+}
+
+at::Tensor attention_product_int8(const at::Tensor& a, const at::Tensor& b, float a_factor,
+                                  bool softmax_a) {
+  using Op = at::_ops::matmul;
+  bool first_step_done = false;
+  auto first_step = [&] {  // as the caller ran it before the fold
+    if (first_step_done) return;
+    first_step_done = true;
+    if (softmax_a) {
+      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
+      at::Tensor probabilities = a;  // written over the scores
+      if (softmax_last_dim_supported(a))
+        softmax_last_dim(a, false, true);
+      else
+        at::_softmax_out(probabilities, a, a.dim() - 1, false);
+    } else if (a_factor != 1.f) {
+      a.mul_(a_factor);
+    }
+  };
+  const int64_t op = int8::identify_anchored(int8::Kind::matmul, {&a, &b});
+  Int8MatmulSpec spec;
+  Fallback why = Fallback::none;
+  at::Tensor output;
+  if (int8::matmul_spec_for(op, &spec, &why) && float_kernel_gate() == Fallback::none &&
+      !needs_grad(a, b)) {
+    output = run_or_stock<Op>(
+        batched_matmul_support(a, b), Path::onednn_int8,
+        [&] {
+          if (softmax_a && spec.a_uint8 && softmax_last_dim_supported(a))
+            return batched_matmul_int8(softmax_last_dim_u8(a, spec.a_scale), b, spec);
+          if (softmax_a) first_step();
+          return batched_matmul_int8(a, b, spec, softmax_a ? 1.f : a_factor);
+        },
+        [&] {
+          first_step();
+          return Intercept<Op>::stock(a, b);
+        });
+  } else {
+    first_step();
+    output = product_compute<Op>(a, b, Fallback::none, why);
+  }
+  int8::produced(op, output);
+  return output;
 }
 
 at::Tensor mm_override(const at::Tensor& a, const at::Tensor& b) {

@@ -6,6 +6,9 @@ accuracy, with and without key padding masks and attention weights; the calls th
 not take (key and value not the query, a weight needing a gradient, an empty batch) must
 run stock and be counted with their reason.
 """
+import json
+import re
+
 import pytest
 import torch
 
@@ -35,6 +38,7 @@ def runs(tmp_path_factory, shim, torch_available):
                        args=(str(tmp / "calibration.pt"), "calibrate"))
     assert proc.returncode == 0 and conf.exists(), describe(proc)
     out["calibration"] = {"report": _report(proc)}
+    out["int8_conf"] = conf
     for mode in MODES:
         env = {"IPEX_CONFIG": str(conf)} if mode == "int8" else {}
         path = tmp / f"{mode}.pt"
@@ -153,3 +157,46 @@ def test_bf16_variants_count_each_product_at_its_own_precision(variant_runs, var
     relu, gelu = ops["relu"], ops["gelu"]
     fused = (None, None) if variant == "no_fusion" else (9, 3 * 3)
     assert (relu.get("fused"), gelu.get("fused")) == fused, (relu, gelu)
+
+
+# int8 mode folds two steps of the composed attention into its INT8 products: q's 1/sqrt(head
+# size) into q's quantisation, and the softmax into the u8 bytes of the probabilities (no fp32
+# probabilities, no reorder). With IPEX_FUSION=0 both run as separate steps, on the same
+# config entries. The two runs quantise the same values with the same scales, so they must
+# agree far more closely than either agrees with stock; a factor applied twice or not at all,
+# or probabilities in the wrong scale, would be off by the factor's or the scale's error.
+@pytest.fixture(scope="module")
+def int8_unfolded(runs, tmp_path_factory, shim, cpu_plan):
+    skip_without_kernels(cpu_plan, "int8")
+    tmp = tmp_path_factory.mktemp("attention_unfolded")
+    conf = runs["int8_conf"]
+    out = {}
+    for name, env in (("folded", {"ONEDNN_VERBOSE": "1"}), ("unfolded", {"IPEX_FUSION": "0"})):
+        path = tmp / f"{name}.pt"
+        proc = shim.run_py(shim.program("attention.py"), mode="int8",
+                           env={"IPEX_CONFIG": str(conf), **env}, args=(str(path), "infer"))
+        assert proc.returncode == 0, describe(proc)
+        assert "kernel failed" not in proc.stderr, proc.stderr
+        report = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
+        out[name] = {"results": torch.load(path), "report": report, "stdout": proc.stdout}
+    return out
+
+
+def test_int8_folds_give_the_unfolded_products(runs, int8_unfolded):
+    folded, unfolded = int8_unfolded["folded"], int8_unfolded["unfolded"]
+    for case in CASES:
+        got, ref = folded["results"][case], unfolded["results"][case]
+        assert got.shape == ref.shape, case
+        if ref.numel() == 0:
+            continue
+        error = ((got - ref).abs().max() / ref.abs().max()).item()
+        assert error <= 2e-3, (case, error)
+    for report in (folded["report"], unfolded["report"]):
+        assert report["int8"]["mismatched"] == 0, report["int8"]
+    matmuls = 2 * LAYER_CALLS + 2 * ATTENTION_CALLS
+    for report in (folded["report"], unfolded["report"]):
+        assert report["ops"]["matmul"].get("onednn_int8") == matmuls, report["ops"]["matmul"]
+    # The probabilities are written as u8 by the softmax itself (oneDNN 2 and 3 spell the
+    # type dst_u8 and dst:u8 in the verbose log).
+    softmaxes = [l for l in folded["stdout"].splitlines() if re.search(r"exec,cpu,softmax", l)]
+    assert any(re.search(r"dst[_:]u8", l) for l in softmaxes), "\n".join(softmaxes[:5])

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ostream>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/convolution.h"
@@ -908,6 +909,33 @@ TEST(Int8BatchedMatmul, MatchesIntegerReferenceWithBClippedAtTheWeightBound) {
   }
 }
 
+
+// The two ways the composed attention hands A over: with a factor folded into its
+// quantisation ((f A) B, the spec's A scale being f A's), and as bytes already quantised in the
+// spec's A scale and type. Both give the product of the integers the unfolded call quantises,
+// over the same scales; bytes of the other type are refused rather than misread.
+TEST(Int8BatchedMatmul, FoldedFactorAndQuantisedAAreTheUnfoldedProduct) {
+  at::manual_seed(58);
+  at::Tensor a = at::randn({2, 5, 16}), b = at::randn({2, 16, 7});
+  const float factor = 0.125f;
+  Int8MatmulSpec spec;
+  spec.a_scale = 127.f / (a * factor).abs().max().item<float>();
+  spec.b_scale = 127.f / b.abs().max().item<float>();
+  const float b_scale = spec.b_scale * static_cast<float>(int8_weight_bound()) / 127.f;
+  at::Tensor q_b = at::clamp(at::round(b * b_scale), -int8_weight_bound(), int8_weight_bound())
+                       .to(at::kDouble);
+  at::Tensor q_a = saturate_round(a * (spec.a_scale * factor), false);
+  at::Tensor expected = at::matmul(q_a, q_b) / (static_cast<double>(spec.a_scale) * b_scale);
+  EXPECT_LE(testing::relative_error(batched_matmul_int8(a, b, spec, factor), expected), 1e-6);
+  EXPECT_LE(testing::relative_error(batched_matmul_int8(a * factor, b, spec), expected), 1e-6);
+  // A handed over as s8 bytes: read as they are.
+  at::Tensor bytes = q_a.to(at::kChar);
+  EXPECT_LE(testing::relative_error(batched_matmul_int8(bytes, b, spec), expected), 1e-6);
+  spec.a_uint8 = true;  // u8 expected, s8 given
+  EXPECT_THROW(batched_matmul_int8(bytes, b, spec), std::invalid_argument);
+  spec.a_uint8 = false;
+  EXPECT_THROW(batched_matmul_int8(bytes, b, spec, factor), std::invalid_argument);
+}
 
 // The factor oneDNN applies as it reorders weights into a layout it chose: 1 for a plain
 // layout and for a u8-input convolution's; for an s8-input 3x3 convolution's, 0.5 below VNNI

@@ -254,6 +254,31 @@ TEST(Softmax, LastDimMatchesAtenInDouble) {
   }
 }
 
+// The probabilities quantised for an INT8 product, written by the softmax itself: within one
+// u8 step of round(p * scale) of the exact softmax (oneDNN's fp32 softmax is off by up to
+// 1e-6, which moves a value sitting on a half step to either side), saturated at 255 for a
+// scale that takes p beyond it, and refused for a scale that is not a positive number.
+TEST(Softmax, U8ResultIsTheProbabilitiesQuantisedWithTheScale) {
+  at::manual_seed(34);
+  at::Tensor scores = at::randn({2, 3, 7, 19}) * 4;
+  scores[1][2][3][5] = -std::numeric_limits<float>::infinity();
+  at::Tensor exact = at::softmax(scores.to(at::kDouble), -1);
+  for (float scale : {255.f, 255.f / 0.6f, 1000.f}) {
+    at::Tensor q = softmax_last_dim_u8(scores, scale);
+    ASSERT_EQ(q.scalar_type(), at::kByte);
+    ASSERT_EQ(q.sizes(), scores.sizes());
+    at::Tensor expected = at::clamp(at::round(exact * scale), 0, 255);
+    EXPECT_LE((q.to(at::kDouble) - expected).abs().max().item<double>(), 1.0) << scale;
+    EXPECT_GE((q.to(at::kDouble) == expected).to(at::kDouble).mean().item<double>(), 0.99)
+        << scale;
+    EXPECT_EQ(q[1][2][3][5].item<uint8_t>(), 0);
+    if (scale == 1000.f) EXPECT_EQ(q.max().item<uint8_t>(), 255);
+  }
+  EXPECT_THROW(softmax_last_dim_u8(scores, 0.f), std::invalid_argument);
+  EXPECT_THROW(softmax_last_dim_u8(scores, std::numeric_limits<float>::quiet_NaN()),
+               std::invalid_argument);
+}
+
 TEST(Softmax, SupportRefusesWhatTheKernelDoesNotTake) {
   EXPECT_FALSE(softmax_last_dim_supported(at::randn({4, 6}).t()));     // not contiguous
   EXPECT_FALSE(softmax_last_dim_supported(at::randn({4, 6}, at::kDouble)));
