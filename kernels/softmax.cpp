@@ -27,45 +27,45 @@ bool softmax_last_dim_supported(const at::Tensor& input) {
          input.numel() > 0 && input.is_contiguous();
 }
 
-at::Tensor softmax_last_dim(const at::Tensor& input, bool bf16_result, bool in_place) {
+namespace {
+
+// softmax(input, dim=-1) into `output` (input itself, or a new contiguous tensor), multiplied
+// by `result_scale` on the way (1: none; u8 results).
+void softmax_into(const at::Tensor& input, const at::Tensor& output, float result_scale) {
   static PrimitiveCache<SoftmaxPrimitive>* primitives = new PrimitiveCache<SoftmaxPrimitive>();
+  const dnnl::memory::desc src_md = strided_desc(input);
+  const dnnl::memory::desc dst_md = strided_desc(output);
+  KeyBuilder key;
+  key.add(src_md).add(dst_md).add(result_scale);
+  auto softmax = primitives->get(key.take(), [&] {
+    dnnl::primitive_attr attr = base_attr();
+    onednn::set_result_scale(attr, result_scale);
+    return SoftmaxPrimitive(onednn::softmax_forward_primitive_desc(
+        src_md, dst_md, static_cast<int>(input.dim() - 1), attr));
+  });
+  onednn::Arguments arguments = onednn::result_scale_arguments(result_scale);
+  arguments.emplace(DNNL_ARG_SRC, wrap(input, softmax->src));
+  arguments.emplace(DNNL_ARG_DST, wrap(output, softmax->dst));
+  execute(softmax->primitive, softmax->scratchpad, std::move(arguments));
+}
+
+}  // namespace
+
+at::Tensor softmax_last_dim(const at::Tensor& input, bool bf16_result, bool in_place) {
   if (in_place && bf16_result) throw std::invalid_argument("softmax: in place is fp32");
   // oneDNN's softmax may write over its source.
   at::Tensor output = in_place ? input
                                : pooled_empty(input.sizes(),
                                               bf16_result ? at::kBFloat16 : at::kFloat);
-  const dnnl::memory::desc src_md = strided_desc(input);
-  const dnnl::memory::desc dst_md = strided_desc(output);
-  KeyBuilder key;
-  key.add(src_md).add(dst_md);
-  auto softmax = primitives->get(key.take(), [&] {
-    return SoftmaxPrimitive(onednn::softmax_forward_primitive_desc(
-        src_md, dst_md, static_cast<int>(input.dim() - 1), base_attr()));
-  });
-  execute(softmax->primitive, softmax->scratchpad,
-          {{DNNL_ARG_SRC, wrap(input, softmax->src)}, {DNNL_ARG_DST, wrap(output, softmax->dst)}});
+  softmax_into(input, output, 1.f);
   return output;
 }
 
 at::Tensor softmax_last_dim_u8(const at::Tensor& input, float scale) {
-  static PrimitiveCache<SoftmaxPrimitive>* primitives = new PrimitiveCache<SoftmaxPrimitive>();
   if (!(scale > 0.f) || !std::isfinite(scale))
     throw std::invalid_argument("softmax: the u8 result's scale must be positive and finite");
   at::Tensor output = pooled_empty(input.sizes(), at::kByte);
-  const dnnl::memory::desc src_md = strided_desc(input);
-  const dnnl::memory::desc dst_md = strided_desc(output);
-  KeyBuilder key;
-  key.add(src_md).add(dst_md).add(scale);
-  auto softmax = primitives->get(key.take(), [&] {
-    dnnl::primitive_attr attr = base_attr();
-    onednn::set_result_scale(attr, scale);
-    return SoftmaxPrimitive(onednn::softmax_forward_primitive_desc(
-        src_md, dst_md, static_cast<int>(input.dim() - 1), attr));
-  });
-  onednn::Arguments arguments = onednn::result_scale_arguments(scale);
-  arguments.emplace(DNNL_ARG_SRC, wrap(input, softmax->src));
-  arguments.emplace(DNNL_ARG_DST, wrap(output, softmax->dst));
-  execute(softmax->primitive, softmax->scratchpad, std::move(arguments));
+  softmax_into(input, output, scale);
   return output;
 }
 

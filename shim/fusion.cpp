@@ -1297,40 +1297,42 @@ c10::optional<at::Tensor> answer_relu(const at::Tensor& input, Relu kind, float 
   // A residual block's output (its value held): the next block may sum over its bytes.
   std::function<at::Tensor()> recomputed =
       taint->value_holds ? relu_of(taint->correct_value, kind, upper) : nullptr;
-  const bool from_linear = taint->from_linear;
-  const WeakTensor weight = taint->weight;
+  // The relu's result ends the chain of the linear or convolution that fused it.
+  auto ends_chain = [&st, site, from_linear = taint->from_linear, weight = taint->weight,
+                     &recomputed](const at::Tensor& result) {
+    if (from_linear)
+      linear_chain_ends(st, result, weight, site);
+    else
+      chain_ends(st, result, site, std::move(recomputed));
+  };
   if (is_in_place(kind)) {
     erase_taint(st, taint);  // relu_ makes its values right
-    if (from_linear)
-      linear_chain_ends(st, input, weight, site);
-    else
-      chain_ends(st, input, site, std::move(recomputed));
+    ends_chain(input);
     return input;
   }
   taint->allowed_op.clear();
   taint->allowed_relu = Relu::none;
   at::Tensor output = share_storage(input);
-  if (from_linear)
-    linear_chain_ends(st, output, weight, site);
-  else
-    chain_ends(st, output, site, std::move(recomputed));
+  ends_chain(output);
   return output;
 }
 
-// Learns `activation` for the linear whose untouched output `input` is, if it is one.
-void learn_linear_activation(ThreadState& st, const at::Tensor& input, uint32_t version_before,
-                             MatmulActivation activation, Relu relu) {
+// Learns `activation` for the linear whose untouched output `input` is, if it is one; the
+// activation's `output` then ends that linear's chain. Returns whether it was one.
+bool learn_linear_activation(ThreadState& st, const at::Tensor& input, const at::Tensor& output,
+                             uint32_t version_before, MatmulActivation activation, Relu relu) {
   const WeakTensor linear_weight = st.linear.weight;
   const void* site_id = st.linear.take_if_consumed_by(input, version_before);
-  const bool follows = site_id != nullptr;
-  if (!follows) return;
+  if (site_id == nullptr) return false;
+  st.linear_end.record(output, linear_weight, site_id);
   Registry& reg = registry();
   std::lock_guard<std::mutex> lock(reg.mutex);
   Site& site = site_for(reg, site_id);
-  if (site.off) return;
+  if (site.off) return true;
   site.weight = linear_weight;
   site.activation = activation;
   site.relu = relu;
+  return true;
 }
 
 LinearPlan plan_linear(const at::Tensor& weight) {
@@ -1441,30 +1443,18 @@ void after_gelu(const at::Tensor& input, const at::Tensor& output, c10::string_v
   if (!enabled()) return;
   ThreadState& st = state();
   if (approximate != "none" && approximate != "tanh") return;
-  const WeakTensor linear_weight = st.linear.weight;
-  const void* site = st.linear.site;
-  const bool follows = site != nullptr && same(st.linear.output, input) &&
-                       version_before == st.linear.version;
-  learn_linear_activation(st, input, version_before, gelu_activation(approximate), Relu::none);
-  if (follows) st.linear_end.record(output, linear_weight, site);
+  learn_linear_activation(st, input, output, version_before, gelu_activation(approximate),
+                          Relu::none);
 }
 
 void after_relu(const at::Tensor& input, const at::Tensor& output, Relu kind,
                 uint32_t version_before, float upper) {
   if (!enabled()) return;
   ThreadState& st = state();
-  // A linear layer's matmul fuses relu only; its result then ends the linear's chain.
-  if (is_plain_relu(kind)) {
-    const WeakTensor linear_weight = st.linear.weight;
-    const void* linear_site = st.linear.site;
-    const bool follows = linear_site != nullptr && same(st.linear.output, input) &&
-                         version_before == st.linear.version;
-    learn_linear_activation(st, input, version_before, MatmulActivation::relu, kind);
-    if (follows) {
-      st.linear_end.record(output, linear_weight, linear_site);
-      return;
-    }
-  }
+  // A linear layer's matmul fuses relu only.
+  if (is_plain_relu(kind) &&
+      learn_linear_activation(st, input, output, version_before, MatmulActivation::relu, kind))
+    return;
   // conv -> relu, with no batch norm between.
   const WeakTensor conv_weight = st.convolution.weight;
   if (const void* conv_site = st.convolution.take_if_consumed_by(input, version_before)) {

@@ -20,7 +20,7 @@
 // product's scale. Scores, residuals and layer norms stay fp32; an unmasked softmax runs on
 // oneDNN's kernel (Parts::softmax). Calibration and int8 mode keep the dispatcher's parts:
 // the INT8 entries are the parts' own. In int8 mode (fusion on) the two attention products
-// are made on those same entries with their first step folded in (attention_product_int8):
+// are made on those same entries with their first step folded in (matmul_after_first_step):
 // q's 1/sqrt(head size) in q's quantisation, the softmax writing the probabilities' u8 bytes.
 #include "shim/ops_attention.h"
 
@@ -123,7 +123,7 @@ class Parts {
 
   Parts()
       : direct_(!int8::tracking() && fusion::enabled()),
-        int8_folds_(int8::quantising() && fusion::enabled()),
+        int8_folds_(int8::quantising() && fusion::enabled()),  // never with direct_
         calibrating_(int8::calibrating()),
         linear_(lower_precision(Intercept<at::_ops::linear>::stats())),
         matmul_(lower_precision(Intercept<at::_ops::matmul>::stats())) {
@@ -154,8 +154,9 @@ class Parts {
   // scale * (a b), a and b strided views.
   at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, double scale = 1.0,
                     Reader reader = Reader::program) const {
-    if (!direct_ && int8_folds_ && scale != 1.0)
-      return attention_product_int8(a, b, static_cast<float>(scale), false);
+    if (int8_folds_ && scale != 1.0)
+      return matmul_after_first_step(
+          a, b, {static_cast<float>(scale), false, [&] { a.mul_(scale); }});
     if (!direct_) return at::matmul(scale == 1.0 ? a : a.mul_(scale), b);
     at::Tensor c = batched_matmul(a, b, matmul_, static_cast<float>(scale), at::Tensor(),
                                   bf16_between(matmul_, reader));
@@ -180,7 +181,9 @@ class Parts {
   // softmax(scores) v, for probabilities only that product reads. In int8 mode (fusion on)
   // the softmax writes the product's u8 input itself where its entry is INT8.
   at::Tensor probabilities_times(at::Tensor scores, const at::Tensor& v) const {
-    if (!direct_ && int8_folds_) return attention_product_int8(scores, v, 1.f, true);
+    if (int8_folds_)
+      return matmul_after_first_step(scores, v,
+                                     {1.f, true, [&] { softmax(scores, Reader::matmul); }});
     return matmul(softmax(std::move(scores), Reader::matmul), v, 1.0, Reader::linear);
   }
 

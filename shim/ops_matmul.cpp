@@ -4,7 +4,6 @@
 // with the reason.
 #include "shim/ops_matmul.h"
 
-#include <ATen/ops/_softmax.h>
 #include <ATen/ops/addmm_ops.h>
 #include <ATen/ops/baddbmm_ops.h>
 #include <ATen/ops/bmm_ops.h>
@@ -174,11 +173,21 @@ template <class Op>
 at::Tensor product_compute(const at::Tensor& a, const at::Tensor& b, Fallback shape_check,
                            Fallback int8_why = Fallback::none);
 
+// `first`: a step on A before the product (matmul_after_first_step), folded into an INT8
+// product, else run first.
 template <class Op>
-at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback shape_check) {
+at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback shape_check,
+                            const ProductFirstStep* first = nullptr) {
+  bool first_done = first == nullptr;
+  auto run_first = [&] {
+    if (first_done) return;
+    first_done = true;
+    first->run();
+  };
   const int64_t op =
       int8::tracking() ? int8::identify_anchored(int8::Kind::matmul, {&a, &b}) : int8::kNoOp;
   if (int8::calibrating()) {
+    run_first();
     calibration::observe_inputs(op, {&a, &b});
     at::Tensor output = Intercept<Op>::stock(a, b);
     Intercept<Op>::stats().count(Path::observed);
@@ -193,9 +202,20 @@ at::Tensor product_override(const at::Tensor& a, const at::Tensor& b, Fallback s
       float_kernel_gate() == Fallback::none && !needs_grad(a, b)) {
     output = run_or_stock<Op>(
         shape_check != Fallback::none ? shape_check : batched_matmul_support(a, b),
-        Path::onednn_int8, [&] { return batched_matmul_int8(a, b, spec); },
-        [&] { return Intercept<Op>::stock(a, b); });
+        Path::onednn_int8,
+        [&] {
+          if (first && first->softmax && spec.a_uint8 && softmax_last_dim_supported(a))
+            return batched_matmul_int8(softmax_last_dim_u8(a, spec.a_scale), b, spec);
+          const bool fold_factor = first && !first->softmax;
+          if (!fold_factor) run_first();
+          return batched_matmul_int8(a, b, spec, fold_factor ? first->a_factor : 1.f);
+        },
+        [&] {
+          run_first();
+          return Intercept<Op>::stock(a, b);
+        });
   } else {
+    run_first();
     output = product_compute<Op>(a, b, shape_check, why);
   }
   int8::produced(op, output);
@@ -224,48 +244,9 @@ at::Tensor matmul_override(const at::Tensor& a, const at::Tensor& b) {
   return product_override<at::_ops::matmul>(a, b, Fallback::none);
 }
 
-at::Tensor attention_product_int8(const at::Tensor& a, const at::Tensor& b, float a_factor,
-                                  bool softmax_a) {
-  using Op = at::_ops::matmul;
-  bool first_step_done = false;
-  auto first_step = [&] {  // as the caller ran it before the fold
-    if (first_step_done) return;
-    first_step_done = true;
-    if (softmax_a) {
-      c10::impl::ExcludeDispatchKeyGuard guard(shim_keys());
-      at::Tensor probabilities = a;  // written over the scores
-      if (softmax_last_dim_supported(a))
-        softmax_last_dim(a, false, true);
-      else
-        at::_softmax_out(probabilities, a, a.dim() - 1, false);
-    } else if (a_factor != 1.f) {
-      a.mul_(a_factor);
-    }
-  };
-  const int64_t op = int8::identify_anchored(int8::Kind::matmul, {&a, &b});
-  Int8MatmulSpec spec;
-  Fallback why = Fallback::none;
-  at::Tensor output;
-  if (int8::matmul_spec_for(op, &spec, &why) && float_kernel_gate() == Fallback::none &&
-      !needs_grad(a, b)) {
-    output = run_or_stock<Op>(
-        batched_matmul_support(a, b), Path::onednn_int8,
-        [&] {
-          if (softmax_a && spec.a_uint8 && softmax_last_dim_supported(a))
-            return batched_matmul_int8(softmax_last_dim_u8(a, spec.a_scale), b, spec);
-          if (softmax_a) first_step();
-          return batched_matmul_int8(a, b, spec, softmax_a ? 1.f : a_factor);
-        },
-        [&] {
-          first_step();
-          return Intercept<Op>::stock(a, b);
-        });
-  } else {
-    first_step();
-    output = product_compute<Op>(a, b, Fallback::none, why);
-  }
-  int8::produced(op, output);
-  return output;
+at::Tensor matmul_after_first_step(const at::Tensor& a, const at::Tensor& b,
+                                   const ProductFirstStep& first) {
+  return product_override<at::_ops::matmul>(a, b, Fallback::none, &first);
 }
 
 at::Tensor mm_override(const at::Tensor& a, const at::Tensor& b) {

@@ -2,6 +2,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 namespace ipex_shim {
 
 // Kernels the override table registers for the matrix-product ops.
@@ -15,15 +17,21 @@ at::Tensor addmm_override(const at::Tensor& self, const at::Tensor& a, const at:
 at::Tensor baddbmm_override(const at::Tensor& self, const at::Tensor& a, const at::Tensor& b,
                             const at::Scalar& beta, const at::Scalar& alpha);
 
-// The composed attention's products in int8 mode (shim/ops_attention.cpp): what
-// matmul_override gives for `matmul(a_factor * a, b)` (q scaled by 1/sqrt(head size), times
-// k) or, with `softmax_a`, for `matmul(softmax(a, -1), b)` (the probabilities times v), on the
-// config entry matmul_override would find for those tensors. Where that entry is INT8 the
-// first step is folded into the product: a_factor into A's quantisation (no pass over A),
-// the softmax writing A's u8 bytes (no fp32 probabilities, no reorder of them). Otherwise the
-// first step runs as the caller ran it before (in place on `a`, which the caller owns) and
-// the product as matmul_override runs it.
-at::Tensor attention_product_int8(const at::Tensor& a, const at::Tensor& b, float a_factor,
-                                  bool softmax_a);
+// A first step on A before `matmul(A, B)`, which the product may take into itself: the
+// composed attention's (shim/ops_attention.cpp) q times 1/sqrt(head size) (`a_factor`), or
+// the softmax of the scores over their last dimension (`softmax`). `run` does the step as the
+// caller would, in place on A (which the caller owns).
+struct ProductFirstStep {
+  float a_factor = 1.f;
+  bool softmax = false;
+  std::function<void()> run;
+};
+
+// What matmul_override gives for A after `first` times B, on the config entry it would find
+// for those tensors. Where that entry is INT8 the step is folded into the product: the factor
+// into A's quantisation (no pass over A), the softmax writing A's u8 bytes (no fp32
+// probabilities, no reorder of them). Otherwise `first.run` runs before the product.
+at::Tensor matmul_after_first_step(const at::Tensor& a, const at::Tensor& b,
+                                   const ProductFirstStep& first);
 
 }  // namespace ipex_shim
