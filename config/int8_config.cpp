@@ -28,6 +28,7 @@ const char* algorithm_name(CalibrationAlgorithm algorithm) {
   switch (algorithm) {
     case CalibrationAlgorithm::min_max: return "min_max";
     case CalibrationAlgorithm::percentile: return "percentile";
+    case CalibrationAlgorithm::mse: return "mse";
   }
   return "unknown";
 }
@@ -44,13 +45,87 @@ bool parse_granularity(const std::string& text, Granularity* granularity) {
 
 bool parse_algorithm(const std::string& text, CalibrationAlgorithm* algorithm) {
   for (CalibrationAlgorithm candidate :
-       {CalibrationAlgorithm::min_max, CalibrationAlgorithm::percentile}) {
+       {CalibrationAlgorithm::min_max, CalibrationAlgorithm::percentile,
+        CalibrationAlgorithm::mse}) {
     if (text == algorithm_name(candidate)) {
       *algorithm = candidate;
       return true;
     }
   }
   return false;
+}
+
+namespace {
+
+// Summed squared error of quantising the magnitudes to multiples of t / levels, clipped at t.
+// In float, rounding by adding and taking away 1.5 * 2^23 (round to nearest even, like
+// nearbyint, for the values below 2^22 that v * levels / t is here; a value above t becomes
+// levels steps, t), over eight partial sums: a loop the compiler vectorises (nearbyint is a
+// library call without SSE4.1, and a single float sum may not be reordered).
+double clip_error(const float* magnitudes, int64_t count, int levels, double t) {
+  constexpr float kRound = 12582912.0f;
+  const float inverse = static_cast<float>(levels / t);
+  const float step = static_cast<float>(t / levels);
+  const float top = static_cast<float>(levels);
+  double sum = 0.0;
+  constexpr int64_t kBlock = 4096;
+  for (int64_t begin = 0; begin < count; begin += kBlock) {
+    const int64_t end = std::min(count, begin + kBlock);
+    float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+      for (int lane = 0; lane < 8; ++lane) {
+        const float v = magnitudes[i + lane];
+        const float e = v - std::min((v * inverse + kRound) - kRound, top) * step;
+        partial[lane] += e * e;
+      }
+    }
+    for (; i < end; ++i) {
+      const float v = magnitudes[i];
+      const float e = v - std::min((v * inverse + kRound) - kRound, top) * step;
+      partial[0] += e * e;
+    }
+    for (float p : partial) sum += p;
+  }
+  return sum;
+}
+
+}  // namespace
+
+double mse_clip_threshold(const float* magnitudes, int64_t count, int levels) {
+  double largest = 0.0;
+  for (int64_t i = 0; i < count; ++i) largest = std::max(largest, double{magnitudes[i]});
+  if (!(largest > 0.0) || levels <= 0) return 0.0;
+  // Coarse: largest * 2^(-j/4) for j = 0..28 (down to largest / 128).
+  constexpr int kCoarse = 28;
+  int best_j = 0;
+  double best_error = std::numeric_limits<double>::infinity();
+  for (int j = 0; j <= kCoarse; ++j) {
+    const double error = clip_error(magnitudes, count, levels, largest * std::exp2(-j / 4.0));
+    if (error < best_error) {
+      best_error = error;
+      best_j = j;
+    }
+  }
+  // Then 1/64 octave steps between the coarse neighbours of the best point, and 1/512 octave
+  // steps between the neighbours of the best of those (the error is not smooth in t: each
+  // value's rounding jumps as t moves).
+  int best_k = best_j * 128;  // in 1/512 octaves
+  auto refine = [&](int stride, int reach) {
+    const int centre = best_k;
+    for (int k = std::max(0, centre - reach); k <= std::min(kCoarse * 128, centre + reach);
+         k += stride) {
+      if (k == centre) continue;
+      const double error = clip_error(magnitudes, count, levels, largest * std::exp2(-k / 512.0));
+      if (error < best_error) {
+        best_error = error;
+        best_k = k;
+      }
+    }
+  };
+  refine(8, 128);
+  refine(1, 8);
+  return largest * std::exp2(-best_k / 512.0);
 }
 
 const std::vector<std::string>& int8_op_names() {
@@ -220,7 +295,7 @@ class EntryReader {
         !parse_algorithm(algorithm->get_ref<const std::string&>(), &entry_.algorithm)) {
       invalid(name_of("algorithm"),
               describe(*algorithm) + " is not a calibration algorithm (known: min_max, "
-                                     "percentile)");
+                                     "percentile, mse)");
     }
   }
 

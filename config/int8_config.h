@@ -34,12 +34,21 @@ enum class Granularity {
 enum class CalibrationAlgorithm {
   min_max,     // the scale maps the observed absolute maximum to the integer range
   percentile,  // the observed range is clipped at a percentile before computing the scale
+  mse,         // clipped where the squared error of quantising the values is smallest
 };
 
 const char* granularity_name(Granularity granularity);        // "per_channel" / "per_tensor"
-const char* algorithm_name(CalibrationAlgorithm algorithm);   // "min_max" / "percentile"
+const char* algorithm_name(CalibrationAlgorithm algorithm);   // "min_max", "percentile", "mse"
 bool parse_granularity(const std::string& text, Granularity* granularity);
 bool parse_algorithm(const std::string& text, CalibrationAlgorithm* algorithm);
+
+// The mse algorithm's clipping: of thresholds t in [largest / 128, largest], the one that
+// minimises the summed squared error of quantising `magnitudes` (each >= 0, largest the
+// largest of them) to multiples of t / levels, values above t becoming t. Searched on a grid
+// a quarter octave apart, then between the best point's neighbours in 1/64 octaves, then in
+// 1/512. Returns 0 when there is nothing to clip (no values, or all zero); NaNs are the
+// caller's to keep out.
+double mse_clip_threshold(const float* magnitudes, int64_t count, int levels);
 
 // Op names the config knows (the seed's plus ours): Convolution, Linear, Matmul, BatchNorm,
 // Relu, MaxPooling, AvgPooling, AdaptivePooling, Add.

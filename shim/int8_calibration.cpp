@@ -68,7 +68,17 @@ State& state() {
   return *instance;
 }
 
-bool percentile() { return state().settings.int8_algorithm == "percentile"; }
+const std::string& algorithm() { return state().settings.int8_algorithm; }
+
+// Up to 64K of the tensor's values, evenly strided, as fp32 magnitudes (|x|, or x itself
+// for a tensor with no negative value).
+at::Tensor sampled_magnitudes(const at::Tensor& values, bool never_negative) {
+  at::Tensor flat = values.reshape({-1});
+  const int64_t n = flat.numel();
+  const int64_t step = std::max<int64_t>(1, n / 65536);
+  at::Tensor sample = flat.slice(0, 0, n, step).to(at::kFloat);
+  return (never_negative ? sample : sample.abs()).contiguous();
+}
 
 // The range of one tensor as the algorithm sees it; nothing for a tensor without values.
 bool range_of(const at::Tensor& tensor, Range* range) {
@@ -79,16 +89,24 @@ bool range_of(const at::Tensor& tensor, Range* range) {
   double lo = std::get<0>(extremes).item<double>();
   double hi = std::get<1>(extremes).item<double>();
   if (!std::isfinite(lo) || !std::isfinite(hi)) return false;
-  if (percentile()) {
-    at::Tensor flat = values.reshape({-1});
-    const int64_t n = flat.numel();
-    const int64_t step = std::max<int64_t>(1, n / 65536);
-    at::Tensor magnitudes = flat.slice(0, 0, n, step).abs().to(at::kFloat);
+  if (algorithm() == "percentile") {
+    at::Tensor magnitudes = sampled_magnitudes(values, false);
     const int64_t m = magnitudes.numel();
     const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(0.9999 * m)));
     const double clip = std::get<0>(magnitudes.kthvalue(k)).item<double>();
     lo = std::max(lo, -clip);
     hi = std::min(hi, clip);
+  } else if (algorithm() == "mse") {
+    // The levels scale_for will give this range: 255 steps for a tensor never negative (u8),
+    // 127 a side otherwise (s8).
+    const bool never_negative = lo >= 0.0;
+    at::Tensor magnitudes = sampled_magnitudes(values, never_negative);
+    const double clip = mse_clip_threshold(magnitudes.data_ptr<float>(), magnitudes.numel(),
+                                           never_negative ? 255 : 127);
+    if (clip > 0.0) {
+      lo = std::max(lo, -clip);
+      hi = std::min(hi, clip);
+    }
   }
   range->min = lo;
   range->max = hi;

@@ -31,8 +31,9 @@ const std::vector<EnvVar>& environment_table() {
       {"IPEX_FUSION", "1", "0, 1", "0 turns off fusion of neighbouring ops"},
       {"IPEX_STRICT", "0", "0, 1",
        "1: a bad IPEX_CONFIG stops the program (exit code 2) instead of being ignored"},
-      {"IPEX_INT8_ALGORITHM", "min_max", "min_max, percentile",
-       "calibration: how activation ranges are taken; percentile clips the rarest 0.01%"},
+      {"IPEX_INT8_ALGORITHM", "min_max", "min_max, percentile, mse",
+       "calibration: how activation ranges are taken; percentile clips the rarest 0.01%, mse "
+       "where the quantisation's squared error is smallest"},
       {"IPEX_INT8_GRANULARITY", "per_channel", "per_channel, per_tensor",
        "calibration: how convolution and linear weights are quantised"},
       {"IPEX_INT8_MIN_SQNR", "15", "a number of dB (0 to 100)",
@@ -155,10 +156,12 @@ Settings parse_settings(EnvLookup lookup, int cpus, std::vector<std::string>* pr
   settings.strict = parse_switch(lookup, "IPEX_STRICT", false, problems);
 
   if (const char* text = lookup("IPEX_INT8_ALGORITHM")) {
-    if (std::strcmp(text, "min_max") == 0 || std::strcmp(text, "percentile") == 0) {
+    if (std::strcmp(text, "min_max") == 0 || std::strcmp(text, "percentile") == 0 ||
+        std::strcmp(text, "mse") == 0) {
       settings.int8_algorithm = text;
     } else {
-      problems->push_back(invalid("IPEX_INT8_ALGORITHM", text, "min_max, percentile", "min_max"));
+      problems->push_back(
+          invalid("IPEX_INT8_ALGORITHM", text, "min_max, percentile, mse", "min_max"));
     }
   }
   if (const char* text = lookup("IPEX_INT8_GRANULARITY")) {

@@ -53,8 +53,9 @@ from conftest import cosine, describe, parse_report
 CNNS = ["resnet18", "resnet50", "mobilenet_v2"]
 MODELS = CNNS + ["encoder"]
 DEFAULT = "min_max/per_channel"
-VARIANT_MODEL = "resnet18"  # the model also calibrated with percentile and per_tensor
+VARIANT_MODEL = "resnet18"  # the model also calibrated with percentile, mse and per_tensor
 PERCENTILE = "percentile/per_channel"
+MSE = "mse/per_channel"
 PER_TENSOR = "min_max/per_tensor"
 HEAVY_OP = {**{m: "conv2d" for m in CNNS}, "encoder": "linear"}
 MIN_INT8_SHARE = 0.8
@@ -70,7 +71,7 @@ FLOOR_COSINE = 0.98
 def control(run_py, shim, tmp_path_factory, cpu_plan):
     """WORKDIR with every model's state_dict, inputs and stock outputs."""
     workdir = tmp_path_factory.mktemp("int8_accuracy")
-    specs = [f"{VARIANT_MODEL}:{DEFAULT}+{PERCENTILE}+{PER_TENSOR}"]
+    specs = [f"{VARIANT_MODEL}:{DEFAULT}+{PERCENTILE}+{MSE}+{PER_TENSOR}"]
     specs += [m for m in MODELS if m != VARIANT_MODEL]
     # The same environment as the calibration run (no OMP_NUM_THREADS): calibration keeps
     # stock's thread count, so its outputs can be stock's bit for bit.
@@ -207,25 +208,29 @@ def scales_by_key(entries):
     return {e["key"]: e["inputs_scale"] + e["outputs_scale"] for e in entries}
 
 
-def test_percentile_calibration(flow):
-    """IPEX_INT8_ALGORITHM=percentile: the config says so, clipping the rarest values gives
-    every range a scale at least min_max's (some larger), and int8 inference is as accurate
-    as ideal INT8 with percentile ranges."""
-    got = flow(VARIANT_MODEL, PERCENTILE)
+@pytest.mark.parametrize("variant", [PERCENTILE, MSE])
+def test_clipping_calibration(flow, variant):
+    """IPEX_INT8_ALGORITHM=percentile (clips the rarest 0.01%) and mse (clips where the
+    squared error of quantising is smallest): the config names the algorithm, every range is
+    min_max's or clipped inside it, so every scale is at least min_max's and some are larger,
+    and int8 inference is as accurate as ideal INT8 with the same algorithm's ranges (the
+    control's own clipping: programs/int8_models.tensor_range)."""
+    algorithm = variant.split("/")[0]
+    got = flow(VARIANT_MODEL, variant)
     algorithms = sorted({e["algorithm"] for e in got.entries})
-    assert algorithms == ["percentile"], \
-        f"calibration under IPEX_INT8_ALGORITHM=percentile wrote algorithm {algorithms}"
-    percentile = scales_by_key(got.entries)
+    assert algorithms == [algorithm], \
+        f"calibration under IPEX_INT8_ALGORITHM={algorithm} wrote algorithm {algorithms}"
+    clipped = scales_by_key(got.entries)
     min_max = scales_by_key(flow(VARIANT_MODEL).entries)
-    assert percentile.keys() == min_max.keys()
+    assert clipped.keys() == min_max.keys()
     larger = 0
-    for key, scales in percentile.items():
-        for p, m in zip(scales, min_max[key]):
-            assert p >= m * (1 - 1e-9), (key, scales, min_max[key])
-            larger += p > m * 1.0001
-    assert larger > 0, "percentile calibration gave the very scales of min_max"
+    for key, scales in clipped.items():
+        for c, m in zip(scales, min_max[key]):
+            assert c >= m * (1 - 1e-9), (key, scales, min_max[key])
+            larger += c > m * 1.0001
+    assert larger > 0, f"{algorithm} calibration gave the very scales of min_max"
     figures = accuracy_figures(got)
-    text = describe_figures(VARIANT_MODEL, PERCENTILE, figures)
+    text = describe_figures(VARIANT_MODEL, variant, figures)
     print(text)
     assert figures["cos"] >= 0.99, text
     check_as_accurate_as_int8_allows(text, figures)

@@ -135,10 +135,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   if (const char* text = value_of("IPEX_INT8_ALGORITHM")) {
-    const bool allowed = std::strcmp(text, "min_max") == 0 || std::strcmp(text, "percentile") == 0;
+    const bool allowed = std::strcmp(text, "min_max") == 0 ||
+                         std::strcmp(text, "percentile") == 0 || std::strcmp(text, "mse") == 0;
     expect("IPEX_INT8_ALGORITHM", allowed);
   }
-  FUZZ_CHECK(settings.int8_algorithm == "min_max" || settings.int8_algorithm == "percentile",
+  FUZZ_CHECK(settings.int8_algorithm == "min_max" || settings.int8_algorithm == "percentile" ||
+                 settings.int8_algorithm == "mse",
              "int8_algorithm out of its set: " + settings.int8_algorithm);
   if (const char* text = value_of("IPEX_INT8_GRANULARITY")) {
     const bool allowed = std::strcmp(text, "per_channel") == 0 || std::strcmp(text, "per_tensor") == 0;

@@ -172,7 +172,10 @@ TEST_F(EnvTest, Int8CalibrationChoicesAreParsedStrictly) {
   EXPECT_EQ(s.int8_granularity, "per_tensor");
   EXPECT_DOUBLE_EQ(s.int8_min_sqnr_db, 22.5);
   EXPECT_TRUE(problems.empty());
-  for (const char* bad : {"entropy", "MIN_MAX", ""}) {
+  fake_env()["IPEX_INT8_ALGORITHM"] = "mse";
+  EXPECT_EQ(parse(2).int8_algorithm, "mse");
+  EXPECT_TRUE(problems.empty());
+  for (const char* bad : {"entropy", "MIN_MAX", "", "MSE", "l2"}) {
     problems.clear();
     fake_env()["IPEX_INT8_ALGORITHM"] = bad;
     EXPECT_EQ(parse(2).int8_algorithm, "min_max") << bad;

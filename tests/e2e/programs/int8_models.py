@@ -85,17 +85,50 @@ def evaluate(model, batches):
 # -- ideal INT8 inference, computed by stock PyTorch --------------------------------------------
 
 PERCENTILE = 0.9999  # README: percentile "clips the rarest 0.01%"
-PERCENTILE_SAMPLES = 65536  # ranked per tensor at most (an even stride through the values)
+RANGE_SAMPLES = 65536  # values a clip is chosen from, at most (an even stride through them)
+
+
+def squared_error_of_clip(values, levels, clips):
+    """[summed squared error of quantising `values` (>= 0) to multiples of t / levels,
+    clipped at t, for each t in `clips`]."""
+    t = clips.view(-1, 1)
+    quantised = torch.minimum(torch.round(values.view(1, -1) / t * levels),
+                              torch.tensor(float(levels))) * t / levels
+    return ((values.view(1, -1) - quantised) ** 2).sum(1)
+
+
+def mse_clip(values, levels):
+    """The clip of the mse algorithm, searched differently from the shim: 400 clips evenly
+    spaced in log from max / 128 to max, then 64 evenly spaced between the best one's
+    neighbours."""
+    largest = values.max().item()
+    if largest <= 0:
+        return 0.0
+    values = values.double()
+    clips = largest * torch.exp(torch.linspace(-math.log(128), 0, 400, dtype=torch.double))
+    errors = torch.cat([squared_error_of_clip(values, levels, part) for part in clips.split(50)])
+    best = int(errors.argmin())
+    fine = torch.linspace(clips[max(0, best - 1)].item(), clips[min(399, best + 1)].item(), 64,
+                          dtype=torch.double)
+    fine_errors = squared_error_of_clip(values, levels, fine)
+    return fine[int(fine_errors.argmin())].item()
 
 
 def tensor_range(tensor, algorithm):
     """(min, max) of one tensor as the calibration algorithm sees it."""
     lo, hi = tensor.min().item(), tensor.max().item()
+    flat = tensor.reshape(-1)
+    sample = flat[::max(1, flat.numel() // RANGE_SAMPLES)]
     if algorithm == "percentile":
-        flat = tensor.reshape(-1)
-        magnitudes = flat[::max(1, flat.numel() // PERCENTILE_SAMPLES)].abs()
+        magnitudes = sample.abs()
         clip = magnitudes.kthvalue(max(1, math.ceil(PERCENTILE * magnitudes.numel()))).values
         lo, hi = max(lo, -clip.item()), min(hi, clip.item())
+    elif algorithm == "mse":
+        # README: where quantising the call's values to the steps the range will get (255 for
+        # a tensor never negative, 127 a side otherwise) gives the smallest squared error
+        clip = mse_clip(sample if lo >= 0 else sample.abs(), 255 if lo >= 0 else 127)
+        if clip > 0:
+            lo, hi = max(lo, -clip), min(hi, clip)
     return lo, hi
 
 
