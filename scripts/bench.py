@@ -789,6 +789,9 @@ def check_shim_rows(args, variants, tmpdir):
         if status is None:
             skipped[v] = "status() unavailable under IPEX_MODE=%s: %s" % (mode, err)
             continue
+        if status.get("refused"):
+            skipped[v] = "the shim stays off under IPEX_MODE=%s: %s" % (mode, status["refused"])
+            continue
         impl = implemented(status)
         need = ["calibration", "int8"] if v in INT8_VARIANTS else [SHIM_MODE[v]]
         missing = [m for m in need if m not in impl]

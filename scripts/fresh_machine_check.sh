@@ -33,7 +33,10 @@ with torch.no_grad():
     got = model(x)
     ref = model.double()(x.double())
 err = ((got.double() - ref).norm() / ref.norm()).item()
-ops = json.loads(torch.ops.ipex_shim.status())["ops"]
+status = json.loads(torch.ops.ipex_shim.status())
+if status.get("refused"):
+    raise SystemExit("smoke: set-up done, but the shim stays off on this machine: " + status["refused"])
+ops = status["ops"]
 ran = ops["conv2d"].get("onednn_fp32", 0) + ops["linear"].get("onednn_fp32", 0)
 print("smoke: torch", torch.__version__, "relative error", err, "shim kernel calls", ran)
 assert err < 1e-5 and ran == 2, "smoke test failed"

@@ -46,6 +46,18 @@ void enable_in_new_thread() noexcept {
   }
 }
 
+// The shim stays off in this process: says why once, and registers the status op alone
+// (unless the full set is there already) so that a program asking is told why. Never throws.
+int refuse(const std::string& why) noexcept {
+  try {
+    log_line(Severity::error, why + "; the shim stays off (running stock PyTorch)");
+    set_refusal(why);
+  } catch (...) {
+  }
+  register_refused_status();
+  return 1;
+}
+
 void print_summary_at_exit() {
   try {
     for (const std::string& line : summary_lines()) log_line(Severity::info, line);
@@ -210,17 +222,12 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
     set_runtime_settings(settings);
     init_process_mode(settings.mode);
     std::string conflict = choose_keys();
-    if (!conflict.empty()) {
-      log_line(Severity::error, conflict + "; the shim stays off (running stock PyTorch)");
-      return 1;
-    }
+    if (!conflict.empty()) return refuse(conflict);
     // A oneDNN whose reorders lose values would make every kernel of the shim wrong: stock
     // PyTorch runs instead (checked in every mode, which may change at run time).
     if (std::string broken = onednn_reorder_self_check(); !broken.empty()) {
-      log_line(Severity::error, "oneDNN " + onednn_version() + " lost values in a reorder on this CPU (" +
-                                    broken + "), so the shim's kernels would give wrong results; "
-                                    "the shim stays off (running stock PyTorch)");
-      return 1;
+      return refuse("oneDNN " + onednn_version() + " lost values in a reorder on this CPU (" +
+                    broken + "), so the shim's kernels would give wrong results");
     }
     if (uses_float_kernels(settings.mode)) use_all_threads();
 
@@ -280,12 +287,10 @@ int start_core(const Settings& settings, IpexShimCoreHooks* hooks) {
     g_running = true;
     return 0;
   } catch (const std::exception& error) {
-    log_line(Severity::error, std::string("could not start: ") + error.what() +
-                                  "; running stock PyTorch");
+    return refuse(std::string("could not start: ") + error.what());
   } catch (...) {
-    log_line(Severity::error, "could not start (unknown error); running stock PyTorch");
+    return refuse("could not start (unknown error)");
   }
-  return 1;
 }
 
 }  // namespace ipex_shim

@@ -9,6 +9,8 @@
 // counts the call and runs stock PyTorch with the shim's key excluded.
 #include "shim/registration.h"
 
+#include <atomic>
+
 // The ops headers expect these to be declared first.
 #include <ATen/core/Tensor.h>
 #include <c10/core/DispatchKeySet.h>
@@ -51,6 +53,7 @@
 #include "shim/ops_fusion_consumers.h"
 #include "shim/ops_attention.h"
 #include "shim/ops_matmul.h"
+#include "shim/log.h"
 #include "shim/ops_observed.h"
 #include "shim/status.h"
 #include "shim/write_watch.h"
@@ -68,6 +71,10 @@ const char* policy_name(Policy policy) {
 }
 
 namespace {
+
+// The ipex_shim namespace takes one definition per process: the full set or the refused
+// status alone.
+std::atomic<bool> g_introspection_registered{false};
 
 std::vector<TableEntry>& table_storage() {
   static std::vector<TableEntry>* table = new std::vector<TableEntry>();
@@ -171,6 +178,7 @@ void register_observed_overrides() {
 }
 
 void register_introspection() {
+  g_introspection_registered = true;
   auto* library =
       new torch::Library(torch::Library::DEF, "ipex_shim", c10::nullopt, __FILE__, __LINE__);
   library->def("status() -> str", &status_json);
@@ -185,6 +193,19 @@ void register_introspection() {
   library->def("save_config(str path) -> str", &api::save_config);
   library->def("reset_calibration() -> ()", &api::reset_calibration);
   library->def("load_config(str path) -> str", &api::load_config);
+}
+
+void register_refused_status() noexcept {
+  if (g_introspection_registered.exchange(true)) return;
+  try {
+    auto* library =
+        new torch::Library(torch::Library::DEF, "ipex_shim", c10::nullopt, __FILE__, __LINE__);
+    library->def("status() -> str", &refused_status_json);
+  } catch (const std::exception& error) {
+    log_line(Severity::warning, std::string("torch.ops.ipex_shim.status is not available: ") +
+                                    error.what());
+  } catch (...) {
+  }
 }
 
 const std::vector<TableEntry>& override_table() { return table_storage(); }

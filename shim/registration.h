@@ -35,6 +35,11 @@ void register_observed_overrides();
 // Registers the ipex_shim:: introspection ops (status, reset_stats).
 void register_introspection();
 
+// Where start_core refused: registers ipex_shim::status alone (refused_status_json), so that a
+// program asking whether the shim runs is told why not instead of finding no op. Nothing
+// when the introspection ops are already there (their status says it). Never throws.
+void register_refused_status() noexcept;
+
 // The override table as registered, in order.
 const std::vector<TableEntry>& override_table();
 

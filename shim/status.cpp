@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "kernels/buffer_pool.h"
 #include "kernels/int8.h"
 #include "kernels/weight_cache.h"
+#include "shim/core_start.h"
 #include "shim/cpu_features.h"
 #include "shim/dispatch_key.h"
 #include "shim/torch_compat.h"
@@ -36,6 +38,15 @@ nlohmann::json op_json(const OpStats& stats) {
   }
   if (!reasons.empty()) entry["fallback_reasons"] = reasons;
   return entry;
+}
+
+std::mutex g_refusal_mutex;
+std::string g_refusal;
+
+nlohmann::json isa_json() {
+  nlohmann::json isa = nlohmann::json::object();
+  for (const auto& [name, present] : cpu_feature_list(cpu_features())) isa[name] = present;
+  return isa;
 }
 
 std::string threads_origin(const Settings& settings) {
@@ -70,10 +81,44 @@ nlohmann::json cpu_plan() {
 
 }  // namespace
 
+void set_refusal(const std::string& why) {
+  std::lock_guard<std::mutex> lock(g_refusal_mutex);
+  if (g_refusal.empty()) g_refusal = why;
+}
+
+std::string refusal() {
+  std::lock_guard<std::mutex> lock(g_refusal_mutex);
+  return g_refusal;
+}
+
+std::string refused_status_json() {
+  const std::string why = refusal();
+  const std::string plan = "stock PyTorch: the shim stays off in this process (" + why + ")";
+  nlohmann::json status;
+  status["version"] = IPEX_SHIM_VERSION;
+  status["running"] = false;
+  status["refused"] = why;
+  status["active"] = false;
+  status["mode"] = mode_name(Mode::off);
+  status["process_mode"] = mode_name(Mode::off);
+  status["environment_mode"] = mode_name(runtime_settings().mode);
+  status["implemented_modes"] = nlohmann::json::array();
+  status["torch"] = compat::kTorchVersion;
+  status["isa"] = isa_json();
+  status["onednn"] = {{"version", onednn_version()}, {"isa", onednn_isa()}};
+  status["on_this_cpu"] = {{"bf16", plan}, {"int8", plan}};
+  status["ops"] = nlohmann::json::object();
+  status["pid"] = static_cast<long>(getpid());
+  return status.dump();
+}
+
 std::string status_json() {
   const Settings& settings = runtime_settings();
   nlohmann::json status;
   status["version"] = IPEX_SHIM_VERSION;
+  status["running"] = core_running();
+  const std::string why = refusal();
+  status["refused"] = why.empty() ? nlohmann::json(nullptr) : nlohmann::json(why);
   // The mode of a call made now from this thread, the process's, and where it came from.
   const Mode mode = current_mode();
   status["mode"] = mode_name(mode);
@@ -94,9 +139,7 @@ std::string status_json() {
   status["num_threads"] = at::get_num_threads();
   status["num_threads_setting"] = settings.num_threads;
   status["num_threads_from"] = threads_origin(settings);
-  nlohmann::json isa = nlohmann::json::object();
-  for (const auto& [name, present] : cpu_feature_list(cpu_features())) isa[name] = present;
-  status["isa"] = isa;
+  status["isa"] = isa_json();
   status["onednn"] = {{"version", onednn_version()}, {"isa", onednn_isa()}};
   status["on_this_cpu"] = cpu_plan();
   const std::string int8_config = int8::loaded_path();

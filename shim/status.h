@@ -7,8 +7,19 @@
 
 namespace ipex_shim {
 
-// JSON: version, mode, active (in the calling thread), num_threads, isa, config, ops, ...
+// JSON: version, running, refused, mode, active (in the calling thread), num_threads, isa,
+// config, ops, ...
 std::string status_json();
+
+// Why the shim stays off in this process (start_core refused: no free dispatch key, a oneDNN
+// that fails the start-up check, an error while starting), or empty while it runs. Set once,
+// by start_core.
+void set_refusal(const std::string& why);
+std::string refusal();
+
+// The status of a process where the shim stays off: why, what it saw of torch, oneDNN and
+// the CPU, and that every mode runs stock PyTorch. The only op registered then.
+std::string refused_status_json();
 
 // Zeroes every op's counters (benchmarks use it after warm-up).
 void reset_stats();

@@ -367,3 +367,60 @@ def test_installed_packages_load_the_installed_core(shim, tmp_path, run_py):
                   preload=False, env={"PYTHONPATH": str(site)})
     assert proc.returncode == 0, describe(proc)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["import", "fp32", [str(core)]]
+
+
+# A program that took every dispatch key the shim could use (a kernel of its own for
+# aten::conv2d at each) before importing the package: the core refuses to start.
+REFUSED_CORE = r"""
+import json, warnings, torch
+lib = torch.library.Library("aten", "IMPL")
+for key in ("AutocastXPU", "AutocastIPU", "AutocastHPU", "AutocastXLA", "AutocastPrivateUse1"):
+    try:
+        if not torch._C._dispatch_has_kernel_for_dispatch_key("aten::conv2d", key):
+            lib.impl("conv2d", lambda *args: None, key)  # no thread enables these keys
+    except (RuntimeError, ValueError, AttributeError):  # a key this torch does not have
+        pass
+torch.manual_seed(0)
+x, w = torch.randn(4, 3, 12, 12), torch.randn(8, 3, 3, 3)
+stock = torch.nn.functional.conv2d(x, w)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import ipex_shim
+previous = ipex_shim.set_mode("fp32")
+with ipex_shim.mode("bf16"):
+    scoped = torch.nn.functional.conv2d(x, w)
+print(json.dumps({
+    "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
+    "attached": ipex_shim.attached(), "previous": previous, "status": ipex_shim.status(),
+    "op_status": json.loads(torch.ops.ipex_shim.status()),
+    "stock_results": torch.equal(stock, scoped)}))
+"""
+
+
+def test_a_refused_core_says_why_in_status(shim, python_dir, run_py):
+    """Where the core refuses to start, torch.ops.ipex_shim.status() still exists and says
+    why (before, the op was missing and a program asking whether the shim runs got an
+    AttributeError), the packages' status() carries the same reason, and the program runs
+    stock PyTorch."""
+    proc = run_py(REFUSED_CORE, mode="bf16", preload=False, env={"PYTHONPATH": str(python_dir)})
+    assert proc.returncode == 0, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ipex_shim: error")]
+    assert len(errors) == 1 and "leaves none of its free keys" in errors[0] \
+        and "stays off" in errors[0], proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    reason = data["op_status"]["refused"]
+    assert "leaves none of its free keys" in reason and "aten::conv2d" in reason, data
+    assert data["attached"] is None and data["previous"] == "off" and data["stock_results"]
+    assert len(data["warnings"]) == 1 and reason in data["warnings"][0], data["warnings"]
+    status = data["op_status"]
+    assert status["running"] is False and status["active"] is False, status
+    assert status["mode"] == "off" and status["environment_mode"] == "bf16", status
+    assert status["ops"] == {} and status["implemented_modes"] == [], status
+    for mode in ("bf16", "int8"):
+        assert status["on_this_cpu"][mode].startswith("stock PyTorch") \
+            and reason in status["on_this_cpu"][mode], status["on_this_cpu"]
+    assert isinstance(status["isa"], dict) and status["isa"] and status["onednn"]["version"]
+    assert status["torch"] and status["version"].count(".") == 2
+    from_package = dict(data["status"])
+    assert reason in from_package.pop("why"), data["status"]
+    assert from_package == status, (from_package, status)

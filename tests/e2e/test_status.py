@@ -13,7 +13,7 @@ from conftest import describe, parse_report
 MODE = "bf16"
 
 STATUS_KEYS = {
-    "version", "mode", "mode_available", "implemented_modes", "active", "dispatch_key",
+    "version", "running", "refused", "mode", "mode_available", "implemented_modes", "active", "dispatch_key",
     "num_threads", "num_threads_setting", "num_threads_from", "isa", "onednn", "config",
     "fusion", "strict", "verbose", "pid", "ops", "policy",
 }
@@ -46,6 +46,7 @@ def test_status_json_has_every_documented_key(probe, shim):
     status = report["status"]
     assert STATUS_KEYS <= status.keys(), STATUS_KEYS - status.keys()
     assert status["mode"] == MODE
+    assert status["running"] is True and status["refused"] is None
     assert isinstance(status["version"], str) and status["version"].count(".") == 2
     assert isinstance(status["implemented_modes"], list)
     assert status["mode_available"] == (MODE in status["implemented_modes"])

@@ -35,12 +35,24 @@ _lock = threading.Lock()
 _attached = None  # "preload", "import", or why the core is not running
 
 
-def _core_running():
+def _core_status():
+    """The core's status as a dict, or None when no core registered its ops in this process.
+    A core that refused to start registers its status alone, which says why."""
     try:
-        torch.ops.ipex_shim.status
-        return True
+        op = torch.ops.ipex_shim.status
     except (RuntimeError, AttributeError):
-        return False
+        return None
+    try:
+        return json.loads(op())
+    except (RuntimeError, ValueError):  # registered but unreadable: taken as running
+        return {}
+
+
+def _refusal(status):
+    """Why a core that is loaded stays off, or None when it runs."""
+    if status is None or status.get("running", True):
+        return None
+    return "the shim stays off: " + (status.get("refused") or "it did not start")
 
 
 def _switch_on_new_threads():
@@ -66,10 +78,10 @@ def _attach():
     with _lock:
         if _attached is not None:
             return _attached
-        if _core_running():
-            _attached = "preload"
-            return _attached
-        if not os.path.isabs(CORE_PATH) or not os.path.isfile(CORE_PATH):
+        loaded = _core_status()
+        if loaded is not None:
+            _attached = _refusal(loaded) or "preload"
+        elif not os.path.isabs(CORE_PATH) or not os.path.isfile(CORE_PATH):
             _attached = f"{CORE_PATH} is missing (reinstall ipex-shim)"
         else:
             try:
@@ -81,7 +93,7 @@ def _attach():
                 _switch_on_new_threads()
                 _attached = "import"
             elif _attached is None:
-                _attached = "the core did not start (it said why above)"
+                _attached = _refusal(_core_status()) or "the core did not start (it said why above)"
         if _attached not in ("preload", "import"):
             warnings.warn(f"ipex-shim: {_attached}; the program runs on stock PyTorch",
                           RuntimeWarning, stacklevel=3)
@@ -153,10 +165,12 @@ def mode(mode_name, config=None):
 
 
 def status():
-    """torch.ops.ipex_shim.status() as a dict ({"active": False} when the shim is not
-    running)."""
+    """torch.ops.ipex_shim.status() as a dict. When the shim is not running: "active" False
+    and "why" it is not (with what a core that refused to start reported, if one did)."""
     if attached() is None:
-        return {"active": False, "why": _attached}
+        stopped = _core_status() or {"active": False}
+        stopped["why"] = _attached
+        return stopped
     return json.loads(torch.ops.ipex_shim.status())
 
 
