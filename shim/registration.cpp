@@ -202,8 +202,11 @@ void register_refused_status() noexcept {
         new torch::Library(torch::Library::DEF, "ipex_shim", c10::nullopt, __FILE__, __LINE__);
     library->def("status() -> str", &refused_status_json);
   } catch (const std::exception& error) {
-    log_line(Severity::warning, std::string("torch.ops.ipex_shim.status is not available: ") +
-                                    error.what());
+    try {
+      log_line(Severity::warning, std::string("torch.ops.ipex_shim.status is not available: ") +
+                                      error.what());
+    } catch (...) {
+    }
   } catch (...) {
   }
 }
