@@ -26,7 +26,10 @@ print(f"batch of {images.shape[0]}: {elapsed * 1000:.1f} ms, output {tuple(logit
       f"{logits.dtype}, top-1 classes {logits.argmax(1).tolist()}")
 if hasattr(torch.ops.ipex_shim, "status"):
     status = json.loads(torch.ops.ipex_shim.status())
-    print(f"ipex-shim: mode {status['mode']}, active {status['active']}, "
-          f"conv2d {status['ops']['conv2d']}")
+    if status.get("refused"):
+        print(f"ipex-shim: stays off in this process: {status['refused']}")
+    else:
+        print(f"ipex-shim: mode {status['mode']}, active {status['active']}, "
+              f"conv2d {status['ops']['conv2d']}")
 else:
     print("ipex-shim: not loaded (run under build/ipex-run --mode bf16)")

@@ -389,7 +389,20 @@ with warnings.catch_warnings(record=True) as caught:
 previous = ipex_shim.set_mode("fp32")
 with ipex_shim.mode("bf16"):
     scoped = torch.nn.functional.conv2d(x, w)
+import intel_extension_for_pytorch as ipex
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+prepared = ipex.quantization.prepare(net, ipex.quantization.default_static_qconfig_mapping,
+                                     example_inputs=(x,))
+with torch.no_grad():
+    prepared(x)
+with warnings.catch_warnings(record=True) as converting:
+    warnings.simplefilter("always")
+    quantized = ipex.quantization.convert(prepared)
+with torch.no_grad():
+    converted_stock = torch.equal(quantized(x), net(x))
 print(json.dumps({
+    "convert_warnings": [str(w.message) for w in converting],
+    "converted_stock": converted_stock,
     "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
     "attached": ipex_shim.attached(), "previous": previous, "status": ipex_shim.status(),
     "op_status": json.loads(torch.ops.ipex_shim.status()),
@@ -401,7 +414,7 @@ def test_a_refused_core_says_why_in_status(shim, python_dir, run_py):
     """Where the core refuses to start, torch.ops.ipex_shim.status() still exists and says
     why (before, the op was missing and a program asking whether the shim runs got an
     AttributeError), the packages' status() carries the same reason, and the program runs
-    stock PyTorch."""
+    stock PyTorch, an IPEX 2.x static quantization included."""
     proc = run_py(REFUSED_CORE, mode="bf16", preload=False, env={"PYTHONPATH": str(python_dir)})
     assert proc.returncode == 0, describe(proc)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ipex_shim: error")]
@@ -412,6 +425,10 @@ def test_a_refused_core_says_why_in_status(shim, python_dir, run_py):
     assert "leaves none of its free keys" in reason and "aten::conv2d" in reason, data
     assert data["attached"] is None and data["previous"] == "off" and data["stock_results"]
     assert len(data["warnings"]) == 1 and reason in data["warnings"][0], data["warnings"]
+    # IPEX 2.x's prepare/convert goes on in stock fp32 (convert used to raise), saying why.
+    assert data["converted_stock"], data
+    assert len(data["convert_warnings"]) == 1 and reason in data["convert_warnings"][0] \
+        and "stock fp32" in data["convert_warnings"][0], data["convert_warnings"]
     status = data["op_status"]
     assert status["running"] is False and status["active"] is False, status
     assert status["mode"] == "off" and status["environment_mode"] == "bf16", status

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 
 import torch
 
@@ -143,19 +144,25 @@ def prepare(model, configure=default_static_qconfig_mapping, example_inputs=None
 
 def convert(model, inplace=False):
     """Returns the prepared `model` (a copy unless inplace=True) set to run INT8 with what its
-    calibration observed, or with the summary load_qconf_summary() gave it."""
+    calibration observed, or with the summary load_qconf_summary() gave it. Where the shim is
+    not running, says so and returns it running stock fp32."""
     prepared = getattr(model, "_ipex_shim_prepared", None)
     if prepared is None or scope_of(model) is None:
         raise ValueError("convert: the model does not come from ipex.quantization.prepare(); "
                          "prepare it, run it on calibration data, then convert it")
-    path = prepared.summary
-    if path is None:
-        path = _private_config_path()
-        _shim.save_config(path)
-    _shim.load_config(path)
     if not inplace:
         model = copy.deepcopy(model)
-    scoped_forward(model, "int8", path)
+    if _shim.attached() is None:
+        # Nothing was observed: the program goes on in stock fp32, as the import warned.
+        warnings.warn(f"ipex_shim: convert: {_shim.status()['why']}; the model runs stock fp32",
+                      RuntimeWarning, stacklevel=2)
+    else:
+        path = prepared.summary
+        if path is None:
+            path = _private_config_path()
+            _shim.save_config(path)
+        _shim.load_config(path)
+        scoped_forward(model, "int8", path)
     for name in ("save_qconf_summary", "load_qconf_summary", "_ipex_shim_prepared"):
         model.__dict__.pop(name, None)
     return model
