@@ -18,6 +18,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <numeric>
 
 #include "config/json_file.h"
 #include "kernels/matmul.h"
@@ -71,11 +72,15 @@ State& state() {
 const std::string& algorithm() { return state().settings.int8_algorithm; }
 
 // Up to 64K of the tensor's values, evenly strided, as fp32 magnitudes (|x|, or x itself
-// for a tensor with no negative value).
+// for a tensor with no negative value). The stride shares no factor with the innermost
+// dimension: one that did would read some of its positions only (a stride of 6 over 768
+// hidden channels reads every sixth channel and never the others).
 at::Tensor sampled_magnitudes(const at::Tensor& values, bool never_negative) {
   at::Tensor flat = values.reshape({-1});
   const int64_t n = flat.numel();
-  const int64_t step = std::max<int64_t>(1, n / 65536);
+  const int64_t innermost = values.dim() > 0 ? std::max<int64_t>(1, values.size(-1)) : 1;
+  int64_t step = std::max<int64_t>(1, n / 65536);
+  while (std::gcd(step, innermost) != 1) ++step;
   at::Tensor sample = flat.slice(0, 0, n, step).to(at::kFloat);
   return (never_negative ? sample : sample.abs()).contiguous();
 }

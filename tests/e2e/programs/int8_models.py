@@ -118,7 +118,12 @@ def tensor_range(tensor, algorithm):
     """(min, max) of one tensor as the calibration algorithm sees it."""
     lo, hi = tensor.min().item(), tensor.max().item()
     flat = tensor.reshape(-1)
-    sample = flat[::max(1, flat.numel() // RANGE_SAMPLES)]
+    # README: a stride sharing no factor with the innermost dimension, so that every position
+    # of it is read
+    step = max(1, flat.numel() // RANGE_SAMPLES)
+    while math.gcd(step, tensor.shape[-1] if tensor.dim() else 1) != 1:
+        step += 1
+    sample = flat[::step]
     if algorithm == "percentile":
         magnitudes = sample.abs()
         clip = magnitudes.kthvalue(max(1, math.ceil(PERCENTILE * magnitudes.numel()))).values
