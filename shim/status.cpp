@@ -40,8 +40,17 @@ nlohmann::json op_json(const OpStats& stats) {
   return entry;
 }
 
-std::mutex g_refusal_mutex;
-std::string g_refusal;
+// Why start_core refused (empty while the shim runs); never destroyed, as status() may be
+// called while the process exits.
+struct Refusal {
+  std::mutex mutex;
+  std::string why;
+};
+
+Refusal& refusal_storage() {
+  static Refusal* refusal = new Refusal();
+  return *refusal;
+}
 
 nlohmann::json isa_json() {
   nlohmann::json isa = nlohmann::json::object();
@@ -82,13 +91,15 @@ nlohmann::json cpu_plan() {
 }  // namespace
 
 void set_refusal(const std::string& why) {
-  std::lock_guard<std::mutex> lock(g_refusal_mutex);
-  if (g_refusal.empty()) g_refusal = why;
+  Refusal& stored = refusal_storage();
+  std::lock_guard<std::mutex> lock(stored.mutex);
+  if (stored.why.empty()) stored.why = why;
 }
 
 std::string refusal() {
-  std::lock_guard<std::mutex> lock(g_refusal_mutex);
-  return g_refusal;
+  Refusal& stored = refusal_storage();
+  std::lock_guard<std::mutex> lock(stored.mutex);
+  return stored.why;
 }
 
 std::string refused_status_json() {
