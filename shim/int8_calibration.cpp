@@ -59,6 +59,8 @@ struct State {
   std::mutex mutex;
   std::vector<Record> records;  // by op index (shim/int8_identity.h)
   Settings settings;
+  // settings.int8_algorithm, parsed once where the settings are set (read on every call).
+  CalibrationAlgorithm algorithm = CalibrationAlgorithm::min_max;
   pid_t owner = 0;
   bool active = false;
   bool written = false;
@@ -69,7 +71,13 @@ State& state() {
   return *instance;
 }
 
-const std::string& algorithm() { return state().settings.int8_algorithm; }
+CalibrationAlgorithm algorithm() { return state().algorithm; }
+
+void set_settings(State& st, const Settings& settings) {
+  st.settings = settings;
+  st.algorithm = CalibrationAlgorithm::min_max;
+  parse_algorithm(settings.int8_algorithm, &st.algorithm);
+}
 
 // Up to 64K of the tensor's values, evenly strided, as fp32 magnitudes (|x|, or x itself
 // for a tensor with no negative value). The stride shares no factor with the innermost
@@ -94,14 +102,14 @@ bool range_of(const at::Tensor& tensor, Range* range) {
   double lo = std::get<0>(extremes).item<double>();
   double hi = std::get<1>(extremes).item<double>();
   if (!std::isfinite(lo) || !std::isfinite(hi)) return false;
-  if (algorithm() == "percentile") {
+  if (algorithm() == CalibrationAlgorithm::percentile) {
     at::Tensor magnitudes = sampled_magnitudes(values, false);
     const int64_t m = magnitudes.numel();
     const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(0.9999 * m)));
     const double clip = std::get<0>(magnitudes.kthvalue(k)).item<double>();
     lo = std::max(lo, -clip);
     hi = std::min(hi, clip);
-  } else if (algorithm() == "mse") {
+  } else if (algorithm() == CalibrationAlgorithm::mse) {
     // The levels scale_for will give this range: 255 steps for a tensor never negative (u8),
     // 127 a side otherwise (s8).
     const bool never_negative = lo >= 0.0;
@@ -375,7 +383,7 @@ bool start(const Settings& settings, std::string* why) {
   }
   if (!check_writable(settings.config_path, why)) return false;
   State& st = state();
-  st.settings = settings;
+  set_settings(st, settings);
   st.owner = ::getpid();
   st.active = true;
   std::atexit(&write_at_exit);
@@ -394,7 +402,7 @@ void start_observing(const Settings& settings) {
   State& st = state();
   std::lock_guard<std::mutex> lock(st.mutex);
   if (st.active) return;
-  st.settings = settings;
+  set_settings(st, settings);
   st.owner = ::getpid();
   st.active = true;
 }
@@ -520,8 +528,7 @@ Int8Config current_config() {
     std::lock_guard<std::mutex> lock(st.mutex);
     records = st.records;
   }
-  CalibrationAlgorithm algorithm = CalibrationAlgorithm::min_max;
-  parse_algorithm(st.settings.int8_algorithm, &algorithm);
+  const CalibrationAlgorithm algorithm = st.algorithm;
   Granularity granularity = Granularity::per_channel;
   parse_granularity(st.settings.int8_granularity, &granularity);
 
