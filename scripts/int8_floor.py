@@ -8,8 +8,9 @@ each model in fp32 with every convolution and linear layer made to behave like a
 kernel: its weight rounded per output channel to 127 steps a side, and its input rounded to
 the steps of the range calibration gave it; batch norms, activations, pools and additions
 stay fp32. Ranges, from the same calibration batches as the bench:
-  min_max          the widest value seen (the shim's default), in the shim's scheme: u8 with
-                   255 steps for a range never negative, else s8 with 127 a side
+  min_max          the widest value seen (the seed's; the shim's default before mse), in the
+                   shim's scheme: u8 with 255 steps for a range never negative, else s8
+                   with 127 a side
   torch_ao         torch.ao's HistogramObserver as its `onednn` qconfig sets it (full 8-bit
                    range; the bench's ao_int8 row), in the shim's scheme
   torch_ao_affine  the same ranges in torch.ao's scheme: u8 with a zero point

@@ -3,10 +3,12 @@
 // at exit the INT8 config is written to IPEX_CONFIG (config/int8_config.h).
 //
 // Ranges: min_max keeps the smallest and largest value seen; percentile clips each call's
-// range at the 99.99th percentile of |x|, and mse where quantising the call's values (to the
-// 255 or 127 steps the range will get) gives the smallest squared error, both on a sample of
-// up to 64K values, keeping the widest clipped range. A tensor never seen negative is
-// quantised to u8 (scale 255 / max), others to s8 (scale 127 / max|x|).
+// range at the 99.99th percentile of |x| on a sample of up to 64K of its values, keeping the
+// widest clipped range; mse (the default) clips the widest range seen where quantising a
+// uniform sample of all calls' values (64K, pooled over the calls) to the 255 or 127 steps
+// the range will get gives the smallest squared error, chosen when the config is made. A
+// tensor never seen negative is quantised to u8 (scale 255 / max), others to s8
+// (scale 127 / max|x|). Ranks under torchrun clip on their own; the merge keeps the widest.
 //
 // Sensitivity: the first input of each convolution and linear is kept (its first two
 // samples, or 256 rows); at exit the op runs on it in INT8 with the final scales and its

@@ -31,9 +31,10 @@ const std::vector<EnvVar>& environment_table() {
       {"IPEX_FUSION", "1", "0, 1", "0 turns off fusion of neighbouring ops"},
       {"IPEX_STRICT", "0", "0, 1",
        "1: a bad IPEX_CONFIG stops the program (exit code 2) instead of being ignored"},
-      {"IPEX_INT8_ALGORITHM", "min_max", "min_max, percentile, mse",
-       "calibration: how activation ranges are taken; percentile clips the rarest 0.01%, mse "
-       "where the quantisation's squared error is smallest"},
+      {"IPEX_INT8_ALGORITHM", "mse", "mse, min_max, percentile",
+       "calibration: how activation ranges are taken; mse clips where the quantisation's "
+       "squared error over all calls is smallest, min_max keeps the extremes (the seed's), "
+       "percentile clips the rarest 0.01%"},
       {"IPEX_INT8_GRANULARITY", "per_channel", "per_channel, per_tensor",
        "calibration: how convolution and linear weights are quantised"},
       {"IPEX_INT8_MIN_SQNR", "15", "a number of dB (0 to 100)",
@@ -161,7 +162,7 @@ Settings parse_settings(EnvLookup lookup, int cpus, std::vector<std::string>* pr
       settings.int8_algorithm = text;
     } else {
       problems->push_back(
-          invalid("IPEX_INT8_ALGORITHM", text, "min_max, percentile, mse", "min_max"));
+          invalid("IPEX_INT8_ALGORITHM", text, "mse, min_max, percentile", "mse"));
     }
   }
   if (const char* text = lookup("IPEX_INT8_GRANULARITY")) {

@@ -28,7 +28,7 @@ struct Settings {
   int verbose = 0;          // IPEX_VERBOSE: 0 quiet, 1 banner + exit summary, 2 per-op detail
   bool fusion = true;       // IPEX_FUSION
   bool strict = false;      // IPEX_STRICT: a bad IPEX_CONFIG stops the program
-  std::string int8_algorithm = "min_max";        // IPEX_INT8_ALGORITHM
+  std::string int8_algorithm = "mse";            // IPEX_INT8_ALGORITHM
   std::string int8_granularity = "per_channel";  // IPEX_INT8_GRANULARITY
   double int8_min_sqnr_db = 15.0;                // IPEX_INT8_MIN_SQNR
   // IPEX_INT8_FALLBACK: the precision int8 mode gives an op its config leaves out of INT8

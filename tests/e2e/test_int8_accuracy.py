@@ -52,11 +52,11 @@ from conftest import cosine, describe, parse_report
 
 CNNS = ["resnet18", "resnet50", "mobilenet_v2"]
 MODELS = CNNS + ["encoder"]
-DEFAULT = "min_max/per_channel"
-VARIANT_MODEL = "resnet18"  # the model also calibrated with percentile, mse and per_tensor
+DEFAULT = "mse/per_channel"  # the shim's defaults
+VARIANT_MODEL = "resnet18"  # the model also calibrated with min_max, percentile, per_tensor
+MIN_MAX = "min_max/per_channel"
 PERCENTILE = "percentile/per_channel"
-MSE = "mse/per_channel"
-PER_TENSOR = "min_max/per_tensor"
+PER_TENSOR = "mse/per_tensor"
 HEAVY_OP = {**{m: "conv2d" for m in CNNS}, "encoder": "linear"}
 MIN_INT8_SHARE = 0.8
 RELATIVE_SLACK = 0.2
@@ -71,7 +71,7 @@ FLOOR_COSINE = 0.98
 def control(run_py, shim, tmp_path_factory, cpu_plan):
     """WORKDIR with every model's state_dict, inputs and stock outputs."""
     workdir = tmp_path_factory.mktemp("int8_accuracy")
-    specs = [f"{VARIANT_MODEL}:{DEFAULT}+{PERCENTILE}+{MSE}+{PER_TENSOR}"]
+    specs = [f"{VARIANT_MODEL}:{DEFAULT}+{MIN_MAX}+{PERCENTILE}+{PER_TENSOR}"]
     specs += [m for m in MODELS if m != VARIANT_MODEL]
     # The same environment as the calibration run (no OMP_NUM_THREADS): calibration keeps
     # stock's thread count, so its outputs can be stock's bit for bit.
@@ -178,7 +178,7 @@ def test_calibration_run_matches_stock_bit_for_bit(flow, model):
     assert got.entries, "empty config"
     weighted = [e for e in got.entries if e["name"] in ("Convolution", "Linear")]
     assert weighted, [e["name"] for e in got.entries]
-    assert {e["algorithm"] for e in got.entries} == {"min_max"}
+    assert {e["algorithm"] for e in got.entries} == {"mse"}
     assert {e["weight_granularity"] for e in weighted} == {"per_channel"}
 
 
@@ -208,20 +208,21 @@ def scales_by_key(entries):
     return {e["key"]: e["inputs_scale"] + e["outputs_scale"] for e in entries}
 
 
-@pytest.mark.parametrize("variant", [PERCENTILE, MSE])
+@pytest.mark.parametrize("variant", [PERCENTILE, DEFAULT])
 def test_clipping_calibration(flow, variant):
-    """IPEX_INT8_ALGORITHM=percentile (clips the rarest 0.01%) and mse (clips where the
-    squared error of quantising is smallest): the config names the algorithm, every range is
-    min_max's or clipped inside it, so every scale is at least min_max's and some are larger,
-    and int8 inference is as accurate as ideal INT8 with the same algorithm's ranges (the
-    control's own clipping: programs/int8_models.tensor_range)."""
+    """IPEX_INT8_ALGORITHM=percentile (clips the rarest 0.01%) and mse, the default (clips
+    where the squared error of quantising all calls' values is smallest): the config names
+    the algorithm, every range is min_max's (IPEX_INT8_ALGORITHM=min_max, the seed's) or
+    clipped inside it, so every scale is at least min_max's and some are larger, and int8
+    inference is as accurate as ideal INT8 with the same algorithm's ranges (the control's
+    own clipping: programs/int8_models.tensor_range and pooled_clip)."""
     algorithm = variant.split("/")[0]
     got = flow(VARIANT_MODEL, variant)
     algorithms = sorted({e["algorithm"] for e in got.entries})
     assert algorithms == [algorithm], \
         f"calibration under IPEX_INT8_ALGORITHM={algorithm} wrote algorithm {algorithms}"
     clipped = scales_by_key(got.entries)
-    min_max = scales_by_key(flow(VARIANT_MODEL).entries)
+    min_max = scales_by_key(flow(VARIANT_MODEL, MIN_MAX).entries)
     assert clipped.keys() == min_max.keys()
     larger = 0
     for key, scales in clipped.items():

@@ -157,7 +157,7 @@ def test_written_config_has_seed_fields_then_shim_fields(config_a):
         for field, kind in SEED_FIELDS:
             assert type(entry[field]) is kind, (field, where)
         assert entry["name"] in OP_NAMES, where
-        assert entry["algorithm"] == "min_max", where
+        assert entry["algorithm"] == "mse", where  # the default (the seed knew min_max only)
         assert entry["weight_granularity"] in ("per_channel", "per_tensor"), where
         if entry["name"] in ("Convolution", "Linear"):
             assert entry["weight_granularity"] == "per_channel", where

@@ -172,13 +172,16 @@ TEST_F(EnvTest, Int8CalibrationChoicesAreParsedStrictly) {
   EXPECT_EQ(s.int8_granularity, "per_tensor");
   EXPECT_DOUBLE_EQ(s.int8_min_sqnr_db, 22.5);
   EXPECT_TRUE(problems.empty());
-  fake_env()["IPEX_INT8_ALGORITHM"] = "mse";
-  EXPECT_EQ(parse(2).int8_algorithm, "mse");
+  fake_env()["IPEX_INT8_ALGORITHM"] = "min_max";
+  EXPECT_EQ(parse(2).int8_algorithm, "min_max");
+  EXPECT_TRUE(problems.empty());
+  fake_env().erase("IPEX_INT8_ALGORITHM");
+  EXPECT_EQ(parse(2).int8_algorithm, "mse");  // the default
   EXPECT_TRUE(problems.empty());
   for (const char* bad : {"entropy", "MIN_MAX", "", "MSE", "l2"}) {
     problems.clear();
     fake_env()["IPEX_INT8_ALGORITHM"] = bad;
-    EXPECT_EQ(parse(2).int8_algorithm, "min_max") << bad;
+    EXPECT_EQ(parse(2).int8_algorithm, "mse") << bad;
     ASSERT_EQ(problems.size(), 1u) << bad;
     EXPECT_NE(problems[0].find("IPEX_INT8_ALGORITHM"), std::string::npos);
   }

@@ -10,7 +10,7 @@ usage:
       ({"calibration": [batch, ...], "test": batch}); evaluates every calibration batch and
       the test batch and saves the outputs to WORKDIR/<model>.control.pt. For a CNN it also
       saves there, under "ideal_int8", the test output of ideal INT8 inference for each
-      VARIANT ("min_max/per_channel" when none is named; ALGORITHM/GRANULARITY), see
+      VARIANT ("mse/per_channel" when none is named; ALGORITHM/GRANULARITY), see
       ideal_int8_outputs.
   int8_models.py calibrate|infer WORKDIR MODEL OUT
       The program a user runs twice, unchanged: first under IPEX_MODE=calibration, then under
@@ -38,7 +38,7 @@ TEST_BATCH = 2  # another batch size than calibration's, and other images
 # smaller vocabulary, so that calibration and inference fit the test's time budget.
 ENCODER = dict(vocab=8000, max_pos=128, hidden=768, heads=12, layers=2, ffn=3072)
 ENCODER_SEQ = {"calibration": 64, "test": 48}
-DEFAULT_VARIANT = "min_max/per_channel"
+DEFAULT_VARIANT = "mse/per_channel"  # the shim's defaults
 
 
 # -- models and inputs --------------------------------------------------------------------------
@@ -85,7 +85,8 @@ def evaluate(model, batches):
 # -- ideal INT8 inference, computed by stock PyTorch --------------------------------------------
 
 PERCENTILE = 0.9999  # README: percentile "clips the rarest 0.01%"
-RANGE_SAMPLES = 65536  # values a clip is chosen from, at most (an even stride through them)
+RANGE_SAMPLES = 65536  # values read from each call (an even stride through them), and the
+# size of mse's pool over all calls (the shim keeps a uniform sample: reservoir sampling)
 
 
 def squared_error_of_clip(values, levels, clips):
@@ -114,27 +115,37 @@ def mse_clip(values, levels):
     return fine[int(fine_errors.argmin())].item()
 
 
-def tensor_range(tensor, algorithm):
-    """(min, max) of one tensor as the calibration algorithm sees it."""
-    lo, hi = tensor.min().item(), tensor.max().item()
+def call_sample(tensor):
+    """The values of one call the clipping algorithms read, as magnitudes: README, a stride
+    sharing no factor with the innermost dimension, so that every position of it is read."""
     flat = tensor.reshape(-1)
-    # README: a stride sharing no factor with the innermost dimension, so that every position
-    # of it is read
     step = max(1, flat.numel() // RANGE_SAMPLES)
     while math.gcd(step, tensor.shape[-1] if tensor.dim() else 1) != 1:
         step += 1
-    sample = flat[::step]
+    return flat[::step].abs()
+
+
+def tensor_range(tensor, algorithm):
+    """(min, max) of one call's tensor as the calibration algorithm sees it (mse: the
+    extremes; its clip is chosen over all calls, pooled_clip)."""
+    lo, hi = tensor.min().item(), tensor.max().item()
     if algorithm == "percentile":
-        magnitudes = sample.abs()
+        magnitudes = call_sample(tensor)
         clip = magnitudes.kthvalue(max(1, math.ceil(PERCENTILE * magnitudes.numel()))).values
         lo, hi = max(lo, -clip.item()), min(hi, clip.item())
-    elif algorithm == "mse":
-        # README: where quantising the call's values to the steps the range will get (255 for
-        # a tensor never negative, 127 a side otherwise) gives the smallest squared error
-        clip = mse_clip(sample if lo >= 0 else sample.abs(), 255 if lo >= 0 else 127)
-        if clip > 0:
-            lo, hi = max(lo, -clip), min(hi, clip)
     return lo, hi
+
+
+def pooled_clip(lo, hi, samples):
+    """mse: (lo, hi) clipped where quantising a uniform sample of every call's values (at most
+    RANGE_SAMPLES, drawn with a fixed seed) to the steps the range will get (255 for a tensor
+    never negative, 127 a side otherwise) gives the smallest squared error."""
+    pool = torch.cat(samples)
+    if pool.numel() > RANGE_SAMPLES:
+        drawn = torch.randperm(pool.numel(), generator=torch.Generator().manual_seed(0))
+        pool = pool[drawn[:RANGE_SAMPLES]]
+    clip = mse_clip(pool, 255 if lo >= 0 else 127)
+    return (max(lo, -clip), min(hi, clip)) if clip > 0 else (lo, hi)
 
 
 def quantisable(model):
@@ -153,6 +164,7 @@ def input_ranges(model, batches, algorithms):
     """{algorithm: [(min, max) of each quantisable module's input over all batches]}."""
     modules = [m for m, _ in quantisable(model)]
     ranges = {a: [(math.inf, -math.inf)] * len(modules) for a in algorithms}
+    samples = [[] for _ in modules]  # mse's pool, per module
 
     def observer(index):
         def observe(module, inputs):
@@ -160,6 +172,8 @@ def input_ranges(model, batches, algorithms):
                 lo, hi = tensor_range(inputs[0], algorithm)
                 old_lo, old_hi = ranges[algorithm][index]
                 ranges[algorithm][index] = (min(lo, old_lo), max(hi, old_hi))
+            if "mse" in algorithms:
+                samples[index].append(call_sample(inputs[0]))
         return observe
 
     hooks = [m.register_forward_pre_hook(observer(i)) for i, m in enumerate(modules)]
@@ -168,6 +182,9 @@ def input_ranges(model, batches, algorithms):
     finally:
         for hook in hooks:
             hook.remove()
+    if "mse" in algorithms:
+        ranges["mse"] = [pooled_clip(lo, hi, pool)
+                         for (lo, hi), pool in zip(ranges["mse"], samples)]
     return ranges
 
 

@@ -6,8 +6,8 @@
     prepared.save_qconf_summary(qconf_summary="int8.json")   # optional: the seed's format
     quantized = convert(prepared)            # runs INT8 with what was observed
 
-The shim decides how ranges are observed (IPEX_INT8_ALGORITHM, IPEX_INT8_GRANULARITY: min-max
-and per-channel weights by default); a qconfig mapping is accepted for the call's sake.
+The shim decides how ranges are observed (IPEX_INT8_ALGORITHM, IPEX_INT8_GRANULARITY: mse
+clipping and per-channel weights by default); a qconfig mapping is accepted for the call's sake.
 Dynamic quantization and weight-only quantization are not provided.
 """
 
@@ -30,10 +30,12 @@ __all__ = ["prepare", "convert", "default_static_qconfig_mapping", "default_stat
 
 class StaticQConfigMapping:
     """The shim's static INT8 scheme: activations per tensor (u8 for a tensor never seen
-    negative, else s8), weights per output channel, ranges by min-max."""
+    negative, else s8), weights per output channel, ranges by IPEX_INT8_ALGORITHM (mse by
+    default: clipped where the squared error of quantising is smallest)."""
 
     def __repr__(self):
-        return "ipex_shim static INT8 (min_max, per-channel weights)"
+        return ("ipex_shim static INT8 (ranges: IPEX_INT8_ALGORITHM, mse by default; weights: "
+                "IPEX_INT8_GRANULARITY, per channel by default)")
 
 
 default_static_qconfig_mapping = StaticQConfigMapping()
