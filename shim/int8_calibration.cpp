@@ -32,7 +32,7 @@ namespace {
 // once over all calls (each call's values, sampled as sampled_magnitudes reads them, are
 // offered to a reservoir of kPoolSize; a value offered as the n-th is kept with probability
 // kPoolSize / n). Clipping each call on its own and keeping the widest clip, as this
-// algorithm did before, clipped less and measured lower (README, "The mse range algorithm").
+// algorithm did before, clipped less and measured lower (README, "mse over all calls").
 // The generator is seeded alike for every tensor, so a calibration run writes the same
 // config each time.
 constexpr int64_t kPoolSize = 65536;
