@@ -30,12 +30,13 @@ namespace {
 
 // mse: a uniform sample of the magnitudes of every call's values, so that the clip is chosen
 // once over all calls (each call's values, sampled as sampled_magnitudes reads them, are
-// offered to a reservoir of kPoolSize; a value offered as the n-th is kept with probability
-// kPoolSize / n). Clipping each call on its own and keeping the widest clip, as this
-// algorithm did before, clipped less and measured lower (README, "mse over all calls").
+// offered to a reservoir of kSampleSize; a value offered as the n-th is kept with
+// probability kSampleSize / n). Clipping each call on its own and keeping the widest clip,
+// as this algorithm did before, clipped less and measured lower (README, "mse over all
+// calls").
 // The generator is seeded alike for every tensor, so a calibration run writes the same
 // config each time.
-constexpr int64_t kPoolSize = 65536;
+constexpr int64_t kSampleSize = 65536;  // values read from each call, and mse's pool
 
 struct Pool {
   std::vector<float> values;
@@ -55,12 +56,12 @@ struct Pool {
 
   void offer(const float* data, int64_t count) {
     for (int64_t i = 0; i < count; ++i, ++offered) {
-      if (static_cast<int64_t>(values.size()) < kPoolSize) {
+      if (static_cast<int64_t>(values.size()) < kSampleSize) {
         values.push_back(data[i]);
         continue;
       }
       const uint64_t slot = below(offered + 1);
-      if (slot < static_cast<uint64_t>(kPoolSize)) values[slot] = data[i];
+      if (slot < static_cast<uint64_t>(kSampleSize)) values[slot] = data[i];
     }
   }
 };
@@ -125,7 +126,7 @@ at::Tensor sampled_magnitudes(const at::Tensor& values) {
   at::Tensor flat = values.reshape({-1});
   const int64_t n = flat.numel();
   const int64_t innermost = values.dim() > 0 ? std::max<int64_t>(1, values.size(-1)) : 1;
-  int64_t step = std::max<int64_t>(1, n / 65536);
+  int64_t step = std::max<int64_t>(1, n / kSampleSize);
   while (std::gcd(step, innermost) != 1) ++step;
   at::Tensor sample = flat.slice(0, 0, n, step).to(at::kFloat);
   return sample.abs().contiguous();
