@@ -10,6 +10,7 @@ Usage (from anywhere; paths default relative to the repo root = parent of script
     /usr/bin/python3 scripts/bench.py --variants stock_fp32,shim_bf16 --lib build/libipex_shim.so
     /usr/bin/python3 scripts/bench.py --quick --model resnet18,bert   # smoke test
     /usr/bin/python3 scripts/bench.py --preload-cost          # cost of LD_PRELOAD itself
+    /usr/bin/python3 scripts/bench.py --calibration-cost      # cost of a calibration run
 
 Rows ("variants"):
     stock_fp32     stock fp32 eager, eval(), torch.no_grad()
@@ -449,12 +450,23 @@ def worker_main(spec_json):
 
         if spec["role"] == "calibrate":
             # shim calibration pass: the unmodified stock script on a few batches.
+            t_passes = time.perf_counter()
             with torch.no_grad():
                 for c in calib:
                     model(c)
-            send({"ok": True, "status": _shim_status(torch),
+            passes_s = time.perf_counter() - t_passes
+            status = _shim_status(torch)
+            written = write_s = None
+            if spec.get("write_now") and status and status.get("mode") == "calibration":
+                # --calibration-cost: the config's write timed on its own (the exit then
+                # finds it written).
+                t_write = time.perf_counter()
+                written = torch.ops.ipex_shim.write_config()
+                write_s = time.perf_counter() - t_write
+            send({"ok": True, "status": status,
                   "shim_loaded": shim_mapped(),
-                  "calib_batches": len(calib), "seconds": time.perf_counter() - t0})
+                  "calib_batches": len(calib), "seconds": time.perf_counter() - t0,
+                  "passes_s": passes_s, "write_s": write_s, "written": written})
             proto.close()
             return 0  # normal interpreter exit: lets the library write IPEX_CONFIG
 
@@ -992,26 +1004,23 @@ def print_ceiling_table(model_name, variants, rows, flops, ceiling):
         log("(no ceiling measured: --ceiling adds each row's share of it)")
 
 
-def bench_model(args, model_name, variants, tmpdir):
-    """Benchmark one model; returns its result dict (rows in variants order)."""
-    import torch
+def model_shape(args, model_name):
+    """(batch, image size, a description of the input) of a model's rows."""
     import bench_models as bm
 
     is_bert = bm.is_transformer(model_name)
     batch = args.batch or (8 if is_bert else 16)
     image_size = args.image_size or bm.default_image_size(model_name)
-    mdir = os.path.join(tmpdir, model_name)
-    os.makedirs(mdir, exist_ok=True)
-
-    log("")
-    log("=" * 78)
     shape = ("seq %d" % args.seq) if is_bert else ("%dx%d" % (image_size, image_size))
-    log("Model %s: batch %d, %s, threads %d, %d rounds x %d iters (+%d warm/round), warmup %d"
-        % (model_name, batch, shape, args.threads, args.rounds, args.iters, args.round_warmup,
-           args.warmup))
-    log("=" * 78)
+    return batch, image_size, shape
 
-    # ---- reference weights and inputs, built once here (not preloaded) ----
+
+def save_reference(args, model_name, batch, image_size, mdir):
+    """Builds the seeded model and its inputs here (not preloaded) and saves them into mdir
+    for the workers; returns (model, x, calib, paths)."""
+    import torch
+    import bench_models as bm
+
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
     model = bm.build_reference_model(model_name, args.seed, image_size=image_size,
@@ -1025,6 +1034,28 @@ def bench_model(args, model_name, variants, tmpdir):
     torch.save({"x": x, "calib": calib}, paths["inputs"])
     log("built %s (%.1f M params) in %.1f s" %
         (model_name, sum(p.numel() for p in model.parameters()) / 1e6, time.perf_counter() - t0))
+    return model, x, calib, paths
+
+
+def bench_model(args, model_name, variants, tmpdir):
+    """Benchmark one model; returns its result dict (rows in variants order)."""
+    import torch
+    import bench_models as bm
+
+    is_bert = bm.is_transformer(model_name)
+    batch, image_size, shape = model_shape(args, model_name)
+    mdir = os.path.join(tmpdir, model_name)
+    os.makedirs(mdir, exist_ok=True)
+
+    log("")
+    log("=" * 78)
+    log("Model %s: batch %d, %s, threads %d, %d rounds x %d iters (+%d warm/round), warmup %d"
+        % (model_name, batch, shape, args.threads, args.rounds, args.iters, args.round_warmup,
+           args.warmup))
+    log("=" * 78)
+
+    # ---- reference weights and inputs, built once here (not preloaded) ----
+    model, x, calib, paths = save_reference(args, model_name, batch, image_size, mdir)
     flops, flops_by_op = count_flops(torch, model.eval(), x)
 
     rows = {v: {"variant": v, "state": "pending", "lat_ms": [], "notes": []} for v in variants}
@@ -1500,6 +1531,147 @@ def preload_cost_main(args):
     return 0
 
 
+CALIBRATION_ALGORITHMS = ("min_max", "mse", "percentile")
+
+
+def calibration_cost_once(args, model_name, cell, paths, mdir, rss_file):
+    """One calibration-shaped run of the model's script (the seeded calibration batches through
+    the model, then exit), stock (cell "stock") or under IPEX_MODE=calibration with the cell's
+    IPEX_INT8_ALGORITHM. Returns (measures, error)."""
+    conf = os.path.join(mdir, "conf_%s.json" % cell)
+    if os.path.exists(conf):
+        os.remove(conf)
+    if cell == "stock":
+        env = base_env(args.threads)
+    else:
+        env = shim_env(args.threads, args.lib, "calibration", conf)
+        env["IPEX_INT8_ALGORITHM"] = cell
+    spec = {"role": "calibrate", "variant": cell, "model": model_name, "seed": args.seed,
+            "threads": args.threads, "warmup": 0, "write_now": True,
+            "state_path": paths["state"], "input_path": paths["inputs"]}
+    argv = [args.python, THIS_FILE, "--worker", json.dumps(spec)]
+    if os.access(GNU_TIME, os.X_OK):
+        argv = [GNU_TIME, "-o", rss_file, "-f", "%M"] + argv
+    t = time.perf_counter()
+    w = Worker(cell, argv, env, os.path.join(mdir, "cost_%s.log" % cell))
+    try:
+        info = w.recv(args.timeout)
+        rc = w.proc.wait(timeout=args.timeout)
+    except (WorkerError, subprocess.TimeoutExpired) as e:
+        w.kill()
+        w.close()
+        return None, "run failed: %s" % e
+    whole_s = time.perf_counter() - t
+    w.close()
+    if rc != 0:
+        return None, "exited with code %d: %s" % (rc, last_line(w.log_tail()))
+    measures = {"whole_s": whole_s, "passes_s": info["passes_s"], "write_s": info["write_s"],
+                "max_rss_mib": None}
+    try:
+        with open(rss_file) as f:
+            measures["max_rss_mib"] = int(f.read().split()[-1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    if cell != "stock":
+        # The run must have calibrated with the cell's algorithm and written its config.
+        try:
+            with open(conf) as f:
+                entries = json.load(f)
+        except (OSError, ValueError) as e:
+            return None, "no config written (%s): %s" % (e, info.get("written"))
+        used = sorted({e.get("algorithm") for e in entries})
+        if used != [cell]:
+            return None, "the config's entries say algorithm %s, not %s" % (used, cell)
+        measures["entries"] = len(entries)
+    return measures, None
+
+
+def calibration_cost_main(args):
+    """What calibration costs: each model's calibration batches run as a whole script, stock
+    and under IPEX_MODE=calibration with each range algorithm, interleaved over --rounds."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cells = ["stock"] + [a for a in CALIBRATION_ALGORITHMS]
+    log("Calibration cost: %d interleaved runs per cell, %d threads, lib %s" %
+        (args.rounds, args.threads, args.lib))
+    log("CPU: %s, %d logical CPUs; flags: %s" % (cpu_model(), os.cpu_count(),
+                                                 " ".join(cpu_flags()) or "-"))
+    log("load average: %s" % (loadavg(),))
+    if not os.access(GNU_TIME, os.X_OK):
+        log("note: peak RSS not measured (%s is not installed)" % GNU_TIME)
+    log("whole = spawn to exit (model build and load, the passes, the config's write, exit); "
+        "passes = the calibration batches alone; write = torch.ops.ipex_shim.write_config()")
+    tmpdir = tempfile.mkdtemp(prefix="ipex_bench_cost_")
+    results = []
+    try:
+        for model_name in args.models:
+            batch, image_size, shape = model_shape(args, model_name)
+            mdir = os.path.join(tmpdir, model_name)
+            os.makedirs(mdir, exist_ok=True)
+            log("")
+            log("Model %s: batch %d, %s, %d calibration batches" %
+                (model_name, batch, shape, args.calib_batches))
+            _, _, _, paths = save_reference(args, model_name, batch, image_size, mdir)
+            data = {c: [] for c in cells}
+            errors = {}
+            rss_file = os.path.join(mdir, "rss.txt")
+            for i in range(args.rounds):
+                order = cells if i % 2 == 0 else list(reversed(cells))
+                for c in order:
+                    if c in errors:
+                        continue
+                    measures, err = calibration_cost_once(args, model_name, c, paths, mdir,
+                                                          rss_file)
+                    if err:
+                        errors[c] = err
+                        log("FAIL %-10s %s" % (c, err))
+                    else:
+                        data[c].append(measures)
+            summary = {}
+            for c in cells:
+                if not data[c]:
+                    continue
+                summary[c] = {k: median([m[k] for m in data[c] if m.get(k) is not None])
+                              if any(m.get(k) is not None for m in data[c]) else None
+                              for k in ("whole_s", "passes_s", "write_s", "max_rss_mib")}
+                summary[c]["runs"] = len(data[c])
+                summary[c]["entries"] = data[c][-1].get("entries")
+            stock = summary.get("stock")
+            hdr = "%-11s %8s %8s %9s %8s %8s %9s %8s" % (
+                "run", "whole s", "x stock", "passes s", "x stock", "write s", "RSS MiB", "entries")
+            log(hdr)
+            log("-" * len(hdr))
+            for c in cells:
+                s = summary.get(c)
+                if not s:
+                    log("%-11s failed: %s" % (c, errors.get(c)))
+                    continue
+                ratio = (lambda k: s[k] / stock[k] if stock and stock.get(k) else None)
+                log("%-11s %8.2f %8s %9.2f %8s %8s %9s %8s" % (
+                    c, s["whole_s"], fmt(ratio("whole_s"), ".2f"), s["passes_s"],
+                    fmt(ratio("passes_s"), ".2f"), fmt(s["write_s"], ".2f"),
+                    fmt(s["max_rss_mib"], ".0f"), fmt(s["entries"], "d")))
+            log("(medians of %d runs a row)" % args.rounds)
+            results.append({"model": model_name, "batch": batch,
+                            "calib_batches": args.calib_batches, "summary": summary,
+                            "errors": errors, "raw": data})
+    finally:
+        if not args.keep_tmp:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    out = {"kind": "calibration_cost",
+           "date": datetime.datetime.now().isoformat(timespec="seconds"), "lib": args.lib,
+           "threads": args.threads, "rounds": args.rounds, "cpu": cpu_model(),
+           "cpu_flags": cpu_flags(), "nproc": os.cpu_count(), "loadavg_end": loadavg(),
+           "results": results}
+    path = args.json or os.path.join(DEFAULT_OUT_DIR, "calibration_cost.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    log("wrote %s" % path)
+    return 1 if any(r["errors"] for r in results) else 0
+
+
 # ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
@@ -1556,6 +1728,10 @@ def parse_args(argv):
     p.add_argument("--preload-cost", action="store_true",
                    help="measure the cost of LD_PRELOAD itself instead")
     p.add_argument("--preload-runs", type=int, default=20, help="runs per cell (default 20)")
+    p.add_argument("--calibration-cost", action="store_true",
+                   help="measure what calibration costs instead: the model's calibration "
+                        "batches as a whole script, stock and under IPEX_MODE=calibration with "
+                        "each IPEX_INT8_ALGORITHM, --rounds interleaved runs a cell")
     p.add_argument("--zoo", action="store_true",
                    help="every variant on the model zoo, with a geometric-mean summary")
     p.add_argument("--paired", metavar="VARIANT",
@@ -1627,6 +1803,8 @@ def main(argv=None):
         return probe_main()
     if args.preload_cost:
         return preload_cost_main(args)
+    if args.calibration_cost:
+        return calibration_cost_main(args)
 
     if "ipex_shim" in os.environ.get("LD_PRELOAD", ""):
         log("WARNING: the parent runs under LD_PRELOAD=%s; children get their own environment."

@@ -4,8 +4,10 @@ One quick run (resnet18 on 64x64 images, batch 1) of stock_fp32, compile_fp32, p
 shim_fp32. On torch 2.x the torch.compile and PT2E rows run and agree with stock; on an older
 torch they are reported skipped with the reason, never failed. Every row that ran has a time
 to first result that contains the worker's own preparation and first call, and the table
-prints it. Every row is also paired with stock_fp32 round by round (`--paired`)."""
+prints it. Every row is also paired with stock_fp32 round by round (`--paired`). And
+`--calibration-cost`'s rows: one per range algorithm against the same script run stock."""
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -70,6 +72,39 @@ def test_bench_torch2_rows_and_first_result(shim, tmp_path):
         line = next(l for l in proc.stdout.splitlines()
                     if l.startswith(v + " ") and l.rstrip().endswith("of 2"))
         assert line.split()[1] == format(statistics.median(expected), ".3f") + "x", line
+
+
+def test_calibration_cost_times_each_algorithm(shim, tmp_path):
+    """--calibration-cost: every range algorithm's run writes a config of its own algorithm,
+    with as many entries as the others, and each run's whole time holds its passes and its
+    write (the parts are timed inside the run, the whole from spawn to exit)."""
+    out = tmp_path / "cost.json"
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--calibration-cost",
+            "--model", "resnet18", "--image-size", "64", "--batch", "1", "--calib-batches", "2",
+            "--bn-batches", "1", "--rounds", "1", "--lib", str(shim.lib),
+            "--python", sys.executable, "--json", str(out)]
+    proc = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())["results"][0]
+    assert result["errors"] == {}
+    summary = result["summary"]
+    assert list(summary) == ["stock", "min_max", "mse", "percentile"]
+    assert summary["stock"]["write_s"] is None and summary["stock"]["entries"] is None
+    assert summary["stock"]["whole_s"] > summary["stock"]["passes_s"] > 0
+    entries = {summary[a]["entries"] for a in ("min_max", "mse", "percentile")}
+    assert len(entries) == 1 and entries.pop() > 20, summary  # resnet18's convs, bn, relu, ...
+    for algorithm in ("min_max", "mse", "percentile"):
+        s = summary[algorithm]
+        assert s["whole_s"] > s["passes_s"] + s["write_s"], s
+        assert s["passes_s"] > 0 and s["write_s"] > 0, s
+        if os.access("/usr/bin/time", os.X_OK):  # peak RSS from GNU time (not in the chroot)
+            assert s["max_rss_mib"] > 0, s
+        else:
+            assert s["max_rss_mib"] is None and "peak RSS not measured" in proc.stdout, s
+        line = next(l for l in proc.stdout.splitlines() if l.startswith(algorithm + " "))
+        fields = line.split()
+        assert fields[1] == format(s["whole_s"], ".2f"), line
+        assert fields[2] == format(s["whole_s"] / summary["stock"]["whole_s"], ".2f"), line
 
 
 def bench_args(argv):
