@@ -1574,6 +1574,13 @@ def calibration_cost_once(args, model_name, cell, paths, mdir, rss_file):
         pass
     if cell != "stock":
         # The run must have calibrated with the cell's algorithm and written its config.
+        status = info.get("status")
+        if not status:
+            return None, "the shim was not loaded (LD_PRELOAD=%s)" % args.lib
+        if status.get("mode") != "calibration":
+            return None, "the shim did not calibrate (mode %s%s)" % (
+                status.get("mode"), ", refused: %s" % status["refused"]
+                if status.get("refused") else "")
         try:
             with open(conf) as f:
                 entries = json.load(f)
@@ -1600,6 +1607,9 @@ def calibration_cost_main(args):
     log("load average: %s" % (loadavg(),))
     if not os.access(GNU_TIME, os.X_OK):
         log("note: peak RSS not measured (%s is not installed)" % GNU_TIME)
+    if not os.path.isfile(args.lib):
+        cells = ["stock"]
+        log("note: calibration rows skipped: %s does not exist" % args.lib)
     log("whole = spawn to exit (model build and load, the passes, the config's write, exit); "
         "passes = the calibration batches alone; write = torch.ops.ipex_shim.write_config()")
     tmpdir = tempfile.mkdtemp(prefix="ipex_bench_cost_")

@@ -107,6 +107,22 @@ def test_calibration_cost_times_each_algorithm(shim, tmp_path):
         assert fields[2] == format(s["whole_s"] / summary["stock"]["whole_s"], ".2f"), line
 
 
+def test_calibration_cost_without_the_library(tmp_path):
+    """A library that is not there leaves the stock row, says why the others are missing, and
+    is not counted as a failed run."""
+    out = tmp_path / "cost.json"
+    missing = tmp_path / "no" / "libipex_shim.so"
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--calibration-cost",
+            "--model", "resnet18", "--image-size", "64", "--batch", "1", "--calib-batches", "1",
+            "--bn-batches", "1", "--rounds", "1", "--lib", str(missing),
+            "--python", sys.executable, "--json", str(out)]
+    proc = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "calibration rows skipped: %s does not exist" % missing in proc.stdout
+    result = json.loads(out.read_text())["results"][0]
+    assert list(result["summary"]) == ["stock"] and result["errors"] == {}, result
+
+
 def bench_args(argv):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
