@@ -824,22 +824,30 @@ def start_worker(args, variant, model_name, env, role, paths, tmpdir, warmup):
     return w
 
 
+def run_to_exit(w, timeout):
+    """A calibrate worker's one message, then its exit: (info, None) or (None, why)."""
+    try:
+        info = w.recv(timeout)
+        rc = w.proc.wait(timeout=timeout)
+    except (WorkerError, subprocess.TimeoutExpired) as e:
+        w.kill()
+        w.close()
+        return None, "failed: %s" % e
+    w.close()
+    if rc != 0:
+        return None, "exited with code %d: %s" % (rc, last_line(w.log_tail()))
+    return info, None
+
+
 def run_shim_calibration(args, model_name, paths, tmpdir, conf):
     """IPEX_MODE=calibration run of the stock script; returns (info, error)."""
     if os.path.exists(conf):
         os.remove(conf)
     env = shim_env(args.threads, args.lib, "calibration", conf)
     w = start_worker(args, "shim_int8", model_name, env, "calibrate", paths, tmpdir, 0)
-    try:
-        info = w.recv(args.timeout)
-        rc = w.proc.wait(timeout=args.timeout)
-    except (WorkerError, subprocess.TimeoutExpired) as e:
-        w.kill()
-        w.close()
-        return None, "calibration run failed: %s" % e
-    w.close()
-    if rc != 0:
-        return None, "calibration run exited with code %d: %s" % (rc, last_line(w.log_tail()))
+    info, err = run_to_exit(w, args.timeout)
+    if err:
+        return None, "calibration run " + err
     if not os.path.isfile(conf):
         return info, "calibration run finished but did not write IPEX_CONFIG=%s" % conf
     return info, None
@@ -1554,17 +1562,10 @@ def calibration_cost_once(args, model_name, cell, paths, mdir, rss_file):
         argv = [GNU_TIME, "-o", rss_file, "-f", "%M"] + argv
     t = time.perf_counter()
     w = Worker(cell, argv, env, os.path.join(mdir, "cost_%s.log" % cell))
-    try:
-        info = w.recv(args.timeout)
-        rc = w.proc.wait(timeout=args.timeout)
-    except (WorkerError, subprocess.TimeoutExpired) as e:
-        w.kill()
-        w.close()
-        return None, "run failed: %s" % e
-    whole_s = time.perf_counter() - t
-    w.close()
-    if rc != 0:
-        return None, "exited with code %d: %s" % (rc, last_line(w.log_tail()))
+    info, err = run_to_exit(w, args.timeout)
+    whole_s = time.perf_counter() - t  # the exit included (close() of an exited worker: ~0)
+    if err:
+        return None, "run " + err
     measures = {"whole_s": whole_s, "passes_s": info["passes_s"], "write_s": info["write_s"],
                 "max_rss_mib": None}
     try:
