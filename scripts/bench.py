@@ -564,12 +564,16 @@ class WorkerError(Exception):
 class Worker:
     """A long-lived child process speaking the JSON-line protocol."""
 
-    def __init__(self, variant, args_list, env, log_path):
+    def __init__(self, variant, args_list, env, log_path, own_group=False):
+        # own_group: args_list starts a wrapper (GNU time) whose child is the worker; a kill
+        # then goes to the whole process group, so that the worker does not outlive it.
         self.variant = variant
         self.log_path = log_path
         self.log_file = open(log_path, "wb")
+        self.own_group = own_group
         self.proc = subprocess.Popen(args_list, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log_file, env=env, cwd=REPO_ROOT)
+                                     stderr=self.log_file, env=env, cwd=REPO_ROOT,
+                                     start_new_session=own_group)
         self.buf = b""
 
     def log_tail(self, n=20):
@@ -634,6 +638,11 @@ class Worker:
         return self.recv(timeout)
 
     def kill(self):
+        if self.own_group:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.proc.poll() is None:
             self.proc.kill()
             try:
@@ -1558,10 +1567,13 @@ def calibration_cost_once(args, model_name, cell, paths, mdir, rss_file):
             "threads": args.threads, "warmup": 0, "write_now": True,
             "state_path": paths["state"], "input_path": paths["inputs"]}
     argv = [args.python, THIS_FILE, "--worker", json.dumps(spec)]
-    if os.access(GNU_TIME, os.X_OK):
+    timed = os.access(GNU_TIME, os.X_OK)
+    if timed:
         argv = [GNU_TIME, "-o", rss_file, "-f", "%M"] + argv
+    if os.path.exists(rss_file):
+        os.remove(rss_file)  # a run GNU time could not report on must not read the last one's
     t = time.perf_counter()
-    w = Worker(cell, argv, env, os.path.join(mdir, "cost_%s.log" % cell))
+    w = Worker(cell, argv, env, os.path.join(mdir, "cost_%s.log" % cell), own_group=timed)
     info, err = run_to_exit(w, args.timeout)
     whole_s = time.perf_counter() - t  # the exit included (close() of an exited worker: ~0)
     if err:
@@ -1600,7 +1612,7 @@ def calibration_cost_main(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    cells = ["stock"] + [a for a in CALIBRATION_ALGORITHMS]
+    cells = ["stock"] + list(CALIBRATION_ALGORITHMS)
     log("Calibration cost: %d interleaved runs per cell, %d threads, lib %s" %
         (args.rounds, args.threads, args.lib))
     log("CPU: %s, %d logical CPUs; flags: %s" % (cpu_model(), os.cpu_count(),

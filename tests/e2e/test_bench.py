@@ -123,6 +123,32 @@ def test_calibration_cost_without_the_library(tmp_path):
     assert list(result["summary"]) == ["stock"] and result["errors"] == {}, result
 
 
+def test_calibration_cost_timeout_leaves_no_worker(tmp_path):
+    """A run past --timeout is killed with the GNU time wrapper around it: killing the wrapper
+    alone left its child, the worker, running."""
+    out = tmp_path / "cost.json"
+    seed = 91731  # marks this test's workers: the seed is in their command line
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--calibration-cost",
+            "--model", "resnet18", "--image-size", "64", "--batch", "1", "--calib-batches", "1",
+            "--bn-batches", "1", "--rounds", "1", "--timeout", "0.2", "--seed", str(seed),
+            "--python", sys.executable, "--json", str(out)]
+    proc = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    errors = json.loads(out.read_text())["results"][0]["errors"]
+    assert sorted(errors) == ["min_max", "mse", "percentile", "stock"], errors
+    assert all("timed out after 0 s" in why for why in errors.values()), errors
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                command = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if "--worker" in command and '"seed": %d' % seed in command:
+            left.append(pid)
+    assert left == [], "workers still running: %s" % left
+
+
 def bench_args(argv):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
