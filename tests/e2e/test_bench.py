@@ -123,7 +123,7 @@ def test_calibration_cost_without_the_library(tmp_path):
     assert list(result["summary"]) == ["stock"] and result["errors"] == {}, result
 
 
-def test_calibration_cost_timeout_leaves_no_worker(tmp_path):
+def test_calibration_cost_timeout_leaves_no_worker(shim, tmp_path):
     """A run past --timeout is killed with the GNU time wrapper around it: killing the wrapper
     alone left its child, the worker, running."""
     out = tmp_path / "cost.json"
@@ -131,7 +131,7 @@ def test_calibration_cost_timeout_leaves_no_worker(tmp_path):
     argv = [sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--calibration-cost",
             "--model", "resnet18", "--image-size", "64", "--batch", "1", "--calib-batches", "1",
             "--bn-batches", "1", "--rounds", "1", "--timeout", "0.2", "--seed", str(seed),
-            "--python", sys.executable, "--json", str(out)]
+            "--lib", str(shim.lib), "--python", sys.executable, "--json", str(out)]
     proc = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     errors = json.loads(out.read_text())["results"][0]["errors"]
