@@ -822,13 +822,18 @@ def check_shim_rows(args, variants, tmpdir):
     return skipped, probes
 
 
-def start_worker(args, variant, model_name, env, role, paths, tmpdir, warmup):
+def start_worker(args, variant, model_name, env, role, paths, tmpdir, warmup, write_now=False,
+                 wrapper=()):
+    """A worker for the row; write_now: a calibrate worker writes its config before it
+    reports (--calibration-cost times the write); wrapper: a command the worker runs under
+    (GNU time), killed with it."""
     spawn_wall = time.time()  # the start of the worker's time to first result
     spec = {"role": role, "variant": variant, "model": model_name, "seed": args.seed,
-            "threads": args.threads, "warmup": warmup,
+            "threads": args.threads, "warmup": warmup, "write_now": write_now,
             "state_path": paths["state"], "input_path": paths["inputs"]}
     log_path = os.path.join(tmpdir, "%s_%s_%s.log" % (model_name, variant, role))
-    w = Worker(variant, [args.python, THIS_FILE, "--worker", json.dumps(spec)], env, log_path)
+    w = Worker(variant, list(wrapper) + [args.python, THIS_FILE, "--worker", json.dumps(spec)],
+               env, log_path, own_group=bool(wrapper))
     w.spawn_wall = spawn_wall
     return w
 
@@ -1563,17 +1568,12 @@ def calibration_cost_once(args, model_name, cell, paths, mdir, rss_file):
     else:
         env = shim_env(args.threads, args.lib, "calibration", conf)
         env["IPEX_INT8_ALGORITHM"] = cell
-    spec = {"role": "calibrate", "variant": cell, "model": model_name, "seed": args.seed,
-            "threads": args.threads, "warmup": 0, "write_now": True,
-            "state_path": paths["state"], "input_path": paths["inputs"]}
-    argv = [args.python, THIS_FILE, "--worker", json.dumps(spec)]
-    timed = os.access(GNU_TIME, os.X_OK)
-    if timed:
-        argv = [GNU_TIME, "-o", rss_file, "-f", "%M"] + argv
+    wrapper = [GNU_TIME, "-o", rss_file, "-f", "%M"] if os.access(GNU_TIME, os.X_OK) else []
     if os.path.exists(rss_file):
         os.remove(rss_file)  # a run GNU time could not report on must not read the last one's
     t = time.perf_counter()
-    w = Worker(cell, argv, env, os.path.join(mdir, "cost_%s.log" % cell), own_group=timed)
+    w = start_worker(args, cell, model_name, env, "calibrate", paths, mdir, 0, write_now=True,
+                     wrapper=wrapper)
     info, err = run_to_exit(w, args.timeout)
     whole_s = time.perf_counter() - t  # the exit included (close() of an exited worker: ~0)
     if err:
