@@ -127,6 +127,17 @@ Speed against the machine (every row):
     GFLOP/s as a percentage of the ceiling of its precision (the precision its name says:
     *_fp32, stock_fp32 and jit_freeze fp32, *bf16* BF16, *int8* INT8; a precision oneDNN
     has no kernels for here has no ceiling). --ceiling-seconds sets the time per case.
+  * --onednn-profile PASSES: after the timed rounds every row runs PASSES more passes with
+    oneDNN's verbose log switched on (rows whose torch has oneDNN as a shared library:
+    Debian's; a pip wheel's is inside libtorch and is reported unavailable) and reports a
+    pass split into its matrix products in the row's precision (ms, GFLOP/s, % of the
+    ceiling: the issue's "convolutions at 60% of the ceiling" is this column, the rows
+    above count the whole pass), products in other precisions, oneDNN's other primitives,
+    and the time outside oneDNN. Each product shape is also timed alone by
+    ipex-shim-ceiling --shapes (--profile-seconds each), operands warm in the caches
+    ("alone": what oneDNN itself reaches on the model's shapes; alone against the ceiling is
+    what the shapes cost) and flushed from them ("cold"); a pass's products lie between the
+    two. See scripts/onednn_profile.py.
 
 --preload-cost measures what preloading alone costs: wall time (median of
 --preload-runs=20 interleaved runs; posix_spawn + wait4) and max RSS of
@@ -517,6 +528,10 @@ def worker_main(spec_json):
                       "shape": list(out.shape)})
             elif op == "status":
                 send({"ok": True, "status": _shim_status(torch)})
+            elif op == "profile":
+                import onednn_profile
+                reply = onednn_profile.capture(lambda: fwd(x), cmd["passes"])
+                send(dict(reply, ok=True))
             elif op == "quit":
                 send({"ok": True})
                 break
@@ -1026,6 +1041,83 @@ def print_ceiling_table(model_name, variants, rows, flops, ceiling):
         log("(no ceiling measured: --ceiling adds each row's share of it)")
 
 
+def add_onednn_profiles(args, rows, variants):
+    """Each row's --onednn-profile summary (onednn_profile.summarize), with its product
+    shapes timed alone by ipex-shim-ceiling --shapes, one call per precision."""
+    import onednn_profile as op
+
+    wanted = {}
+    for v in variants:
+        capture = rows[v].get("onednn_capture") or {}
+        if rows[v].get("state") != "ok" or not capture.get("available"):
+            continue
+        precision = precision_of(v)
+        for r in capture["records"]:
+            if r["kind"] in ("convolution", "matmul") and op.precision_of_record(r) == precision:
+                wanted.setdefault(precision, set()).add(r["problem"])
+    tool = args.ceiling_tool or os.path.join(os.path.dirname(args.lib), "ipex-shim-ceiling")
+    alone, cold = {}, {}
+    for precision, problems in sorted(wanted.items()):
+        for timed, is_cold in ((alone, False), (cold, True)):
+            timed[precision], why = op.standalone(tool, precision, sorted(problems),
+                                                  args.profile_seconds, args.threads, is_cold)
+            if why:
+                log("oneDNN profile: %s shapes alone%s not timed: %s"
+                    % (precision, " (cold)" if is_cold else "", why))
+                timed[precision] = None
+    for v in variants:
+        row, capture = rows[v], rows[v].get("onednn_capture")
+        if capture is None or row.get("state") != "ok":
+            continue
+        if not capture.get("available"):
+            row["onednn_profile"] = {"unavailable": capture.get("why")}
+            continue
+        precision = precision_of(v)
+        peak = ((args.ceiling_report or {}).get("ceiling", {}) or {}).get(precision)
+        row["onednn_profile"] = op.summarize(capture, precision, row.get("median_ms"),
+                                             peak["gflops"] if peak else None,
+                                             alone.get(precision), cold.get(precision))
+
+
+def print_onednn_profiles(args, model_name, rows, variants):
+    log("")
+    log("Inside oneDNN: %s, %d passes a row after the timed rounds (ONEDNN_VERBOSE's exec "
+        "times), ms a pass: median = the timed rounds', profiled = these passes' (outside = "
+        "profiled - oneDNN); products = convolutions, inner products and matmuls in the row's "
+        "precision; alone, cold = the same shapes timed one by one by oneDNN in its own "
+        "layouts, operands warm in the caches or flushed from them"
+        % (model_name, args.onednn_profile))
+    log("%-14s %8s %8s %8s %9s %8s %6s %8s %6s %8s %10s %8s %8s" % (
+        "variant", "median", "profiled", "oneDNN", "products", "GFLOP/s", "%ceil", "alone",
+        "%ceil", "cold", "other prec", "other", "outside"))
+    for v in variants:
+        prof = rows[v].get("onednn_profile")
+        if prof is None:
+            continue
+        if "unavailable" in prof:
+            log("%-14s unavailable: %s" % (v, prof["unavailable"]))
+            continue
+        log("%-14s %8.1f %8s %8.1f %9.1f %8s %6s %8s %6s %8s %10.1f %8.1f %8.1f" % (
+            v, prof["median_ms"], fmt(prof.get("profiled_pass_ms"), ".1f"), prof["onednn_ms"],
+            prof["products_ms"],
+            fmt(prof.get("products_gflops"), ".0f"), fmt(prof.get("products_ceiling_pct"), ".0f"),
+            fmt(prof.get("alone_ms"), ".1f"), fmt(prof.get("alone_ceiling_pct"), ".0f"),
+            fmt(prof.get("cold_ms"), ".1f"), prof["other_precision_products_ms"],
+            prof["other_primitives_ms"], prof["outside_ms"]))
+    for v in variants:
+        prof = rows[v].get("onednn_profile")
+        if not prof or "shapes" not in prof or not args.profile_top:
+            continue
+        log("%s: the %d costliest product shapes (of %d)" % (
+            v, min(args.profile_top, len(prof["shapes"])), len(prof["shapes"])))
+        for shape in prof["shapes"][:args.profile_top]:
+            log("  %7.2f ms (%4.1f calls) alone %7s cold %7s  %-32s %s" % (
+                shape["ms_per_pass"], shape["calls_per_pass"],
+                fmt(shape.get("alone_ms_per_pass"), ".2f"),
+                fmt(shape.get("cold_ms_per_pass"), ".2f"), shape["implementation"],
+                shape["problem"]))
+
+
 def model_shape(args, model_name):
     """(batch, image size, a description of the input) of a model's rows."""
     import bench_models as bm
@@ -1239,6 +1331,13 @@ def bench_model(args, model_name, variants, tmpdir):
             rows[v]["error"] = "output: %s" % e
             rows[v]["log_tail"] = workers[v].log_tail()
             log("FAIL %-13s %s" % (v, rows[v]["error"]))
+    if args.onednn_profile:
+        for v in list(workers):
+            try:
+                rows[v]["onednn_capture"] = workers[v].request(
+                    {"cmd": "profile", "passes": args.onednn_profile}, args.timeout)
+            except WorkerError as e:
+                rows[v]["onednn_capture"] = {"available": False, "why": str(e)}
     for v in list(workers):
         workers.pop(v).close()
 
@@ -1290,6 +1389,9 @@ def bench_model(args, model_name, variants, tmpdir):
         print_paired_table(variants, rows, args.paired)
     add_ceiling_figures(rows, variants, flops, args.ceiling_report)
     print_ceiling_table(model_name, variants, rows, flops, args.ceiling_report)
+    if args.onednn_profile:
+        add_onednn_profiles(args, rows, variants)
+        print_onednn_profiles(args, model_name, rows, variants)
     return {"model": model_name, "batch": batch, "image_size": None if is_bert else image_size,
             "seq": args.seq if is_bert else None, "reference_output": ref_src,
             "flops": flops, "flops_by_op": flops_by_op,
@@ -1766,6 +1868,15 @@ def parse_args(argv):
     p.add_argument("--ceiling-tool", help="ipex-shim-ceiling (default: beside --lib)")
     p.add_argument("--ceiling-seconds", type=float, default=2.0,
                    help="seconds per ceiling case (default 2)")
+    p.add_argument("--onednn-profile", type=int, default=0, metavar="PASSES",
+                   help="after the timed rounds, run PASSES more passes a row with oneDNN's "
+                        "verbose log on and split a pass into products, other oneDNN work and "
+                        "time outside oneDNN; each product shape is also timed alone "
+                        "(ipex-shim-ceiling --shapes)")
+    p.add_argument("--profile-seconds", type=float, default=0.5,
+                   help="seconds per shape timed alone (default 0.5)")
+    p.add_argument("--profile-top", type=int, default=8,
+                   help="product shapes listed per row, costliest first (default 8)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     # --quick's settings apply to the options not given: an option given with its default
@@ -1812,6 +1923,8 @@ def parse_args(argv):
         p.error("--seq must be in 1..512 (BERT position embeddings)")
     if args.threads < 1 or args.rounds < 1 or args.iters < 1:
         p.error("--threads, --rounds and --iters must be >= 1")
+    if args.onednn_profile < 0 or args.profile_seconds <= 0 or args.profile_top < 0:
+        p.error("--onednn-profile and --profile-top must be >= 0, --profile-seconds > 0")
     if args.paired and args.paired not in args.variant_list:
         p.error("--paired %s: not among the variants run (%s)"
                 % (args.paired, ",".join(args.variant_list)))
