@@ -102,6 +102,15 @@ def test_summary_splits_a_pass_into_its_parts():
     assert "cold_ms" not in s and "cold_missing" not in s  # cold not asked for
 
 
+def test_capture_without_a_shared_onednn_says_why():
+    """A process whose oneDNN is not a shared library of its own (a pip wheel links it into
+    libtorch) gets no profile and the reason, and its passes are not run for nothing."""
+    calls = []
+    reply = op.capture(lambda: calls.append(1), 2, library_patterns=("libno_such_onednn.so",))
+    assert reply["available"] is False and "no shared oneDNN library" in reply["why"], reply
+    assert calls == []
+
+
 def ceiling_tool(shim, *args):
     tool = shim.build_dir / "ipex-shim-ceiling"
     if not tool.is_file():
