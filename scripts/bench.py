@@ -530,7 +530,8 @@ def worker_main(spec_json):
                 send({"ok": True, "status": _shim_status(torch)})
             elif op == "profile":
                 import onednn_profile
-                reply = onednn_profile.capture(lambda: fwd(x), cmd["passes"])
+                reply = onednn_profile.capture(lambda: fwd(x), cmd["passes"],
+                                               mapped_libs(onednn_profile.LIBRARIES))
                 send(dict(reply, ok=True))
             elif op == "quit":
                 send({"ok": True})
@@ -986,9 +987,14 @@ def precision_of(variant):
     return "fp32"
 
 
+def ceiling_tool_path(args):
+    """ipex-shim-ceiling: --ceiling-tool, else the one built beside --lib."""
+    return args.ceiling_tool or os.path.join(os.path.dirname(args.lib), "ipex-shim-ceiling")
+
+
 def run_ceiling(args):
     """ipex-shim-ceiling's report (see the module docstring), or None with the reason logged."""
-    tool = args.ceiling_tool or os.path.join(os.path.dirname(args.lib), "ipex-shim-ceiling")
+    tool = ceiling_tool_path(args)
     if not os.path.isfile(tool):
         log("ceiling: %s not found (build it: cmake --build build --target ipex-shim-ceiling)"
             % tool)
@@ -1053,9 +1059,9 @@ def add_onednn_profiles(args, rows, variants):
             continue
         precision = precision_of(v)
         for r in capture["records"]:
-            if r["kind"] in ("convolution", "matmul") and op.precision_of_record(r) == precision:
+            if r["kind"] in op.TIMED_ALONE and op.precision_of_record(r) == precision:
                 wanted.setdefault(precision, set()).add(r["problem"])
-    tool = args.ceiling_tool or os.path.join(os.path.dirname(args.lib), "ipex-shim-ceiling")
+    tool = ceiling_tool_path(args)
     alone, cold = {}, {}
     for precision, problems in sorted(wanted.items()):
         for timed, is_cold in ((alone, False), (cold, True)):

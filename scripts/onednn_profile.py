@@ -36,6 +36,9 @@ import tempfile
 import time
 
 PRODUCTS = ("convolution", "deconvolution", "inner_product", "matmul")
+TIMED_ALONE = ("convolution", "matmul")  # the products ipex-shim-ceiling --shapes can time
+# oneDNN's shared library, as a process maps it (Debian's torch and the shim link it).
+LIBRARIES = ("libdnnl.so", "libmkldnn.so")
 PRECISION_OF_TYPE = {"u8": "int8", "s8": "int8", "bf16": "bf16", "f32": "fp32"}
 _SRC_TYPE = re.compile(r"(?:^|\s)src[_:]([a-z0-9]+):")
 _FIELD = re.compile(r"([a-z]+)(\d+)")
@@ -68,20 +71,11 @@ def parse_exec_lines(text):
              "calls": calls, "ms": ms} for k, (calls, ms) in sums.items()]
 
 
-def capture(run, passes, library_patterns=("libdnnl.so", "libmkldnn.so")):
-    """Runs run() `passes` times with oneDNN's verbose log on; returns the worker's reply:
-    {"available": True, "records": [...], "passes": n} or {"available": False, "why": ...}."""
-    libraries = []
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                parts = line.split()
-                if len(parts) >= 6 and any(p in os.path.basename(parts[5])
-                                           for p in library_patterns):
-                    if parts[5] not in libraries:
-                        libraries.append(parts[5])
-    except OSError:
-        pass
+def capture(run, passes, libraries):
+    """Runs run() `passes` times with oneDNN's verbose log on; `libraries`: the paths of
+    oneDNN's shared library mapped in this process (bench.mapped_libs(LIBRARIES)). Returns
+    the worker's reply: {"available": True, "records": [...], "passes": n, ...} or
+    {"available": False, "why": ...}."""
     if not libraries:
         return {"available": False,
                 "why": "no shared oneDNN library in this process (a pip wheel links oneDNN "
@@ -212,8 +206,7 @@ def summarize(profile, precision, median_ms, ceiling_gflops, alone=None, cold=No
         shape = {"kind": r["kind"], "problem": r["problem"], "implementation": r["implementation"],
                  "calls_per_pass": r["calls"] / passes, "ms_per_pass": per_pass(r["ms"])}
         for name, timed in (("alone", alone), ("cold", cold)):
-            a = (timed or {}).get(r["problem"]) if r["kind"] in ("convolution", "matmul") \
-                else None
+            a = (timed or {}).get(r["problem"]) if r["kind"] in TIMED_ALONE else None
             if a and "ms" in a:
                 shape[name + "_ms_per_pass"] = a["ms"] * r["calls"] / passes
                 shape[name + "_implementation"] = a["implementation"]
